@@ -1,0 +1,66 @@
+"""The one place that reads ``RUNSTREAM_*`` environment variables.
+
+Services (gateway, processors, query API) and the SDK's ``Workspace`` take a
+:class:`Settings`; library code below them takes plain arguments.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Mapping
+
+ENV_PREFIX = "RUNSTREAM_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting with its default; the env name is ``RUNSTREAM_`` + field name upper-cased."""
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    """Kafka bootstrap servers, comma-separated."""
+    topic: str = "runstream.events"
+    """The event topic."""
+    partitions: int = 8
+    """Partitions the topic is created with (the processors' unit of parallelism)."""
+    database_url: str = "postgresql://runstream@127.0.0.1:5432/runstream"
+    """PostgreSQL / TimescaleDB connection URL."""
+    blob_dir: str = str(Path.home() / ".runstream" / "blobs")
+    """Directory of the content-addressed artifact store."""
+    transport: str = "kafka"
+    """How the SDK sends events: ``kafka`` (direct) or ``http`` (through the gateway)."""
+    api_url: str = "http://127.0.0.1:8080"
+    """Base URL of the query API (the SDK reads metrics through it)."""
+    ingest_url: str = "http://127.0.0.1:8081"
+    """Base URL of the ingest gateway (HTTP transport and artifact uploads)."""
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8081
+    processor_group: str = "runstream-processors"
+    """Kafka consumer group of the processors."""
+    processor_max_records: int = 20_000
+    """Most Kafka messages one processor transaction takes."""
+    spool_dir: str = str(Path.home() / ".runstream" / "spool")
+    """Where the SDK keeps events it could not send yet."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+        """Defaults, then ``RUNSTREAM_*`` variables, then keyword overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            try:
+                values[f.name] = int(raw) if f.type in (int, "int") else raw
+            except ValueError:
+                raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not an integer") from None
+        return replace(cls(**values), **overrides)  # type: ignore[arg-type]
+
+    @staticmethod
+    def env_names() -> set[str]:
+        """Every environment variable this module reads."""
+        return {ENV_PREFIX + f.name.upper() for f in fields(Settings)}
