@@ -1,0 +1,67 @@
+"""The one Kafka producer runstream uses (SDK and gateway alike).
+
+acks=all and idempotence, so a retry after a lost acknowledgement never writes an event
+twice within a producer session; lz4 compression; key = run_id so a run's events stay
+in order on one partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Iterable
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from schemas.limits import MAX_EVENT_BYTES
+
+
+class EventProducer:
+    """Produce encoded events; :meth:`send_batch` returns when Kafka acknowledged all."""
+
+    def __init__(self, bootstrap: str, topic: str, *, linger_ms: int = 5, client_id: str = "runstream") -> None:
+        self.topic = topic
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            compression_type="lz4",
+            linger_ms=linger_ms,
+            max_batch_size=1024 * 1024,
+            max_request_size=MAX_EVENT_BYTES + 64 * 1024,
+            request_timeout_ms=30_000,
+            retry_backoff_ms=200,
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def enqueue(self, run_id: str, value: bytes) -> "asyncio.Future[object]":
+        """Hand one event to the producer's batcher; the returned future resolves on ack."""
+        return await self._producer.send(self.topic, value=value, key=run_id.encode())
+
+    async def send_batch(self, events: Iterable[tuple[str, bytes]]) -> None:
+        """Produce ``(run_id, encoded event)`` pairs in order and wait for every ack."""
+        futures = [await self.enqueue(run_id, value) for run_id, value in events]
+        if futures:
+            await asyncio.gather(*futures)
+
+
+async def ensure_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """Create the event topic if it does not exist (replication 1 on a single broker)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if topic in set(await admin.list_topics()):
+            return
+        try:
+            await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+        except TopicAlreadyExistsError:
+            pass
+    finally:
+        await admin.close()
