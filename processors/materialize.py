@@ -1,0 +1,219 @@
+"""Events → rows. Pure functions, no I/O: what one batch of new events adds to each table.
+
+The store (processors/store.py) writes what this module returns. Events must be given in
+log order (per partition, which is per run); the projections keep the last value by seq.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from schemas import events as ev
+from schemas.events import NonFinite
+
+KIND_FLOAT, KIND_INT, KIND_BOOL, KIND_STR = 0, 1, 2, 3
+_UTC = timezone.utc
+
+
+def to_datetime(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, _UTC)
+
+
+def split_value(value: Any) -> tuple[float | None, str | None, int]:
+    """A decoded event value as the (value, text, kind) columns of metric_points."""
+    cls = value.__class__
+    if cls is float:
+        return value, None, KIND_FLOAT
+    if cls is int:
+        return float(value), None, KIND_INT
+    if cls is bool:
+        return (1.0 if value else 0.0), None, KIND_BOOL
+    if cls is str:
+        return None, value, KIND_STR
+    if cls is NonFinite:
+        return value.value, None, KIND_FLOAT
+    raise TypeError(f"unexpected value {value!r}")
+
+
+def cell_json(value: Any) -> Any:
+    """A table cell in its stored JSON form (schemas.values encoding)."""
+    if value.__class__ is NonFinite:
+        return {"f": value.f}
+    return value
+
+
+@dataclass
+class Summary:
+    """Running per-(run, name) summary for one batch."""
+
+    kind: str
+    description: str | None = None
+    count: int = 0
+    last_seq: int = -1
+    last_step: int | None = None
+    last_value: float | None = None
+    last_text: str | None = None
+    last_kind: int | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+
+    def add(self, seq: int, step: int | None, value: float | None, text: str | None, kind: int) -> None:
+        self.count += 1
+        self.last_seq, self.last_step = seq, step
+        self.last_value, self.last_text, self.last_kind = value, text, kind
+        if value is not None and kind != KIND_BOOL and not math.isnan(value):
+            if self.min_value is None or value < self.min_value:
+                self.min_value = value
+            if self.max_value is None or value > self.max_value:
+                self.max_value = value
+
+
+@dataclass
+class RunChange:
+    """What a batch changes on one run's projection row."""
+
+    last_seq: int = -1
+    updated_at: datetime | None = None
+    started: tuple[Any, ...] | None = None  # full runs row for run.started
+    status: str | None = None
+    error: str | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass
+class Materialized:
+    points: list[tuple[Any, ...]] = field(default_factory=list)
+    table_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    log_lines: list[tuple[Any, ...]] = field(default_factory=list)
+    experiments: dict[str, datetime] = field(default_factory=dict)
+    runs: dict[str, RunChange] = field(default_factory=dict)
+    tags: dict[tuple[str, str], tuple[str | None, datetime, bool]] = field(default_factory=dict)
+    artifacts: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
+    summaries: dict[tuple[str, str], Summary] = field(default_factory=dict)
+
+    def summary(self, run_id: str, name: str, kind: str, description: str | None) -> Summary:
+        s = self.summaries.get((run_id, name))
+        if s is None:
+            s = self.summaries[(run_id, name)] = Summary(kind)
+        if kind == "list" or s.kind != "list":
+            s.kind = kind
+        if description:
+            s.description = description
+        return s
+
+
+def materialize(batch: list[ev.Event]) -> Materialized:
+    """Rows and projection changes for ``batch`` (new events only, in log order)."""
+    out = Materialized()
+    for event in batch:
+        run_id, seq = event.run_id, event.seq
+        when = to_datetime(event.ts)
+        change = out.runs.get(run_id)
+        if change is None:
+            change = out.runs[run_id] = RunChange()
+        change.last_seq = max(change.last_seq, seq)
+        change.updated_at = when
+        _APPLY[event.__class__](out, event, when, change)
+    return out
+
+
+def _run_started(out: Materialized, e: ev.RunStarted, when: datetime, change: RunChange) -> None:
+    p = e.payload
+    out.experiments.setdefault(p.experiment, when)
+    props = orjson.dumps({k: cell_json(v) for k, v in p.properties.items()}).decode()
+    change.started = (e.run_id, p.experiment, p.name, p.parent_run_id, p.kind, "running", props, when)
+
+
+def _run_status(out: Materialized, e: ev.RunStatus, when: datetime, change: RunChange) -> None:
+    change.status = e.payload.status
+    change.error = e.payload.error
+    change.ended_at = None if e.payload.status == "running" else when
+
+
+def _metric_points(out: Materialized, e: ev.MetricPoints, when: datetime, change: RunChange) -> None:
+    run_id, seq, points = e.run_id, e.seq, out.points
+    for series in e.payload.series:
+        summary = out.summary(run_id, series.name, "scalar", series.description)
+        name = series.name
+        for step, value, t in zip(series.steps, series.values, series.times):
+            v, text, kind = split_value(value)
+            points.append((run_id, name, step, to_datetime(t), v, text, kind))
+            summary.add(seq, step, v, text, kind)
+
+
+def _metric_list(out: Materialized, e: ev.MetricList, when: datetime, change: RunChange) -> None:
+    p = e.payload
+    summary = out.summary(e.run_id, p.name, "list", p.description)
+    for i, value in enumerate(p.values):
+        v, text, kind = split_value(value)
+        out.points.append((e.run_id, p.name, p.start_step + i, when, v, text, kind))
+        summary.add(e.seq, p.start_step + i, v, text, kind)
+
+
+def _add_rows(out: Materialized, e: ev.Event, name: str, rows: list[dict[str, Any]], description: str | None, when: datetime) -> None:
+    summary = out.summary(e.run_id, name, "table", description)
+    for idx, row in enumerate(rows):
+        cells = orjson.dumps({k: cell_json(v) for k, v in row.items()}).decode()
+        out.table_rows.append((e.run_id, name, e.seq, idx, when, cells))
+        summary.add(e.seq, None, None, None, KIND_STR)
+
+
+def _metric_rows(out: Materialized, e: ev.MetricRows, when: datetime, change: RunChange) -> None:
+    _add_rows(out, e, e.payload.name, e.payload.rows, e.payload.description, when)
+
+
+def _metric_table(out: Materialized, e: ev.MetricTable, when: datetime, change: RunChange) -> None:
+    cols = e.payload.columns
+    length = len(next(iter(cols.values()), []))
+    rows = [{c: values[i] for c, values in cols.items()} for i in range(length)]
+    if rows:
+        _add_rows(out, e, e.payload.name, rows, e.payload.description, when)
+
+
+def _artifact(out: Materialized, run_id: str, a: ev.ArtifactPayload, when: datetime) -> None:
+    out.artifacts[(run_id, a.path)] = (run_id, a.path, a.sha256, a.size, a.content_type, when)
+
+
+def _metric_image(out: Materialized, e: ev.MetricImage, when: datetime, change: RunChange) -> None:
+    p = e.payload
+    _artifact(out, e.run_id, p.artifact, when)
+    out.summary(e.run_id, p.name, "image", p.description).add(e.seq, None, None, p.artifact.path, KIND_STR)
+
+
+def _artifact_recorded(out: Materialized, e: ev.ArtifactRecorded, when: datetime, change: RunChange) -> None:
+    _artifact(out, e.run_id, e.payload, when)
+
+
+def _tag_set(out: Materialized, e: ev.TagSet, when: datetime, change: RunChange) -> None:
+    out.tags[(e.run_id, e.payload.key)] = (e.payload.value, when, False)
+
+
+def _tag_removed(out: Materialized, e: ev.TagRemoved, when: datetime, change: RunChange) -> None:
+    out.tags[(e.run_id, e.payload.key)] = (None, when, True)
+
+
+def _log_lines(out: Materialized, e: ev.LogLines, when: datetime, change: RunChange) -> None:
+    p = e.payload
+    for idx, (line, t) in enumerate(zip(p.lines, p.times)):
+        out.log_lines.append((e.run_id, e.seq, idx, to_datetime(t), p.stream, line))
+
+
+_APPLY: dict[type, Any] = {
+    ev.RunStarted: _run_started,
+    ev.RunStatus: _run_status,
+    ev.MetricPoints: _metric_points,
+    ev.MetricList: _metric_list,
+    ev.MetricRows: _metric_rows,
+    ev.MetricTable: _metric_table,
+    ev.MetricImage: _metric_image,
+    ev.ArtifactRecorded: _artifact_recorded,
+    ev.TagSet: _tag_set,
+    ev.TagRemoved: _tag_removed,
+    ev.LogLines: _log_lines,
+}
+assert set(_APPLY) == set(ev.EVENT_TYPES.values()), "every event type needs a materializer"

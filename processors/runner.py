@@ -1,0 +1,154 @@
+"""The processor: a Kafka consumer-group member that materializes events effectively once.
+
+Auto-commit is off; the offsets live in ``consumer_offsets`` and are written in the same
+transaction as the rows they produced (aiokafka's local-state-consumer pattern with the
+database as the state). On assignment the consumer seeks past the stored offsets. A
+message that does not validate becomes a dead letter in that same transaction, so the
+partition keeps flowing. If the database rejects a batch's data, the batch is retried
+one event at a time (in savepoints) so only the offending event is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from ingest.producer import ensure_topic
+from processors import store
+from processors.store import DeadLetter, Received
+from runstream.settings import Settings
+from schemas import events
+
+log = logging.getLogger("runstream.processor")
+
+
+@dataclass
+class Stats:
+    """Counters since start (exposed for tests, benchmarks and /metrics)."""
+
+    batches: int = 0
+    messages: int = 0
+    new_events: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    points: int = 0
+    write_seconds: float = 0.0
+    last_batch_size: int = 0
+    lag: dict[int, int] = field(default_factory=dict)
+
+
+class _SeekOnAssign(ConsumerRebalanceListener):
+    def __init__(self, processor: "Processor") -> None:
+        self._p = processor
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._p.lock:  # let the in-flight batch commit before giving partitions up
+            pass
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._p.seek_to_stored(assigned)
+
+
+class Processor:
+    """One consumer-group member. ``await run(stop)`` until ``stop`` is set."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.lock = asyncio.Lock()
+        self.stats = Stats()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=settings.processor_group,
+            client_id="runstream-processor",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+        )
+
+    async def seek_to_stored(self, partitions: set[TopicPartition]) -> None:
+        """Position each partition just after the last offset the database holds."""
+        async with self.pool.acquire() as conn:
+            stored = await store.load_offsets(conn, self.settings.processor_group, self.settings.topic)
+        for tp in partitions:
+            if tp.partition in stored:
+                self.consumer.seek(tp, stored[tp.partition] + 1)
+            else:
+                await self.consumer.seek_to_beginning(tp)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await ensure_topic(self.settings.kafka_bootstrap, self.settings.topic, self.settings.partitions)
+        self.consumer.subscribe([self.settings.topic], listener=_SeekOnAssign(self))
+        await self.consumer.start()
+        try:
+            while not stop.is_set():
+                batch = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.processor_max_records)
+                if batch:
+                    async with self.lock:
+                        await self._handle(batch)
+        finally:
+            await self.consumer.stop()
+
+    async def _handle(self, batch: dict[TopicPartition, list]) -> None:  # type: ignore[type-arg]
+        received: list[Received] = []
+        dead: list[DeadLetter] = []
+        positions: dict[tuple[str, int], int] = {}
+        for tp, messages in batch.items():
+            for msg in messages:
+                raw = msg.value if msg.value is not None else b""
+                try:
+                    received.append(Received(events.decode(raw), raw, tp.topic, tp.partition, msg.offset))
+                except events.EventError as exc:
+                    dead.append(DeadLetter(tp.topic, tp.partition, msg.offset, msg.key, raw, str(exc)))
+            positions[(tp.topic, tp.partition)] = messages[-1].offset
+        started = time.perf_counter()
+        while True:
+            try:
+                await self._write(received, dead, positions)
+                break
+            except (asyncpg.PostgresConnectionError, OSError) as exc:
+                log.warning("database unavailable (%s); retrying the batch", exc)
+                await asyncio.sleep(1.0)  # backoff before reconnecting; the batch is retried whole
+        self.stats.write_seconds += time.perf_counter() - started
+        self.stats.batches += 1
+        self.stats.messages += len(received) + len(dead)
+        self.stats.last_batch_size = len(received) + len(dead)
+
+    async def _write(self, received: list[Received], invalid: list[DeadLetter], positions: dict[tuple[str, int], int]) -> None:
+        dead = list(invalid)  # a retried batch starts again from the validation failures
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                try:
+                    async with conn.transaction():  # savepoint: fall back to one at a time
+                        result = await store.write_events(conn, received)
+                    self._count(result)
+                except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+                    log.warning("batch rejected by the database (%s); writing events one at a time", exc)
+                    for r in received:
+                        try:
+                            async with conn.transaction():
+                                self._count(await store.write_events(conn, [r]))
+                        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as one:
+                            dead.append(DeadLetter(r.topic, r.partition, r.offset, r.event.run_id.encode(), r.raw,
+                                                   f"rejected by the database: {one.__class__.__name__}: {one}"))
+                await store.write_dead_letters(conn, dead)
+                await store.save_offsets(conn, self.settings.processor_group, positions)
+        self.stats.dead_letters += len(dead)
+
+    def _count(self, result: store.WriteResult) -> None:
+        self.stats.new_events += result.new
+        self.stats.duplicates += result.duplicates
+        self.stats.points += result.points
+
+
+async def run_processor(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run one processor until ``stop`` is set (or forever), with its own pool."""
+    stop = stop or asyncio.Event()
+    async with asyncpg.create_pool(settings.database_url, min_size=1, max_size=2) as pool:
+        await Processor(settings, pool).run(stop)

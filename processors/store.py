@@ -1,0 +1,195 @@
+"""Writes one batch of events into PostgreSQL inside the caller's transaction.
+
+Order of work: archive the events (the dedup: ``ON CONFLICT DO NOTHING RETURNING`` says
+which are new), materialize only the new ones, COPY the bulk rows, upsert the
+projections, record dead letters and the consumer offsets. The caller commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import asyncpg
+
+from processors.materialize import Materialized, materialize, to_datetime
+from schemas import events as ev
+
+ARCHIVE = """
+INSERT INTO events (run_id, seq, ts, type, v, event_id, body, topic, partition, "offset")
+SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[], $4::text[], $5::smallint[],
+                     $6::uuid[], $7::bytea[], $8::text[], $9::integer[], $10::bigint[])
+ON CONFLICT DO NOTHING
+RETURNING run_id::text, seq
+"""
+
+INSERT_EXPERIMENT = "INSERT INTO experiments (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+
+INSERT_RUN = """
+INSERT INTO runs (run_id, experiment, name, parent_run_id, kind, status, properties,
+                  started_at, updated_at, last_seq)
+VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $8, -1)
+ON CONFLICT (run_id) DO NOTHING
+"""
+
+UPDATE_RUN = """
+UPDATE runs SET
+    last_seq = GREATEST(last_seq, $2),
+    updated_at = GREATEST(updated_at, $3),
+    status = COALESCE($4, status),
+    error = CASE WHEN $4::text IS NULL THEN error ELSE $5 END,
+    ended_at = CASE WHEN $4::text IS NULL THEN ended_at ELSE $6 END
+WHERE run_id = $1
+"""
+
+UPSERT_TAG = """
+INSERT INTO tags (run_id, key, value, updated_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+"""
+
+DELETE_TAG = "DELETE FROM tags WHERE run_id = $1 AND key = $2"
+
+UPSERT_ARTIFACT = """
+INSERT INTO artifacts (run_id, path, sha256, size, content_type, created_at) VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (run_id, path) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size,
+    content_type = excluded.content_type, created_at = excluded.created_at
+"""
+
+UPSERT_SUMMARY = """
+INSERT INTO metric_summaries AS s (run_id, name, kind, description, count, last_seq, last_step,
+    last_value, last_text, last_kind, min_value, max_value, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now())
+ON CONFLICT (run_id, name) DO UPDATE SET
+    kind = CASE WHEN 'list' IN (s.kind, excluded.kind) THEN 'list' ELSE excluded.kind END,
+    description = COALESCE(excluded.description, s.description),
+    count = s.count + excluded.count,
+    last_seq = GREATEST(s.last_seq, excluded.last_seq),
+    last_step = CASE WHEN excluded.last_seq >= s.last_seq THEN excluded.last_step ELSE s.last_step END,
+    last_value = CASE WHEN excluded.last_seq >= s.last_seq THEN excluded.last_value ELSE s.last_value END,
+    last_text = CASE WHEN excluded.last_seq >= s.last_seq THEN excluded.last_text ELSE s.last_text END,
+    last_kind = CASE WHEN excluded.last_seq >= s.last_seq THEN excluded.last_kind ELSE s.last_kind END,
+    min_value = LEAST(s.min_value, excluded.min_value),
+    max_value = GREATEST(s.max_value, excluded.max_value),
+    updated_at = now()
+"""
+
+INSERT_DEAD_LETTER = """
+INSERT INTO dead_letters (topic, partition, "offset", key, raw, reason) VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (topic, partition, "offset") DO NOTHING
+"""
+
+UPSERT_OFFSET = """
+INSERT INTO consumer_offsets (group_id, topic, partition, "offset", updated_at) VALUES ($1, $2, $3, $4, now())
+ON CONFLICT (group_id, topic, partition) DO UPDATE
+SET "offset" = GREATEST(consumer_offsets."offset", excluded."offset"), updated_at = now()
+"""
+
+LOAD_OFFSETS = 'SELECT partition, "offset" FROM consumer_offsets WHERE group_id = $1 AND topic = $2'
+
+POINT_COLUMNS = ("run_id", "name", "step", "ts", "value", "text", "kind")
+TABLE_ROW_COLUMNS = ("run_id", "name", "seq", "idx", "ts", "cells")
+LOG_LINE_COLUMNS = ("run_id", "seq", "idx", "ts", "stream", "line")
+
+
+@dataclass(frozen=True)
+class Received:
+    """One decoded Kafka message and where it came from."""
+
+    event: ev.Event
+    raw: bytes
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    raw: bytes
+    reason: str
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    new: int
+    duplicates: int
+    points: int
+
+
+async def archive(conn: asyncpg.Connection, received: list[Received]) -> list[ev.Event]:
+    """Insert into the event archive; return the events that were not there yet, in order."""
+    if not received:
+        return []
+    cols: list[list[Any]] = [[] for _ in range(10)]
+    for r in received:
+        e = r.event
+        for col, value in zip(cols, (e.run_id, e.seq, to_datetime(e.ts), e.__struct_config__.tag, e.v,
+                                     e.event_id, r.raw, r.topic, r.partition, r.offset)):
+            col.append(value)
+    inserted = {(run_id, seq) for run_id, seq in await conn.fetch(ARCHIVE, *cols)}
+    new = []
+    for r in received:
+        key = (str(_uuid(r.event.run_id)), r.event.seq)
+        if key in inserted:
+            inserted.discard(key)  # a duplicate inside the same batch is new only once
+            new.append(r.event)
+    return new
+
+
+def _uuid(value: str) -> str:
+    """The canonical text form PostgreSQL returns for a uuid."""
+    v = value.replace("-", "").lower()
+    return f"{v[:8]}-{v[8:12]}-{v[12:16]}-{v[16:20]}-{v[20:]}"
+
+
+async def write_projections(conn: asyncpg.Connection, m: Materialized) -> None:
+    if m.points:
+        await conn.copy_records_to_table("metric_points", records=m.points, columns=POINT_COLUMNS)
+    if m.table_rows:
+        await conn.copy_records_to_table("table_rows", records=m.table_rows, columns=TABLE_ROW_COLUMNS)
+    if m.log_lines:
+        await conn.copy_records_to_table("log_lines", records=m.log_lines, columns=LOG_LINE_COLUMNS)
+    await _many(conn, INSERT_EXPERIMENT, sorted(m.experiments.items()))
+    await _many(conn, INSERT_RUN, [c.started for c in m.runs.values() if c.started])
+    await _many(conn, UPDATE_RUN, [
+        (run_id, c.last_seq, c.updated_at, c.status, c.error, c.ended_at) for run_id, c in sorted(m.runs.items())
+    ])
+    tags = sorted(m.tags.items())
+    await _many(conn, UPSERT_TAG, [(r, k, v, t) for (r, k), (v, t, removed) in tags if not removed])
+    await _many(conn, DELETE_TAG, [(r, k) for (r, k), (_, _, removed) in tags if removed])
+    await _many(conn, UPSERT_ARTIFACT, [m.artifacts[k] for k in sorted(m.artifacts)])
+    await _many(conn, UPSERT_SUMMARY, [
+        (r, n, s.kind, s.description, s.count, s.last_seq, s.last_step, s.last_value, s.last_text,
+         s.last_kind, s.min_value, s.max_value)
+        for (r, n), s in sorted(m.summaries.items())
+    ])
+
+
+async def _many(conn: asyncpg.Connection, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    rows = list(rows)
+    if rows:
+        await conn.executemany(sql, rows)
+
+
+async def write_dead_letters(conn: asyncpg.Connection, dead: list[DeadLetter]) -> None:
+    await _many(conn, INSERT_DEAD_LETTER, [(d.topic, d.partition, d.offset, d.key, d.raw, d.reason) for d in dead])
+
+
+async def save_offsets(conn: asyncpg.Connection, group_id: str, positions: dict[tuple[str, int], int]) -> None:
+    await _many(conn, UPSERT_OFFSET, [(group_id, t, p, o) for (t, p), o in sorted(positions.items())])
+
+
+async def load_offsets(conn: asyncpg.Connection, group_id: str, topic: str) -> dict[int, int]:
+    """Last offset stored per partition of ``topic`` (the next message is offset + 1)."""
+    return {p: o for p, o in await conn.fetch(LOAD_OFFSETS, group_id, topic)}
+
+
+async def write_events(conn: asyncpg.Connection, received: list[Received]) -> WriteResult:
+    """Archive, dedup and materialize ``received`` (in log order) in the open transaction."""
+    new = await archive(conn, received)
+    m = materialize(new)
+    await write_projections(conn, m)
+    return WriteResult(new=len(new), duplicates=len(received) - len(new), points=len(m.points))
