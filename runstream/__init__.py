@@ -1,0 +1,11 @@
+"""runstream: run history for machine learning, event-sourced on Kafka.
+
+``from runstream import Workspace, Experiment, Run`` mirrors azureml.core's logging API.
+"""
+
+from runstream.errors import ApiError, DeliveryError, LimitError, RunstreamError
+from runstream.experiment import Experiment
+from runstream.run import Run
+from runstream.workspace import Workspace
+
+__all__ = ["Workspace", "Experiment", "Run", "RunstreamError", "LimitError", "DeliveryError", "ApiError"]

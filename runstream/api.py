@@ -1,0 +1,66 @@
+"""Reads through the query API, run on the sender's loop (one aiohttp session per process)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from runstream.errors import ApiError
+from runstream.sender import Sender
+from schemas import values
+
+
+class ApiClient:
+    def __init__(self, sender: Sender, base_url: str, token: str | None = None) -> None:
+        self._sender = sender
+        self._base = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def get(self, path: str, **params: Any) -> Any:
+        """GET ``/api{path}`` and return the decoded JSON, or raise ApiError."""
+        query = [(k, str(v).lower() if isinstance(v, bool) else str(v))
+                 for k, v in params.items() if v is not None]
+
+        async def fetch(session: aiohttp.ClientSession) -> Any:
+            async with session.get(self._base + "/api" + path, params=query, headers=self._headers) as resp:
+                body = await resp.read()
+                if resp.status >= 400:
+                    raise ApiError(resp.status, _message(body))
+                return orjson.loads(body)
+
+        return self._sender.call(fetch)
+
+    def download(self, path: str, target: Path, **params: Any) -> None:
+        async def fetch(session: aiohttp.ClientSession) -> None:
+            async with session.get(self._base + "/api" + path, params=params, headers=self._headers) as resp:
+                if resp.status >= 400:
+                    raise ApiError(resp.status, _message(await resp.read()))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(target, "wb") as out:  # small blocking writes on the sender loop
+                    async for chunk in resp.content.iter_chunked(1024 * 1024):
+                        out.write(chunk)
+
+        self._sender.call(fetch, timeout=None)
+
+
+def _message(body: bytes) -> str:
+    try:
+        return str(orjson.loads(body)["error"]["message"])
+    except Exception:
+        return body.decode(errors="replace")[:500]
+
+
+def decode_metric(value: Any) -> Any:
+    """A get_metrics value from its JSON form: scalar, list, table columns or image ref."""
+    if isinstance(value, list):
+        return [values.decode(v) for v in value]
+    if isinstance(value, dict):
+        if set(value) == {"f"} and isinstance(value["f"], str):
+            return values.decode(value)
+        if "artifact" in value and not isinstance(value["artifact"], list):
+            return value
+        return {col: [values.decode(v) for v in vs] for col, vs in value.items()}
+    return value

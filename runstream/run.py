@@ -1,0 +1,307 @@
+"""``Run``: the Azure ML-style logging surface. Every call becomes one or more events."""
+
+from __future__ import annotations
+
+import io
+import mimetypes
+import os
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterable
+
+import orjson
+from uuid6 import uuid7
+
+from ingest.blobstore import LocalBlobStore, sha256_of
+from runstream import checks
+from runstream.api import decode_metric
+from runstream.errors import ApiError, LimitError, RunstreamError
+from runstream.sender import EVENT, POINT, ROW
+from schemas import limits
+
+if TYPE_CHECKING:
+    from runstream.experiment import Experiment
+
+
+class Run:
+    """A run of an experiment. Create one with ``experiment.start_logging()`` or ``run.child_run()``;
+    ``Run(experiment, run_id)`` opens an existing run for reading."""
+
+    def __init__(self, experiment: "Experiment", run_id: str, *, _writable: bool = False,
+                 _parent: "Run | None" = None, _name: str | None = None) -> None:
+        self.experiment = experiment
+        self.id = str(run_id)
+        self.name = _name
+        self._parent = _parent
+        self._writable = _writable
+        self._ws = experiment.workspace
+        self._seq = 0
+        self._steps: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._children: list[Run] = []
+
+    # ---- lifecycle ---------------------------------------------------------------
+    @classmethod
+    def _start(cls, experiment: "Experiment", *, name: str | None, parent: "Run | None",
+               kind: str, properties: dict[str, Any]) -> "Run":
+        if len(properties) > limits.MAX_PROPERTIES:
+            raise LimitError(f"{len(properties)} properties; MAX_PROPERTIES={limits.MAX_PROPERTIES}")
+        if name is not None:
+            checks.name(name, "run name")
+        props = {checks.name(k, "property name"): checks.scalar(v, f"property {k!r}") for k, v in properties.items()}
+        run = cls(experiment, str(uuid7()), _writable=True, _parent=parent, _name=name)
+        payload: dict[str, Any] = {"experiment": experiment.name, "name": name, "kind": kind, "properties": props}
+        if parent is not None:
+            payload["parent_run_id"] = parent.id
+        run._event("run.started", payload)
+        return run
+
+    def complete(self) -> None:
+        """Mark the run completed and wait until all its events are acknowledged."""
+        self._status("completed")
+
+    def fail(self, error_details: Any = None) -> None:
+        """Mark the run failed (with the error's text) and flush."""
+        self._status("failed", None if error_details is None else str(error_details)[-65_536:])
+
+    def cancel(self) -> None:
+        self._status("canceled")
+
+    def _status(self, status: str, error: str | None = None) -> None:
+        payload: dict[str, Any] = {"status": status}
+        if error is not None:
+            payload["error"] = error
+        self._event("run.status", payload)
+        self.flush()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Return when every event logged so far (by any run of this workspace) is acknowledged."""
+        self._ws._sender.flush(timeout)
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            self.complete()
+        else:
+            self.fail("".join(traceback.format_exception(exc_type, exc, tb)))
+
+    # ---- logging -----------------------------------------------------------------
+    def log(self, name: str, value: Any, description: str = "", step: int | None = None) -> None:
+        """Log a number or string; logged again under the same name it becomes a vector."""
+        self._check_writable()
+        value = checks.scalar(value)
+        with self._lock:
+            s = self._next_step(checks.name(name), step, 1)
+        self._ws._sender.put(self, (POINT, name, s, value, time.time(), description or None))
+
+    def log_list(self, name: str, value: Iterable[Any], description: str = "") -> None:
+        """Log a whole vector at once (steps continue after what the name already has)."""
+        self._check_writable()
+        encoded = [checks.scalar(v, f"{name}[{i}]") for i, v in enumerate(value)]
+        with self._lock:
+            start = self._next_step(checks.name(name), None, len(encoded))
+        now = time.time()
+        for i in range(0, len(encoded), limits.MAX_POINTS_PER_EVENT):
+            chunk = encoded[i:i + limits.MAX_POINTS_PER_EVENT]
+            payload = {"name": name, "start_step": start + i, "values": chunk}
+            if description:
+                payload["description"] = description
+            self._event("metric.list", payload, now, size=len(orjson.dumps(chunk)))
+
+    def log_row(self, name: str, description: str | None = None, **kwargs: Any) -> None:
+        """Log one row of a multi-column metric; repeated calls build a table."""
+        self._check_writable()
+        row = checks.row(kwargs, f"row {name!r}")
+        with self._lock:
+            self._next_step(checks.name(name), None, 1)
+        size = len(orjson.dumps(row))
+        self._check_size(size, f"row {name!r}")
+        self._ws._sender.put(self, (ROW, name, row, size, time.time(), description))
+
+    def log_table(self, name: str, value: dict[str, Iterable[Any]], description: str = "") -> None:
+        """Log a table given as ``{column: [values]}``."""
+        self._check_writable()
+        checks.name(name)
+        if not isinstance(value, dict) or not value:
+            raise LimitError(f"table {name!r} must be a non-empty dict of column lists")
+        columns = {k: list(v) for k, v in value.items()}
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) != 1:
+            raise LimitError(f"table {name!r}: columns have different lengths {sorted(lengths)}")
+        (length,) = lengths
+        checks.row({k: 0 for k in columns}, f"table {name!r}")
+        encoded = {k: [checks.scalar(x, f"table {name!r} column {k!r}") for x in v] for k, v in columns.items()}
+        with self._lock:
+            self._next_step(name, None, max(length, 1))
+        now = time.time()
+        size = len(orjson.dumps(encoded))
+        chunk_rows = max(1, min(limits.MAX_ROWS_PER_EVENT, (length * (limits.MAX_EVENT_BYTES // 2)) // max(size, 1)))
+        for i in range(0, max(length, 1), chunk_rows):
+            payload = {"name": name, "columns": {k: v[i:i + chunk_rows] for k, v in encoded.items()}}
+            if description:
+                payload["description"] = description
+            self._event("metric.table", payload, now)
+
+    def tag(self, key: str, value: Any = None) -> None:
+        """Tag the run with a string key and an optional string value (tags are mutable)."""
+        self._check_writable()
+        text = "" if value is None else str(value)
+        if len(text) > limits.MAX_STRING_VALUE_LENGTH:
+            raise LimitError(f"tag {key!r} value is {len(text)} characters; MAX_STRING_VALUE_LENGTH={limits.MAX_STRING_VALUE_LENGTH}")
+        self._event("tag.set", {"key": checks.tag_key(key), "value": text})
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        for key, value in tags.items():
+            self.tag(key, value)
+
+    def remove_tag(self, key: str) -> None:
+        self._check_writable()
+        self._event("tag.removed", {"key": checks.tag_key(key)})
+
+    def get_tags(self) -> dict[str, str]:
+        return dict(self._read(f"/runs/{self.id}")["tags"])
+
+    # ---- files -------------------------------------------------------------------
+    def upload_file(self, name: str, path_or_stream: str | os.PathLike[str] | BinaryIO | bytes) -> None:
+        """Store a file (path, binary stream or bytes) under ``name`` in the run's artifacts."""
+        self._check_writable()
+        path = checks.artifact_path(name)
+        if isinstance(path_or_stream, (bytes, bytearray)):
+            path_or_stream = io.BytesIO(path_or_stream)
+        if isinstance(path_or_stream, (str, os.PathLike)):
+            with open(path_or_stream, "rb") as f:
+                sha, size = self._ws._store_blob(f)
+        else:
+            sha, size = self._ws._store_blob(path_or_stream)
+        content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        self._event("artifact.recorded", {"path": path, "sha256": sha, "size": size, "content_type": content_type})
+
+    def upload_folder(self, name: str, path: str | os.PathLike[str]) -> list[str]:
+        """Upload every file below ``path`` as ``name/<relative path>``; return the names."""
+        root = Path(path)
+        if not root.is_dir():
+            raise RunstreamError(f"upload_folder: {root} is not a directory")
+        names = []
+        for file in sorted(p for p in root.rglob("*") if p.is_file()):
+            target = f"{name.rstrip('/')}/{file.relative_to(root).as_posix()}"
+            self.upload_file(target, file)
+            names.append(target)
+        return names
+
+    def get_file_names(self) -> list[str]:
+        return [f["path"] for f in self._read(f"/runs/{self.id}/files")["files"]]
+
+    def download_file(self, name: str, output_file_path: str | os.PathLike[str] | None = None) -> Path:
+        """Download an artifact; returns where it was written (default: its basename here)."""
+        self._wait_materialized()
+        target = Path(output_file_path) if output_file_path is not None else Path(Path(name).name)
+        if target.is_dir():
+            target = target / Path(name).name
+        self._ws._api.download(f"/runs/{self.id}/files/{checks.artifact_path(name)}", target)
+        return target
+
+    # ---- reading -----------------------------------------------------------------
+    def get_metrics(self, name: str | None = None, recursive: bool = False) -> dict[str, Any]:
+        """Metrics in the seed's shapes: a scalar if logged once, a list if repeated or
+        ``log_list``, ``{column: [values]}`` for rows and tables, a reference for images.
+        With ``recursive=True``: ``{run_id: {name: value}}`` for this run and its children."""
+        self._wait_materialized(recursive=recursive)
+        data = self._ws._api.get(f"/runs/{self.id}/metrics", name=name, recursive=recursive)
+        if recursive:
+            return {rid: {k: decode_metric(v) for k, v in m.items()} for rid, m in data.items()}
+        return {k: decode_metric(v) for k, v in data.items()}
+
+    def get_details(self) -> dict[str, Any]:
+        return self._read(f"/runs/{self.id}")  # type: ignore[no-any-return]
+
+    def get_status(self) -> str:
+        return str(self.get_details()["status"])
+
+    # ---- nesting -----------------------------------------------------------------
+    def child_run(self, name: str | None = None, **properties: Any) -> "Run":
+        self._check_writable()
+        child = Run._start(self.experiment, name=name, parent=self, kind="child", properties=properties)
+        self._children.append(child)
+        return child
+
+    def get_children(self) -> list["Run"]:
+        self._wait_materialized()
+        runs = self._ws._api.get(f"/experiments/{self.experiment.name}/runs", parent=self.id, limit=1000)["runs"]
+        local = {c.id: c for c in self._children}
+        return [local.get(r["run_id"]) or Run(self.experiment, r["run_id"], _parent=self, _name=r.get("name"))
+                for r in runs]
+
+    @property
+    def parent(self) -> "Run | None":
+        if self._parent is None and not self._writable:
+            parent_id = self.get_details().get("parent_run_id")
+            if parent_id:
+                self._parent = Run(self.experiment, parent_id)
+        return self._parent
+
+    # ---- internals ---------------------------------------------------------------
+    def _event(self, type_: str, payload: dict[str, Any], t: float | None = None, size: int = 0) -> None:
+        if size:
+            self._check_size(size, type_)
+        self._ws._sender.put(self, (EVENT, type_, payload, time.time() if t is None else t))
+
+    def _next_seq(self) -> int:  # called by the sender thread only
+        seq = self._seq
+        self._seq += 1
+        return seq
+
+    def _next_step(self, name: str, step: Any, count: int) -> int:
+        current = self._steps.get(name)
+        if current is None and len(self._steps) >= limits.MAX_METRIC_NAMES_PER_RUN:
+            raise LimitError(f"run already has {len(self._steps)} metric names; MAX_METRIC_NAMES_PER_RUN="
+                             f"{limits.MAX_METRIC_NAMES_PER_RUN}")
+        first = (current or 0) if step is None else checks.step(step)
+        if first + count > limits.MAX_VALUES_PER_METRIC:
+            raise LimitError(f"metric {name!r} would hold more than MAX_VALUES_PER_METRIC="
+                             f"{limits.MAX_VALUES_PER_METRIC} values")
+        self._steps[name] = max(current or 0, first + count)
+        return first
+
+    @staticmethod
+    def _check_size(size: int, what: str) -> None:
+        if size > limits.MAX_EVENT_BYTES // 2:
+            raise LimitError(f"{what} encodes to {size} bytes; one call may carry at most "
+                             f"{limits.MAX_EVENT_BYTES // 2} (MAX_EVENT_BYTES={limits.MAX_EVENT_BYTES})")
+
+    def _check_writable(self) -> None:
+        if not self._writable:
+            raise RunstreamError(f"run {self.id} was opened by id for reading; log from the process that started it")
+
+    def _wait_materialized(self, recursive: bool = False) -> None:
+        """Flush, then wait until the API has materialized this run's events (read-your-writes)."""
+        if not self._writable:
+            return
+        self.flush()
+        runs = [self] + (self._all_local_children() if recursive else [])
+        for run in runs:
+            if run._seq:
+                run._read_raw(f"/runs/{run.id}", min_seq=run._seq - 1)
+
+    def _all_local_children(self) -> list["Run"]:
+        out = []
+        for child in self._children:
+            out.append(child)
+            out.extend(child._all_local_children())
+        return out
+
+    def _read(self, path: str) -> Any:
+        self._wait_materialized()
+        return self._ws._api.get(path)
+
+    def _read_raw(self, path: str, **params: Any) -> Any:
+        try:
+            return self._ws._api.get(path, **params)
+        except ApiError as exc:
+            raise RunstreamError(f"reading run {self.id}: {exc.message}") from exc
+
+    def __repr__(self) -> str:
+        return f"Run(experiment={self.experiment.name!r}, id={self.id!r}, name={self.name!r})"

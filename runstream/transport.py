@@ -1,0 +1,80 @@
+"""How the sender ships encoded events: straight to Kafka, or through the HTTP gateway."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+import aiohttp
+
+from ingest.producer import EventProducer, ensure_topic
+from runstream.errors import DeliveryError
+from runstream.settings import Settings
+from schemas.limits import MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES
+
+
+class Transport(Protocol):
+    async def start(self) -> None: ...
+    async def send(self, events: list[tuple[str, bytes]]) -> "asyncio.Future[None]":
+        """Start sending; the returned future resolves when every event is acknowledged."""
+    async def close(self) -> None: ...
+
+
+class KafkaTransport:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._producer = EventProducer(settings.kafka_bootstrap, settings.topic, client_id="runstream-sdk")
+
+    async def start(self) -> None:
+        await ensure_topic(self._settings.kafka_bootstrap, self._settings.topic, self._settings.partitions)
+        await self._producer.start()
+
+    async def send(self, events: list[tuple[str, bytes]]) -> "asyncio.Future[None]":
+        futures = [await self._producer.enqueue(run_id, value) for run_id, value in events]
+        return asyncio.ensure_future(_all(futures))
+
+    async def close(self) -> None:
+        await self._producer.stop()
+
+
+async def _all(futures: list["asyncio.Future[object]"]) -> None:
+    await asyncio.gather(*futures)
+
+
+class HttpTransport:
+    """POSTs batches to the ingest gateway, which validates them and produces to Kafka."""
+
+    def __init__(self, settings: Settings, session: aiohttp.ClientSession) -> None:
+        self._url = settings.ingest_url.rstrip("/") + "/api/v1/events"
+        self._session = session
+
+    async def start(self) -> None:
+        pass
+
+    async def send(self, events: list[tuple[str, bytes]]) -> "asyncio.Future[None]":
+        return asyncio.ensure_future(self._post_all(events))
+
+    async def _post_all(self, events: list[tuple[str, bytes]]) -> None:
+        chunk: list[bytes] = []
+        size = 2
+        for _, value in events:
+            if chunk and (len(chunk) >= MAX_EVENTS_PER_REQUEST or size + len(value) + 1 > MAX_REQUEST_BYTES):
+                await self._post(chunk)
+                chunk, size = [], 2
+            chunk.append(value)
+            size += len(value) + 1
+        if chunk:
+            await self._post(chunk)
+
+    async def _post(self, values: list[bytes]) -> None:
+        body = b"[" + b",".join(values) + b"]"
+        async with self._session.post(self._url, data=body, headers={"Content-Type": "application/json"}) as resp:
+            if resp.status == 202:
+                return
+            text = await resp.text()
+            if resp.status >= 500:
+                raise ConnectionError(f"gateway answered {resp.status}: {text}")
+            raise DeliveryError(f"gateway rejected the batch ({resp.status}): {text}")
+
+    async def close(self) -> None:
+        pass

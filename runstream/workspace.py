@@ -1,0 +1,94 @@
+"""``Workspace``: where events go and where reads come from."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import fields
+from functools import cached_property
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from ingest.blobstore import LocalBlobStore
+from runstream.api import ApiClient
+from runstream.errors import RunstreamError
+from runstream.sender import Sender, sender_for
+from runstream.settings import Settings
+
+CONFIG_FILES = ("runstream.json", ".runstream/config.json")
+
+
+class Workspace:
+    """``Workspace(url=..., token=...)`` or ``Workspace.from_config()``; unset values come
+    from ``RUNSTREAM_*`` environment variables, then defaults (see runstream.settings)."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, *,
+                 settings: Settings | None = None, **overrides: Any) -> None:
+        if url is not None:
+            overrides["api_url"] = url
+        self.settings = settings or Settings.from_env(**overrides)
+        if settings is not None and overrides:
+            self.settings = Settings.from_env({}, **{**_as_dict(settings), **overrides})
+        self.token = token
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> "Workspace":
+        """Read a JSON config (``runstream.json`` or ``.runstream/config.json`` found from the
+        current directory upwards, or ``path``); its keys are Settings field names."""
+        file = Path(path) if path is not None else _find_config()
+        values: dict[str, Any] = {}
+        if file is not None:
+            try:
+                values = orjson.loads(file.read_bytes())
+            except (OSError, orjson.JSONDecodeError) as exc:
+                raise RunstreamError(f"cannot read workspace config {file}: {exc}") from None
+            known = {f.name for f in fields(Settings)} | {"token"}
+            unknown = set(values) - known
+            if unknown:
+                raise RunstreamError(f"{file}: unknown settings {sorted(unknown)}; known: {sorted(known)}")
+        elif path is None and not any(k.startswith("RUNSTREAM_") for k in os.environ):
+            raise RunstreamError(f"no workspace config found ({' or '.join(CONFIG_FILES)}) and no RUNSTREAM_* variables set")
+        token = values.pop("token", None)
+        return cls(token=token, settings=Settings.from_env(**{**values, **overrides}))
+
+    @cached_property
+    def _sender(self) -> Sender:
+        return sender_for(self.settings)
+
+    @cached_property
+    def _api(self) -> ApiClient:
+        return ApiClient(self._sender, self.settings.api_url, self.token)
+
+    def _store_blob(self, stream: BinaryIO) -> tuple[str, int]:
+        """Put bytes in the artifact store: the shared directory, or via the gateway over HTTP."""
+        if self.settings.transport != "http":
+            return LocalBlobStore(self.settings.blob_dir).put_stream(stream)
+        data = stream.read()
+        sha = hashlib.sha256(data).hexdigest()
+        url = f"{self.settings.ingest_url.rstrip('/')}/api/v1/blobs/{sha}"
+
+        async def put(session: Any) -> None:
+            async with session.put(url, data=data) as resp:
+                if resp.status >= 400:
+                    raise RunstreamError(f"artifact upload failed ({resp.status}): {await resp.text()}")
+
+        self._sender.call(put, timeout=None)
+        return sha, len(data)
+
+    def __repr__(self) -> str:
+        return f"Workspace(api_url={self.settings.api_url!r}, transport={self.settings.transport!r})"
+
+
+def _find_config() -> Path | None:
+    here = Path.cwd()
+    for directory in (here, *here.parents):
+        for name in CONFIG_FILES:
+            if (directory / name).is_file():
+                return directory / name
+    return None
+
+
+def _as_dict(settings: Settings) -> dict[str, Any]:
+    return {f.name: getattr(settings, f.name) for f in fields(Settings)}
