@@ -31,6 +31,8 @@ def scalar(value: Any, what: str = "value") -> Any:
         if len(value) > limits.MAX_STRING_VALUE_LENGTH:
             raise LimitError(f"{what} is a string of {len(value)} characters; "
                              f"MAX_STRING_VALUE_LENGTH={limits.MAX_STRING_VALUE_LENGTH}")
+        if "\x00" in value:
+            raise LimitError(f"{what} contains a NUL character, which PostgreSQL text cannot store")
         return value
     if isinstance(value, bool) or type(value).__name__ == "bool_":
         return bool(value)

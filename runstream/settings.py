@@ -60,6 +60,10 @@ class Settings:
                 raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not an integer") from None
         return replace(cls(**values), **overrides)  # type: ignore[arg-type]
 
+    def to_env(self) -> dict[str, str]:
+        """``RUNSTREAM_*`` variables that reproduce these settings in a child process."""
+        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
     @staticmethod
     def env_names() -> set[str]:
         """Every environment variable this module reads."""

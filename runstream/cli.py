@@ -1,0 +1,125 @@
+"""The ``runstream`` command line: services, migrations, the pipeline's parts, the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from runstream.settings import Settings
+
+app = typer.Typer(help="runstream: event-sourced run history for machine learning.", no_args_is_help=True)
+services_app = typer.Typer(help="Local Kafka and PostgreSQL for development (no Docker needed).", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+
+STATE_DIR = typer.Option(None, "--state-dir", help="Where the local services keep their data (default ./.state/stack).")
+
+
+def _state_dir(value: Optional[Path]) -> Path:
+    from runstream.devstack.stack import default_state_dir
+
+    return value or default_state_dir()
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@services_app.command("up")
+def services_up(state_dir: Optional[Path] = STATE_DIR, fresh: bool = typer.Option(False, help="Wipe data first.")) -> None:
+    """Start Kafka (KRaft) and PostgreSQL on 127.0.0.1 and print their RUNSTREAM_* variables."""
+    from runstream import devstack
+
+    info = devstack.up(_state_dir(state_dir), kafka_port=9092, pg_port=5432, fresh=fresh)
+    for key, value in info.env().items():
+        typer.echo(f"export {key}={value}")
+
+
+@services_app.command("down")
+def services_down(state_dir: Optional[Path] = STATE_DIR) -> None:
+    """Stop the local services (safe to run when nothing runs)."""
+    from runstream import devstack
+
+    devstack.down(_state_dir(state_dir))
+
+
+@services_app.command("status")
+def services_status(state_dir: Optional[Path] = STATE_DIR) -> None:
+    from runstream import devstack
+
+    info = devstack.read_info(_state_dir(state_dir))
+    typer.echo("not running" if info is None else json.dumps(info.env(), indent=2))
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending SQL migrations (hypertables too where TimescaleDB is available)."""
+    from schemas.migrate import migrate as run_migrations
+
+    report = run_migrations(Settings.from_env().database_url)
+    typer.echo(f"applied: {report.applied or 'none'}; pending: {report.pending or 'none'}; "
+               f"timescaledb: {'yes' if report.timescaledb else 'no'}")
+
+
+@app.command()
+def schema(output: Path = typer.Option(Path(__file__).resolve().parent.parent / "schemas" / "json" / "events.schema.json")) -> None:
+    """Write the published JSON Schema of the events."""
+    from schemas.events import json_schema
+
+    output.write_text(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
+    typer.echo(f"wrote {output}")
+
+
+@app.command()
+def serve(processors: int = typer.Option(1, help="Processor instances in this process."),
+          api: bool = typer.Option(True, help="Serve the query API."),
+          gateway: bool = typer.Option(True, help="Serve the ingest gateway.")) -> None:
+    """Run processors, gateway and query API together (one machine)."""
+    from runstream.serve import serve as run
+
+    _logging()
+    asyncio.run(run(Settings.from_env(), processors=processors, api=api, gateway=gateway))
+
+
+@app.command()
+def processor() -> None:
+    """Run one processor (scale by running more; they share the consumer group)."""
+    from runstream.serve import serve as run
+
+    _logging()
+    asyncio.run(run(Settings.from_env(), processors=1, api=False, gateway=False))
+
+
+@app.command("gateway")
+def gateway_cmd() -> None:
+    """Run the HTTP ingest gateway."""
+    from ingest.gateway import main
+
+    _logging()
+    main(Settings.from_env())
+
+
+@app.command("api")
+def api_cmd() -> None:
+    """Run the query API."""
+    from query_api.app import main
+
+    _logging()
+    main(Settings.from_env())
+
+
+@app.command()
+def demo(state_dir: Optional[Path] = STATE_DIR,
+         keep_running: bool = typer.Option(False, help="Leave the services running afterwards.")) -> None:
+    """The seed's sweep end to end: start everything, log 20 Ridge runs, print the best."""
+    from runstream.demo import main
+
+    main(_state_dir(state_dir), keep_running=keep_running)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,58 @@
+"""Run the services in one process: processors, ingest gateway and query API.
+
+``runstream serve`` is what a single machine needs; in compose each part runs alone
+(``runstream processor``, ``runstream gateway``, ``runstream api``) and processors scale
+as separate containers of one consumer group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import asyncpg
+from aiohttp import web
+
+from processors.runner import Processor
+from runstream.settings import Settings
+from schemas.migrate import migrate
+
+log = logging.getLogger("runstream.serve")
+
+
+async def serve(settings: Settings, *, processors: int = 1, api: bool = True, gateway: bool = True,
+                stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or ``stop``). Applies pending migrations first."""
+    await asyncio.to_thread(migrate, settings.database_url)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runners: list[web.AppRunner] = []
+    if api:
+        from query_api.app import create_app as create_api
+
+        runners.append(await _start(create_api(settings), settings.api_host, settings.api_port))
+    if gateway:
+        from ingest.gateway import create_app as create_gateway
+
+        runners.append(await _start(create_gateway(settings), settings.gateway_host, settings.gateway_port))
+    try:
+        if processors:
+            async with asyncpg.create_pool(settings.database_url, min_size=1, max_size=processors + 1) as pool:
+                workers = [asyncio.create_task(Processor(settings, pool).run(stop)) for _ in range(processors)]
+                log.info("serving: %d processor(s), api=%s, gateway=%s", processors, api, gateway)
+                await asyncio.gather(*workers)
+        else:
+            await stop.wait()
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+async def _start(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

@@ -1,0 +1,125 @@
+"""Session-wide real services: one Kafka broker, one PostgreSQL, one `runstream serve`.
+
+They start once per session and stop at its end, also when tests fail
+(`runstream services down --state-dir .state/test-stack` cleans up after a killed
+session). Every test owns its data through fresh run ids, experiment names or topics,
+so tests share the database without truncating it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+import pytest
+
+from runstream import Workspace, devstack
+from runstream.demo import wait_ready
+from runstream.devstack.stack import free_ports
+from runstream.settings import Settings
+from schemas.migrate import migrate
+
+REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[devstack.StackInfo]:
+    state_dir = Path(os.environ.get("RUNSTREAM_TEST_STATE_DIR", REPO / ".state" / "test-stack"))
+    info = devstack.up(state_dir, fresh=True)
+    try:
+        yield info
+    finally:
+        devstack.down(state_dir)
+
+
+@pytest.fixture(scope="session")
+def settings(stack: devstack.StackInfo, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings pointing at the session's services, with a private blob store and spool."""
+    api_port, gateway_port = free_ports(2)
+    s = Settings.from_env(
+        {},
+        kafka_bootstrap=stack.kafka_bootstrap,
+        database_url=stack.database_url,
+        blob_dir=str(tmp_path_factory.mktemp("blobs")),
+        spool_dir=str(tmp_path_factory.mktemp("spool")),
+        partitions=4,
+        api_port=api_port,
+        gateway_port=gateway_port,
+        api_url=f"http://127.0.0.1:{api_port}",
+        ingest_url=f"http://127.0.0.1:{gateway_port}",
+    )
+    migrate(s.database_url)
+    return s
+
+
+def start_serve(settings: Settings, *args: str, log: Path) -> subprocess.Popen[bytes]:
+    """`runstream serve` as a child process with ``settings`` in its environment."""
+    env = {**os.environ, **settings.to_env()}
+    return subprocess.Popen([sys.executable, "-m", "runstream.cli", "serve", *args], env=env,
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def services(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Processors, gateway and query API running against the session's Kafka and DB."""
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    process = start_serve(settings, log=log)
+    try:
+        wait_ready(settings.api_url, process)
+        yield settings
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="session")
+def workspace(services: Settings) -> Workspace:
+    return Workspace(settings=services)
+
+
+@pytest.fixture()
+def http_workspace(services: Settings) -> Workspace:
+    """A workspace whose SDK sends through the ingest gateway instead of Kafka."""
+    return Workspace(settings=replace(services, transport="http"))
+
+
+def unique(prefix: str) -> str:
+    """A name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def wait_for(condition: Callable[[], T], *, timeout: float = 30, what: str = "condition") -> T:
+    """Poll ``condition`` until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {value!r})")
+        time.sleep(0.05)
+
+
+@pytest.fixture()
+def db(settings: Settings) -> Iterator[Any]:
+    """A psycopg connection (autocommit) for asserting on rows directly."""
+    import psycopg
+
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        yield conn
