@@ -1,0 +1,355 @@
+"""Start, stop and describe the development stack: one Kafka broker and one PostgreSQL.
+
+State lives in one directory: ``stack.json`` (pids, ports, urls; written as each service
+starts, so ``down`` works from another process and after a crash), ``env`` (KEY=VALUE
+lines), ``server.properties``, ``kafka.log``, ``kafka-data/`` and ``pg/`` (the cluster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from runstream.devstack import kafka, postgres
+
+log = logging.getLogger("runstream.devstack")
+READY_TIMEOUT_S = 120.0
+POLL_S = 0.2
+_children: list[subprocess.Popen[bytes]] = []  # keeps our Popen objects alive (no ResourceWarning)
+
+
+class DevstackError(RuntimeError):
+    """A service did not start, with the tail of its log in the message."""
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """Where the running services answer."""
+
+    state_dir: Path
+    kafka_bootstrap: str
+    database_url: str
+
+    def env(self) -> dict[str, str]:
+        """The ``RUNSTREAM_*`` variables pointing clients at this stack."""
+        return {"RUNSTREAM_KAFKA_BOOTSTRAP": self.kafka_bootstrap, "RUNSTREAM_DATABASE_URL": self.database_url}
+
+
+# ---------------------------------------------------------------- pure helpers
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports that were free a moment ago (all bound at once, then released)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def port_is_free(port: int) -> bool:
+    """Whether 127.0.0.1:``port`` can be bound now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def render_env(env: dict[str, str], *, export: bool = False) -> str:
+    """``KEY=VALUE`` lines (shell-quoted, optionally prefixed with ``export``)."""
+    prefix = "export " if export else ""
+    return "".join(f"{prefix}{k}={shlex.quote(v)}\n" for k, v in env.items())
+
+
+def default_state_dir() -> Path:
+    """``$RUNSTREAM_STATE_DIR`` or ``./.state/stack``."""
+    return Path(os.environ.get("RUNSTREAM_STATE_DIR") or Path.cwd() / ".state" / "stack")
+
+
+# ---------------------------------------------------------------- processes
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def _alive(pid: int) -> bool:
+    try:  # reap it if it is our own exited child, so it does not linger as a zombie
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _pids(match: Callable[[list[str]], bool], hint: int | None = None) -> set[int]:
+    """Running pids whose command line satisfies ``match`` (the ``hint`` pid and a /proc scan)."""
+    found = {hint} if hint and _alive(hint) and match(_cmdline(hint)) else set()
+    proc = Path("/proc")
+    if proc.is_dir():
+        found |= {int(p.name) for p in proc.iterdir() if p.name.isdigit() and match(_cmdline(int(p.name)))}
+    return {p for p in found if p != os.getpid() and _alive(p)}
+
+
+def _wait_until(cond: Callable[[], bool], deadline: float) -> bool:
+    """Poll ``cond`` every POLL_S seconds until it holds (True) or ``deadline`` passes (False)."""
+    while True:
+        if cond():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+
+
+def _terminate(pid: int, first: int, grace_s: float, last: int = signal.SIGKILL) -> None:
+    for sig, wait_s in ((first, grace_s), (last, 10.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        if _wait_until(lambda: not _alive(pid), time.monotonic() + wait_s):
+            return
+    log.warning("pid %d did not exit", pid)
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"(no log at {path})"
+
+
+# ---------------------------------------------------------------- state files
+
+def _paths(state_dir: Path) -> dict[str, Path]:
+    return {"json": state_dir / "stack.json", "env": state_dir / "env", "props": state_dir / "server.properties",
+            "kafka_log": state_dir / "kafka.log", "kafka_data": state_dir / "kafka-data"}
+
+
+def _load(state_dir: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(_paths(state_dir)["json"].read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def _save(state_dir: Path, record: dict[str, Any]) -> None:
+    path = _paths(state_dir)["json"]
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _kafka_pids(state_dir: Path, record: dict[str, Any]) -> set[int]:
+    props = _paths(state_dir)["props"]
+    return _pids(lambda a: kafka.is_broker_cmdline(a, props), record.get("kafka", {}).get("pid"))
+
+
+def _pg_roots(state_dir: Path, record: dict[str, Any]) -> Iterator[Path]:
+    recorded = record.get("postgres", {}).get("root")
+    yield from dict.fromkeys([*([Path(recorded)] if recorded else []), *postgres.candidate_roots(state_dir)])
+
+
+def _pg_pids(data_dir: Path, hint: int | None) -> set[int]:
+    return _pids(lambda a: postgres.is_postmaster_cmdline(a, data_dir), hint or postgres.postmaster_pid(data_dir))
+
+
+# ---------------------------------------------------------------- public API
+
+def read_info(state_dir: Path) -> StackInfo | None:
+    """The stack recorded in ``state_dir`` if it finished starting and both processes still run."""
+    state_dir = Path(state_dir).resolve()
+    rec = _load(state_dir)
+    if not rec.get("ready"):
+        return None
+    pg_data = Path(rec["postgres"]["root"]) / "data"
+    if not _kafka_pids(state_dir, rec) or not _pg_pids(pg_data, rec["postgres"].get("pid")):
+        return None
+    return StackInfo(state_dir, rec["kafka_bootstrap"], rec["database_url"])
+
+
+def down(state_dir: Path) -> None:
+    """Stop the stack of ``state_dir``: SIGTERM Kafka (SIGKILL after 20 s), ``pg_ctl stop -m fast``.
+
+    Idempotent. Also finds processes of a crashed earlier run by their command line
+    (the broker's ``server.properties`` / the postmaster's data directory), so a reused
+    pid of an unrelated process is never signalled.
+    """
+    state_dir = Path(state_dir).resolve()
+    rec = _load(state_dir)
+    for pid in _kafka_pids(state_dir, rec):
+        log.info("stopping kafka (pid %d)", pid)
+        _terminate(pid, signal.SIGTERM, 20.0)
+    for root in _pg_roots(state_dir, rec):
+        data_dir = root / "data"
+        pids = _pg_pids(data_dir, rec.get("postgres", {}).get("pid"))
+        if not pids:
+            continue
+        log.info("stopping postgres (pid %s)", ",".join(map(str, sorted(pids))))
+        try:
+            postgres.stop(postgres.find_bin_dir(), data_dir)
+        except RuntimeError as exc:  # binaries gone: signal the postmaster directly
+            log.warning("pg_ctl stop: %s", exc)
+        for pid in _pg_pids(data_dir, None):
+            _terminate(pid, signal.SIGINT, 30.0, signal.SIGQUIT)  # SIGINT = fast shutdown
+    for key in ("json", "env"):
+        _paths(state_dir)[key].unlink(missing_ok=True)
+
+
+def _wipe(state_dir: Path) -> None:
+    shutil.rmtree(_paths(state_dir)["kafka_data"], ignore_errors=True)
+    for root in postgres.candidate_roots(state_dir):
+        shutil.rmtree(root, ignore_errors=True)
+    _paths(state_dir)["kafka_log"].unlink(missing_ok=True)
+
+
+def _pick_ports(state_dir: Path, kafka_port: int | None, pg_port: int | None) -> tuple[int, int, int]:
+    spare = free_ports(3)
+    ports = (kafka_port or spare[0], spare[1], pg_port or spare[2])
+    for name, port in (("kafka", kafka_port), ("postgres", pg_port)):
+        if port is not None and not port_is_free(port):
+            raise DevstackError(f"{name} port 127.0.0.1:{port} is in use (state dir {state_dir})")
+    return ports
+
+
+def up(state_dir: Path, *, kafka_port: int | None = None, pg_port: int | None = None,
+       fresh: bool = True) -> StackInfo:
+    """Start Kafka and PostgreSQL for ``state_dir`` and return where they answer.
+
+    ``None`` ports pick free loopback ports. A stack already running in ``state_dir`` is
+    stopped first when ``fresh`` (then the data dirs are wiped); with ``fresh=False`` a
+    running, healthy stack is reused as is when the requested ports match, otherwise it
+    is restarted on its existing data. Waits up to 120 s for both services; on failure
+    prints the service's log tail, stops what was started and raises :class:`DevstackError`.
+    """
+    state_dir = Path(state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if not fresh and (info := read_info(state_dir)) is not None:
+        old = _load(state_dir)
+        k_old, p_old = old["kafka"]["port"], old["postgres"]["port"]
+        if kafka_port in (None, k_old) and pg_port in (None, p_old) \
+                and kafka.probe(k_old) and postgres.probe(info.database_url):
+            log.info("reusing the running stack in %s", state_dir)
+            return info
+    down(state_dir)
+    if fresh:
+        _wipe(state_dir)
+    t0 = time.monotonic()
+    try:
+        jars = kafka.resolve_jars()
+        bin_dir = postgres.find_bin_dir()
+    except RuntimeError as exc:
+        raise DevstackError(str(exc)) from exc
+    log.info("kafka jars ready in %.1fs", time.monotonic() - t0)
+    k_port, c_port, p_port = _pick_ports(state_dir, kafka_port, pg_port)
+    paths = _paths(state_dir)
+    record: dict[str, Any] = {"state_dir": str(state_dir), "ready": False,
+                              "kafka_bootstrap": f"127.0.0.1:{k_port}", "database_url": postgres.database_url(p_port),
+                              "kafka": {"port": k_port, "controller_port": c_port, "log": str(paths["kafka_log"])}}
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    current_log = paths["kafka_log"]
+    fmt: subprocess.Popen[bytes] | None = None
+    try:
+        paths["kafka_data"].mkdir(exist_ok=True)
+        paths["props"].write_text(kafka.render_server_properties(paths["kafka_data"], k_port, c_port))
+        fmt = kafka.format_storage(jars, paths["props"], paths["kafka_log"])
+        _children.append(fmt)
+        root = postgres.prepare_root(state_dir)
+        record["postgres"] = {"port": p_port, "root": str(root), "log": str(root / "postgres.log")}
+        postgres.initdb(bin_dir, root / "data")  # runs while the StorageTool JVM formats
+        if fmt.wait(timeout=max(1.0, deadline - time.monotonic())) != 0:
+            raise DevstackError(f"kafka storage format failed ({fmt.returncode})")
+        broker = kafka.start(jars, paths["props"], paths["kafka_log"])
+        _children.append(broker)
+        record["kafka"]["pid"] = broker.pid
+        _save(state_dir, record)
+        current_log = root / "postgres.log"
+        postgres.start(bin_dir, root, p_port, deadline - time.monotonic())
+        record["postgres"]["pid"] = postgres.postmaster_pid(root / "data")
+        _save(state_dir, record)
+        admin_url = postgres.database_url(p_port, user=postgres.PG_USER, db="postgres")
+        if not _wait_until(lambda: postgres.probe(admin_url), deadline):
+            raise DevstackError("postgres did not accept connections in time")
+        postgres.ensure_database(p_port)
+        log.info("postgres ready on port %d after %.1fs", p_port, time.monotonic() - t0)
+        current_log = paths["kafka_log"]
+        if not _wait_until(lambda: broker.poll() is not None or kafka.probe(k_port), deadline):
+            raise DevstackError("kafka did not answer a metadata request in time")
+        if broker.returncode is not None:
+            raise DevstackError(f"kafka exited with {broker.returncode}")
+        log.info("kafka ready on port %d after %.1fs", k_port, time.monotonic() - t0)
+    except BaseException as exc:
+        if fmt is not None and fmt.poll() is None:
+            fmt.kill()
+        tail = _tail(current_log)
+        print(f"runstream.devstack: start failed: {exc}\n--- tail of {current_log} ---\n{tail}", file=sys.stderr)
+        down(state_dir)
+        if isinstance(exc, Exception):
+            raise DevstackError(f"{exc}\n--- tail of {current_log} ---\n{tail}") from exc
+        raise
+    record["ready"] = True
+    _save(state_dir, record)
+    info = StackInfo(state_dir, record["kafka_bootstrap"], record["database_url"])
+    paths["env"].write_text(render_env(info.env()))
+    return info
+
+
+# ---------------------------------------------------------------- command line
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m runstream.devstack up|down|status [--state-dir DIR]``; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m runstream.devstack", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--state-dir", type=Path, default=None, help="default: $RUNSTREAM_STATE_DIR or ./.state/stack")
+    parser.add_argument("--kafka-port", type=int, default=None)
+    parser.add_argument("--pg-port", type=int, default=None)
+    parser.add_argument("--keep", action="store_true", help="up: reuse a running stack / keep existing data")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    state_dir = args.state_dir or default_state_dir()
+    if args.command == "up":
+        try:
+            info = up(state_dir, kafka_port=args.kafka_port, pg_port=args.pg_port, fresh=not args.keep)
+        except DevstackError as exc:  # up() already printed the log tail, if any
+            print(f"runstream.devstack: up failed: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return 1
+        sys.stdout.write(render_env(info.env(), export=True))
+        return 0
+    if args.command == "down":
+        down(state_dir)
+        return 0
+    running = read_info(state_dir)
+    if running is None:
+        print(f"not running ({Path(state_dir).resolve()})")
+        return 1
+    sys.stdout.write(f"running ({running.state_dir})\n" + render_env(running.env(), export=True))
+    return 0
