@@ -1,0 +1,91 @@
+"""The query API application: :func:`create_app` builds it, :func:`main` serves it."""
+
+from __future__ import annotations
+
+import logging
+from typing import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import orjson
+from aiohttp import web
+
+from query_api import handlers
+from query_api.errors import error_middleware
+from query_api.handlers import POOL, SETTINGS
+from runstream.settings import Settings
+
+__all__ = ["ROUTES", "create_app", "init_connection", "main", "pg_pool"]
+
+log = logging.getLogger("runstream.query_api")
+
+POOL_MAX_SIZE = 10
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+ROUTES: list[tuple[str, str, Handler]] = [
+    ("health", "/api/health", handlers.health),
+    ("ready", "/api/ready", handlers.ready),
+    ("openapi", "/api/openapi.json", handlers.openapi_document),
+    ("experiments", "/api/experiments", handlers.experiments),
+    ("experiment_runs", "/api/experiments/{name:.+}/runs", handlers.experiment_runs),
+    ("run", "/api/runs/{run_id}", handlers.run),
+    ("run_metrics", "/api/runs/{run_id}/metrics", handlers.run_metrics),
+    ("metric_vector", "/api/runs/{run_id}/metrics/{name:.+}", handlers.metric_vector),
+    ("table", "/api/runs/{run_id}/tables/{name:.+}", handlers.table),
+    ("files", "/api/runs/{run_id}/files", handlers.files),
+    ("file_download", "/api/runs/{run_id}/files/{path:.*}", handlers.file_download),
+    ("events", "/api/runs/{run_id}/events", handlers.events),
+    ("logs", "/api/runs/{run_id}/logs", handlers.logs),
+    ("compare", "/api/compare", handlers.compare),
+]
+"""Every route as (name, path, handler); all are GET (and HEAD)."""
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Per-connection setup: json/jsonb decoded to Python objects (and encoded) by orjson."""
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        encoder=lambda v: b"\x01" + orjson.dumps(v),
+        decoder=lambda b: orjson.loads(b[1:]),
+        format="binary",
+    )
+    await conn.set_type_codec(
+        "json", schema="pg_catalog", encoder=orjson.dumps, decoder=orjson.loads, format="binary"
+    )
+
+
+async def pg_pool(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: open the asyncpg pool for the app's lifetime, then close it.
+
+    The pool starts empty (``min_size=0``) so the API comes up while the database is
+    down; ``/api/ready`` reports that, and the first request connects.
+    """
+    pool = await asyncpg.create_pool(
+        app[SETTINGS].database_url,
+        min_size=0,
+        max_size=POOL_MAX_SIZE,
+        init=init_connection,
+        server_settings={"application_name": "runstream-query-api"},
+    )
+    app[POOL] = pool
+    try:
+        yield
+    finally:
+        await pool.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the query API: routes, the error middleware and the pool's lifecycle."""
+    app = web.Application(middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(pg_pool)
+    for name, path, handler in ROUTES:
+        app.router.add_get(path, handler, name=name)
+    return app
+
+
+def main(settings: Settings) -> None:
+    """Serve the query API on ``settings.api_host:api_port`` until interrupted."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    web.run_app(create_app(settings), host=settings.api_host, port=settings.api_port)

@@ -1,0 +1,103 @@
+"""The query API's errors and the one middleware that turns them into JSON.
+
+Every error response has the same body: ``{"error": {"status": 404, "message": "..."}}``.
+Domain code raises an :class:`ApiError` subclass; aiohttp's own HTTP errors (unknown
+route, wrong method) are reshaped the same way; anything unexpected is logged with its
+traceback and answered with a bare 500 that leaks nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+__all__ = [
+    "ApiError",
+    "BadRequest",
+    "NotFound",
+    "NotReady",
+    "WaitTimeout",
+    "error_middleware",
+    "json_response",
+]
+
+log = logging.getLogger("runstream.query_api")
+
+
+class ApiError(Exception):
+    """Root of the query API's errors; ``status`` is the HTTP status it answers with."""
+
+    status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(ApiError):
+    """A query or path parameter is malformed; the message names it and its value."""
+
+    status = 400
+
+
+class NotFound(ApiError):
+    """The run, metric, table or file does not exist."""
+
+    status = 404
+
+
+class NotReady(ApiError):
+    """The database does not answer or is not migrated (readiness probe)."""
+
+    status = 503
+
+
+class WaitTimeout(ApiError):
+    """``min_seq`` was not reached before ``wait_ms`` ran out."""
+
+    status = 504
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """Serialise ``data`` with orjson (non-str dict keys allowed) into a JSON response."""
+    return web.Response(
+        body=orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def _error(status: int, message: str) -> web.Response:
+    return json_response({"error": {"status": status, "message": message}}, status=status)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer every failure with the JSON error body and the right status."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _error(exc.status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = _error(exc.status, exc.reason if exc.text is None else _text(exc))
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return _error(500, "internal server error")
+
+
+def _text(exc: web.HTTPException) -> str:
+    """aiohttp's default body is ``"404: Not Found"``; keep only the human part."""
+    text = exc.text or exc.reason
+    prefix = f"{exc.status}: "
+    return text[len(prefix):] if text.startswith(prefix) else text

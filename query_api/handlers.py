@@ -1,0 +1,283 @@
+"""Request handlers: parse parameters, call one query function, answer with orjson.
+
+Bad parameters raise :class:`BadRequest` naming the parameter and its value. Every
+run-scoped handler goes through :func:`run_scope`, which validates ``run_id`` and
+honours ``min_seq``/``wait_ms`` (read-your-writes for the SDK).
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import asyncpg
+from aiohttp import web
+
+from query_api import openapi, queries
+from query_api.downsample import MIN_MAX_POINTS
+from query_api.errors import BadRequest, NotFound, NotReady, json_response
+from runstream.settings import Settings
+from schemas.events import RunStatusPayload
+
+POOL = web.AppKey("pool", asyncpg.Pool)
+"""The application's asyncpg pool (opened and closed by ``app.pg_pool``)."""
+SETTINGS = web.AppKey("settings", Settings)
+"""The settings the application was created with."""
+
+STATUSES = frozenset(typing.get_args(typing.get_type_hints(RunStatusPayload)["status"]))
+MAX_LIMIT = 1000
+MAX_POINTS_CAP = 100_000
+MAX_WAIT_MS = 30_000
+DEFAULT_WAIT_MS = 10_000
+MAX_COMPARE_RUNS = 100
+_METRIC_FILTER = re.compile(r"^(?P<name>.+?)(?P<op><=|>=|!=|==|<|>|=)(?P<value>[^<>=!]+)$", re.S)
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+# ---------------------------------------------------------------- parameters
+
+
+def _bad(name: str, raw: str, expected: str) -> BadRequest:
+    return BadRequest(f"invalid {name}={raw!r}: expected {expected}")
+
+
+def parse_uuid(raw: str, name: str) -> uuid.UUID:
+    """``raw`` as a UUID, or 400 naming the parameter."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise _bad(name, raw, "a UUID") from None
+
+
+def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    """Integer query parameter in ``[lo, hi]``, or 400."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        number = int(raw)
+    except ValueError:
+        number = lo - 1
+    if not lo <= number <= hi:
+        raise _bad(name, raw, f"an integer between {lo} and {hi}")
+    return number
+
+
+def query_optional_int(request: web.Request, name: str, lo: int, hi: int) -> int | None:
+    """Like :func:`query_int`, ``None`` when absent."""
+    return None if request.query.get(name, "") == "" else query_int(request, name, 0, lo, hi)
+
+
+def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
+    """``true``/``false`` (also 1/0, yes/no), or 400."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise _bad(name, raw, "true or false")
+
+
+def query_list(request: web.Request, name: str, split_commas: bool = False) -> list[str]:
+    """Every value of a repeatable parameter (optionally also comma-separated)."""
+    values = request.query.getall(name, [])
+    if split_commas:
+        values = [v.strip() for raw in values for v in raw.split(",")]
+    return [v for v in values if v != ""]
+
+
+def _max_points(request: web.Request, default: int) -> int:
+    points = query_int(request, "max_points", default, 0, MAX_POINTS_CAP)
+    if 0 < points < MIN_MAX_POINTS:
+        raise _bad("max_points", request.query["max_points"], f"0 (all) or {MIN_MAX_POINTS}..{MAX_POINTS_CAP}")
+    return points
+
+
+async def run_scope(request: web.Request) -> uuid.UUID:
+    """The path's run id, once the run exists and has reached ``min_seq`` (if given)."""
+    run_id = parse_uuid(request.match_info["run_id"], "run_id")
+    min_seq = query_optional_int(request, "min_seq", 0, 2**63 - 1)
+    wait_ms = query_int(request, "wait_ms", DEFAULT_WAIT_MS, 0, MAX_WAIT_MS)
+    await queries.wait_for_run(request.app[POOL], run_id, min_seq, wait_ms)
+    return run_id
+
+
+def run_filter(request: web.Request) -> queries.RunFilter:
+    """Parse the filters, ordering and page of the runs listing."""
+    statuses = query_list(request, "status", split_commas=True)
+    for s in statuses:
+        if s not in STATUSES:
+            raise _bad("status", s, f"one of {', '.join(sorted(STATUSES))}")
+    tags = []
+    for raw in query_list(request, "tag"):
+        key, sep, val = raw.partition(":")
+        if not key:
+            raise _bad("tag", raw, "key or key:value")
+        tags.append((key, val if sep else None))
+    metrics = []
+    for raw in query_list(request, "metric"):
+        m = _METRIC_FILTER.match(raw)
+        try:
+            threshold = float(m["value"]) if m else None
+        except ValueError:
+            threshold = None
+        if m is None or threshold is None:
+            raise _bad("metric", raw, "<name><op><number> with op one of < <= > >= = !=")
+        metrics.append((m["name"], "=" if m["op"] == "==" else m["op"], threshold))
+    order_by, order_metric = request.query.get("order_by", "started_at"), None
+    if order_by.startswith("metric:") and len(order_by) > len("metric:"):
+        order_by, order_metric = "metric", order_by[len("metric:"):]
+    elif order_by not in queries.ORDER_FIELDS:
+        raise _bad("order_by", order_by, "started_at, name, status or metric:<name>")
+    order = request.query.get("order", "desc" if order_by == "started_at" else "asc")
+    if order not in ("asc", "desc"):
+        raise _bad("order", order, "asc or desc")
+    parent_raw = request.query.get("parent")
+    parent: str | uuid.UUID | None = None
+    if parent_raw:
+        parent = "none" if parent_raw == "none" else parse_uuid(parent_raw, "parent")
+    return queries.RunFilter(
+        experiment=request.match_info["name"],
+        statuses=statuses,
+        parent=parent,
+        tags=tags,
+        metrics=metrics,
+        order_by=order_by,
+        order_metric=order_metric,
+        order=order,
+        limit=query_int(request, "limit", 100, 1, MAX_LIMIT),
+        offset=query_int(request, "offset", 0, 0, 2**62),
+        columns=query_list(request, "columns"),
+    )
+
+
+# ---------------------------------------------------------------- handlers
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: the database answers and is migrated."""
+    try:
+        ok = await queries.ready(request.app[POOL])
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise NotReady(f"database unavailable ({type(exc).__name__})") from None
+    if not ok:
+        raise NotReady("database schema is not migrated (schema_migrations lacks version 1)")
+    return json_response({"status": "ready"})
+
+
+async def experiments(request: web.Request) -> web.Response:
+    """All experiments with run count and last activity."""
+    return json_response({"experiments": await queries.experiments(request.app[POOL])})
+
+
+async def experiment_runs(request: web.Request) -> web.Response:
+    """Runs of one experiment, filtered, ordered and paged."""
+    return json_response(await queries.runs_page(request.app[POOL], run_filter(request)))
+
+
+async def run(request: web.Request) -> web.Response:
+    """One run: status, times, tags, summaries, children."""
+    run_id = await run_scope(request)
+    return json_response(await queries.run_detail(request.app[POOL], run_id))
+
+
+async def run_metrics(request: web.Request) -> web.Response:
+    """``get_metrics`` shapes for the run, or per run id of its tree with ``recursive``."""
+    run_id = await run_scope(request)
+    pool, names = request.app[POOL], query_list(request, "name")
+    if not query_bool(request, "recursive"):
+        return json_response((await queries.get_metrics(pool, [run_id], names))[run_id])
+    tree = await queries.run_tree(pool, run_id)
+    return json_response(await queries.get_metrics(pool, tree, names))
+
+
+async def metric_vector(request: web.Request) -> web.Response:
+    """One metric's vector over a step range, optionally downsampled."""
+    run_id = await run_scope(request)
+    from_step = query_optional_int(request, "from_step", 0, 2**63 - 1)
+    to_step = query_optional_int(request, "to_step", 0, 2**63 - 1)
+    if from_step is not None and to_step is not None and from_step > to_step:
+        raise _bad("to_step", request.query["to_step"], f"a step >= from_step={from_step}")
+    vector = await queries.metric_vector(
+        request.app[POOL], run_id, request.match_info["name"], from_step, to_step, _max_points(request, 0)
+    )
+    return json_response(vector)
+
+
+async def table(request: web.Request) -> web.Response:
+    """A table metric as column lists."""
+    run_id = await run_scope(request)
+    return json_response(await queries.table(request.app[POOL], run_id, request.match_info["name"]))
+
+
+async def files(request: web.Request) -> web.Response:
+    """The run's files."""
+    run_id = await run_scope(request)
+    return json_response({"files": await queries.artifacts(request.app[POOL], run_id)})
+
+
+async def file_download(request: web.Request) -> web.FileResponse:
+    """One file's bytes from the content-addressed blob store."""
+    run_id = await run_scope(request)
+    record = await queries.artifact(request.app[POOL], run_id, request.match_info["path"])
+    sha = record["sha256"]
+    blob = Path(request.app[SETTINGS].blob_dir, sha[:2], sha[2:4], sha)
+    if not _SHA256.match(sha) or not blob.is_file():
+        raise NotFound(f"the bytes of file {record['path']!r} (sha256 {sha}) are missing from the blob store")
+    name = record["path"].rsplit("/", 1)[-1]
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
+    return web.FileResponse(
+        blob,
+        headers={
+            "Content-Type": record["content_type"],
+            "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}",
+        },
+    )
+
+
+async def events(request: web.Request) -> web.Response:
+    """The run's archived events, paginated by seq."""
+    run_id = await run_scope(request)
+    after_seq = query_int(request, "after_seq", -1, -1, 2**63 - 1)
+    limit = query_int(request, "limit", 100, 1, MAX_LIMIT)
+    return json_response(await queries.events_page(request.app[POOL], run_id, after_seq, limit))
+
+
+async def logs(request: web.Request) -> web.Response:
+    """Captured output lines, paginated by (seq, idx)."""
+    run_id = await run_scope(request)
+    after_seq = query_int(request, "after_seq", -1, -1, 2**63 - 1)
+    after_idx = query_int(request, "after_idx", -1, -1, 2**31 - 1)
+    limit = query_int(request, "limit", 1000, 1, 10_000)
+    return json_response(await queries.log_lines_page(request.app[POOL], run_id, after_seq, after_idx, limit))
+
+
+async def compare(request: web.Request) -> web.Response:
+    """Chosen metrics of many runs side by side."""
+    raw_runs = query_list(request, "run", split_commas=True)
+    if not raw_runs or len(raw_runs) > MAX_COMPARE_RUNS:
+        raise _bad("run", ",".join(raw_runs), f"1..{MAX_COMPARE_RUNS} run ids")
+    run_ids = list(dict.fromkeys(parse_uuid(r, "run") for r in raw_runs))
+    result = await queries.compare(
+        request.app[POOL],
+        run_ids,
+        query_list(request, "metric"),
+        query_bool(request, "vectors"),
+        _max_points(request, 1000),
+    )
+    return json_response(result)
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 description of this API."""
+    return json_response(openapi.document())

@@ -1,0 +1,253 @@
+"""The OpenAPI 3.1 document of the query API, assembled by hand (served at /api/openapi.json).
+
+Conventions stated once here and in ``info.description``: database timestamps are ISO
+8601 strings; point and event times are float seconds since the epoch (the client's
+clock); metric values use the ``schemas.values`` encoding.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+__all__ = ["document"]
+
+DESCRIPTION = """Read side of runstream (SPEC section 5).
+
+* Record timestamps (started_at, created_at, ...) are ISO 8601 strings with offset.
+* Point times (`times` of a vector) and event `ts` are float seconds since the epoch, as
+  stamped by the client.
+* Values: ints stay ints, bools stay bools, strings are strings; NaN and infinities are
+  `{"f": "NaN" | "Infinity" | "-Infinity"}`.
+* Errors: `{"error": {"status": N, "message": "..."}}`; a bad parameter is a 400 whose
+  message names the parameter and the value.
+* Every run-scoped endpoint accepts `min_seq` and `wait_ms`: the answer waits until the
+  run's last materialized event seq reaches `min_seq` (polling every 20 ms), or is a 504
+  after `wait_ms`.
+"""
+
+
+def _q(name: str, schema: dict[str, Any], description: str, repeat: bool = False) -> dict[str, Any]:
+    if repeat:
+        schema = {"type": "array", "items": schema}
+    p: dict[str, Any] = {"name": name, "in": "query", "schema": schema, "description": description}
+    if repeat:
+        p.update(style="form", explode=True)
+    return p
+
+
+def _path(name: str, description: str, fmt: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if fmt:
+        schema["format"] = fmt
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
+
+
+_INT = {"type": "integer"}
+_STR = {"type": "string"}
+_BOOL = {"type": "boolean"}
+_RUN_ID = _path("run_id", "The run's id.", "uuid")
+_WAIT = [
+    _q("min_seq", {"type": "integer", "minimum": 0}, "Wait until the run has materialized this event seq."),
+    _q("wait_ms", {"type": "integer", "minimum": 0, "maximum": 30000, "default": 10000}, "Longest wait for min_seq."),
+]
+_MAX_POINTS = _q(
+    "max_points",
+    {"type": "integer", "minimum": 0, "maximum": 100000},
+    "0 = every point; otherwise 4..100000: per-bucket min and max over the step range plus "
+    "the first and last point (never more than max_points). NaN sorts above +Infinity, so "
+    "a bucket holding a NaN keeps it as its maximum. A string metric with more points than "
+    "max_points is a 400 (strings are not downsampled).",
+)
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {400: "Bad parameter", 404: "Not found", 503: "Not ready", 504: "min_seq not reached in time"}
+    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+
+
+def _get(summary: str, params: list[dict[str, Any]], ok: dict[str, Any], *errors: int) -> dict[str, Any]:
+    return {"get": {"summary": summary, "parameters": params, "responses": {"200": ok, **_errors(*errors)}}}
+
+
+_VALUE: dict[str, Any] = {
+    "description": 'A metric value; non-finite floats as {"f": "NaN" | "Infinity" | "-Infinity"}.',
+    "anyOf": [
+        {"type": ["number", "integer", "boolean", "string", "null"]},
+        {"type": "object", "properties": {"f": {"enum": ["NaN", "Infinity", "-Infinity"]}}, "required": ["f"]},
+    ],
+}
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "properties": {"error": {"type": "object", "properties": {"status": _INT, "message": _STR}}},
+    },
+    "Value": _VALUE,
+    "Summary": {
+        "type": "object",
+        "properties": {
+            "kind": {"enum": ["scalar", "list", "table", "image"]},
+            "last": _ref("Value"), "min": _ref("Value"), "max": _ref("Value"),
+            "count": _INT, "last_step": {"type": ["integer", "null"]}, "description": {"type": ["string", "null"]},
+        },
+    },
+    "Run": {
+        "type": "object",
+        "properties": {
+            "run_id": {"type": "string", "format": "uuid"}, "name": {"type": ["string", "null"]},
+            "experiment": _STR, "status": _STR, "kind": _STR, "error": {"type": ["string", "null"]},
+            "parent_run_id": {"type": ["string", "null"], "format": "uuid"},
+            "started_at": _TIME, "ended_at": _TIME, "updated_at": _TIME,
+            "duration_s": {"type": ["number", "null"], "description": "null until the run ends"},
+            "last_seq": _INT,
+            "tags": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
+            "metrics": {"type": "object", "additionalProperties": _ref("Summary")},
+        },
+    },
+    "Vector": {
+        "type": "object",
+        "properties": {
+            "name": _STR, "kind": {"enum": ["scalar", "list"]},
+            "count": {"type": "integer", "description": "points in the step range before downsampling"},
+            "steps": {"type": "array", "items": _INT},
+            "values": {"type": "array", "items": _ref("Value")},
+            "times": {"type": "array", "items": {"type": "number"}, "description": "epoch seconds"},
+            "downsampled": _BOOL,
+        },
+    },
+    "Columns": {"type": "object", "additionalProperties": {"type": "array", "items": _ref("Value")}},
+    "Metrics": {
+        "type": "object",
+        "description": "get_metrics shapes: a Value if logged once, a list if repeated or log_list, "
+        "Columns for tables, {artifact, sha256} for images.",
+        "additionalProperties": True,
+    },
+}
+
+
+def _paths() -> dict[str, Any]:
+    run_array = {"type": "array", "items": _ref("Run")}
+    return {
+        "/api/health": _get("Liveness", [], _json({"type": "object"})),
+        "/api/ready": _get("Readiness: database answers and is migrated", [], _json({"type": "object"}), 503),
+        "/api/openapi.json": _get("This document", [], _json({"type": "object"})),
+        "/api/experiments": _get(
+            "Experiments with run count and last activity", [],
+            _json({"type": "object", "properties": {"experiments": {"type": "array", "items": {
+                "type": "object", "properties": {"name": _STR, "created_at": _TIME, "run_count": _INT,
+                                                 "last_activity": _TIME}}}}}),
+        ),
+        "/api/experiments/{name}/runs": _get(
+            "Runs of an experiment, filtered, ordered and paged",
+            [
+                _path("name", "Experiment name."),
+                _q("status", _STR, "running, completed, failed, canceled; repeat or comma-separate.", True),
+                _q("tag", _STR, "`key` (has the tag) or `key:value`; repeatable, all must match.", True),
+                _q("metric", _STR, "`name<op>number`, op one of < <= > >= = !=, against the metric's last "
+                   "value; repeatable, all must hold.", True),
+                _q("order_by", {"type": "string", "default": "started_at"}, "started_at, name, status or "
+                   "metric:<name> (last value; NULL and NaN last)."),
+                _q("order", {"enum": ["asc", "desc"]}, "Default desc for started_at, asc otherwise."),
+                _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
+                _q("offset", {"type": "integer", "minimum": 0, "default": 0}, "Page start."),
+                _q("parent", _STR, "`none` = top-level runs only; a run id = its children."),
+                _q("columns", _STR, "Only these metric summaries per run (default all); repeatable.", True),
+            ],
+            _json({"type": "object", "properties": {"runs": run_array, "total": _INT}}), 400, 404,
+        ),
+        "/api/runs/{run_id}": _get(
+            "One run with properties, tags, summaries and child ids", [_RUN_ID, *_WAIT],
+            _json(_ref("Run")), 400, 404, 504,
+        ),
+        "/api/runs/{run_id}/metrics": _get(
+            "get_metrics", [
+                _RUN_ID, *_WAIT, _q("name", _STR, "Only these metrics; repeatable.", True),
+                _q("recursive", _BOOL, "Include descendants: {run_id: {name: value}}."),
+            ],
+            _json({"oneOf": [_ref("Metrics"), {"type": "object", "additionalProperties": _ref("Metrics")}]}),
+            400, 404, 504,
+        ),
+        "/api/runs/{run_id}/metrics/{name}": _get(
+            "One metric vector", [
+                _RUN_ID, _path("name", "Metric name."), *_WAIT,
+                _q("from_step", {"type": "integer", "minimum": 0}, "First step, inclusive."),
+                _q("to_step", {"type": "integer", "minimum": 0}, "Last step, inclusive."), _MAX_POINTS,
+            ],
+            _json(_ref("Vector")), 400, 404, 504,
+        ),
+        "/api/runs/{run_id}/tables/{name}": _get(
+            "A table metric as column lists (rows in logging order)",
+            [_RUN_ID, _path("name", "Table name."), *_WAIT],
+            _json({"type": "object", "properties": {"name": _STR, "columns": _ref("Columns"), "rows": _INT}}),
+            400, 404, 504,
+        ),
+        "/api/runs/{run_id}/files": _get(
+            "The run's files", [_RUN_ID, *_WAIT],
+            _json({"type": "object", "properties": {"files": {"type": "array", "items": {
+                "type": "object", "properties": {"path": _STR, "size": _INT, "sha256": _STR,
+                                                 "content_type": _STR, "created_at": _TIME}}}}}),
+            400, 404, 504,
+        ),
+        "/api/runs/{run_id}/files/{path}": _get(
+            "Download one file (Content-Type as stored, attachment with the file's basename)",
+            [_RUN_ID, _path("path", "The file's path in the run (may contain /)."), *_WAIT],
+            {"description": "The file's bytes", "content": {"application/octet-stream": {}}}, 400, 404, 504,
+        ),
+        "/api/runs/{run_id}/events": _get(
+            "The run's event history, by seq", [
+                _RUN_ID, *_WAIT,
+                _q("after_seq", {"type": "integer", "minimum": -1, "default": -1}, "Events with a greater seq."),
+                _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
+            ],
+            _json({"type": "object", "properties": {
+                "events": {"type": "array", "items": {"type": "object", "description": "The event as sent "
+                           "(type, v, event_id, run_id, seq, ts, payload)."}},
+                "next_after_seq": {"type": ["integer", "null"]}}}),
+            400, 404, 504,
+        ),
+        "/api/runs/{run_id}/logs": _get(
+            "Captured output lines", [
+                _RUN_ID, *_WAIT,
+                _q("after_seq", {"type": "integer", "minimum": -1, "default": -1}, "Cursor: event seq."),
+                _q("after_idx", {"type": "integer", "minimum": -1, "default": -1}, "Cursor: line index in it."),
+                _q("limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}, "Page size."),
+            ],
+            _json({"type": "object", "properties": {
+                "lines": {"type": "array", "items": {"type": "object", "properties": {
+                    "seq": _INT, "idx": _INT, "ts": _TIME, "stream": _STR, "line": _STR}}},
+                "next_after_seq": {"type": ["integer", "null"]}, "next_after_idx": {"type": ["integer", "null"]}}}),
+            400, 404, 504,
+        ),
+        "/api/compare": _get(
+            "Compare runs on chosen metrics", [
+                _q("run", {"type": "string", "format": "uuid"}, "Run ids (1..100); repeat or comma-separate.", True),
+                _q("metric", _STR, "Metric names (default all); repeatable.", True),
+                _q("vectors", _BOOL, "Also return each scalar/list metric's downsampled vector."),
+                {**_MAX_POINTS, "schema": {"type": "integer", "minimum": 0, "maximum": 100000, "default": 1000}},
+            ],
+            _json({"type": "object", "properties": {"runs": {"type": "array", "items": {
+                "allOf": [_ref("Run"), {"type": "object", "properties": {
+                    "vectors": {"type": "object", "additionalProperties": _ref("Vector")}}}]}}}}),
+            400, 404,
+        ),
+    }
+
+
+@lru_cache(maxsize=1)
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document (built once; treat as read-only)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "runstream query API", "version": "1", "description": DESCRIPTION},
+        "paths": _paths(),
+        "components": {"schemas": _SCHEMAS},
+    }

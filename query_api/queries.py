@@ -1,0 +1,573 @@
+"""Every SQL statement of the query API, and the functions that run them.
+
+Each upper-case ``str`` constant is one complete statement with ``$n`` parameters only,
+valid on PostgreSQL 15 and on PostgreSQL 17 + TimescaleDB; :data:`EXAMPLE_PARAMS` gives
+runnable parameters for each. Functions take a pool (or connection) and return plain
+data ready for orjson: UUIDs and datetimes as such, metric values already in their JSON
+form (:func:`schemas.values.encode`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import asyncpg
+import orjson
+
+from query_api import downsample as ds
+from query_api.errors import BadRequest, NotFound, WaitTimeout
+from schemas.values import encode
+
+Db = asyncpg.Pool | asyncpg.Connection
+
+READY = "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = 1)"
+
+EXPERIMENTS = """
+SELECT e.name, e.created_at, count(r.run_id) AS run_count, max(r.updated_at) AS last_activity
+FROM experiments e LEFT JOIN runs r ON r.experiment = e.name
+GROUP BY e.name, e.created_at ORDER BY e.name"""
+
+EXPERIMENT_EXISTS = "SELECT EXISTS (SELECT 1 FROM experiments WHERE name = $1)"
+
+_run_columns = """r.run_id, r.experiment, r.name, r.status, r.kind, r.parent_run_id, r.error,
+       r.started_at, r.ended_at, r.updated_at, r.last_seq"""
+
+RUN_BY_ID = f"SELECT {_run_columns}, r.properties FROM runs r WHERE r.run_id = $1"
+
+RUNS_BY_IDS = f"SELECT {_run_columns} FROM runs r WHERE r.run_id = ANY($1::uuid[])"
+
+RUN_LAST_SEQ = "SELECT last_seq FROM runs WHERE run_id = $1"
+
+RUN_CHILDREN = "SELECT run_id FROM runs WHERE parent_run_id = $1 ORDER BY started_at, run_id"
+
+# UNION (not UNION ALL) so that a parent cycle in bad data still terminates.
+RUN_TREE = """
+WITH RECURSIVE tree(run_id) AS (
+    SELECT run_id FROM runs WHERE run_id = $1
+    UNION
+    SELECT r.run_id FROM runs r JOIN tree t ON r.parent_run_id = t.run_id
+)
+SELECT run_id FROM tree"""
+
+TAGS_FOR_RUNS = "SELECT run_id, key, value FROM tags WHERE run_id = ANY($1::uuid[]) ORDER BY run_id, key"
+
+# $2 = metric names to keep; an empty array keeps all. Image summaries carry their
+# artifact path in last_text; the artifact row gives its sha256.
+SUMMARIES_FOR_RUNS = """
+SELECT s.run_id, s.name, s.kind, s.description, s.count, s.last_step, s.last_value,
+       s.last_text, s.last_kind, s.min_value, s.max_value, a.sha256 AS artifact_sha256
+FROM metric_summaries s
+LEFT JOIN artifacts a ON s.kind = 'image' AND a.run_id = s.run_id AND a.path = s.last_text
+WHERE s.run_id = ANY($1::uuid[]) AND (cardinality($2::text[]) = 0 OR s.name = ANY($2::text[]))
+ORDER BY s.run_id, s.name"""
+
+# Every point of the given (run_id, name) pairs: the vectors of get_metrics.
+POINTS_FOR = """
+SELECT p.run_id, p.name, p.value, p.text, p.kind
+FROM unnest($1::uuid[], $2::text[]) AS w(run_id, name)
+JOIN metric_points p ON p.run_id = w.run_id AND p.name = w.name
+ORDER BY p.run_id, p.name, p.step, p.ts"""
+
+TABLE_ROWS_FOR = """
+SELECT t.run_id, t.name, t.cells
+FROM unnest($1::uuid[], $2::text[]) AS w(run_id, name)
+JOIN table_rows t ON t.run_id = w.run_id AND t.name = w.name
+ORDER BY t.run_id, t.name, t.seq, t.idx"""
+
+_points_in_range = "FROM metric_points WHERE run_id = $1 AND name = $2 AND step BETWEEN $3 AND $4"
+_point_columns = "step, date_part('epoch', ts) AS time, value, text, kind"
+
+VECTOR_POINTS = f"SELECT {_point_columns} {_points_in_range} ORDER BY step, ts"
+
+VECTOR_BOUNDS = f"""
+(SELECT {_point_columns} {_points_in_range} ORDER BY step, ts LIMIT 1)
+UNION ALL
+(SELECT {_point_columns} {_points_in_range} ORDER BY step DESC, ts DESC LIMIT 1)"""
+
+# Per bucket of width $5: count, whether it holds strings, and the (value, step) of its
+# minimum and maximum. The step travels as float8 plus an exact remainder so that steps
+# above 2**53 survive; array order is float order (NaN highest), as in downsample.py.
+_value_step = "ARRAY[value, step::float8, (step - step::float8::bigint)::float8]"
+VECTOR_BUCKETS = f"""
+SELECT count(*) AS n, bool_or(kind = 3) AS has_text,
+       min({_value_step}) AS lo, max({_value_step}) AS hi
+{_points_in_range}
+GROUP BY (step - $3) / $5"""
+
+VECTOR_AT_STEPS = f"""
+SELECT {_point_columns} FROM metric_points
+WHERE run_id = $1 AND name = $2 AND step = ANY($3::bigint[]) ORDER BY step, ts"""
+
+SUMMARY_ONE = """
+SELECT kind, count FROM metric_summaries WHERE run_id = $1 AND name = $2"""
+
+TABLE_ROWS = "SELECT cells FROM table_rows WHERE run_id = $1 AND name = $2 ORDER BY seq, idx"
+
+ARTIFACTS = """
+SELECT path, size, sha256, content_type, created_at FROM artifacts WHERE run_id = $1 ORDER BY path"""
+
+ARTIFACT = "SELECT path, sha256, size, content_type FROM artifacts WHERE run_id = $1 AND path = $2"
+
+EVENTS_PAGE = "SELECT seq, body FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+
+LOG_LINES_PAGE = """
+SELECT seq, idx, ts, stream, line FROM log_lines
+WHERE run_id = $1 AND (seq, idx) > ($2, $3) ORDER BY seq, idx LIMIT $4"""
+
+# Runs of an experiment. Every filter is always present and switched off by an empty
+# array (or parent mode 'any'), so the statement is fixed text; only the ORDER BY is
+# chosen from _ORDERINGS. $1 experiment, $2 statuses, $3 parent mode ('any' | 'none' |
+# 'id'), $4 parent run id, $5/$6 tag keys/values (NULL value = key only), $7/$8/$9
+# metric names/operators/thresholds against last_value, $10 metric to order by.
+_runs_from_where = """
+FROM runs r
+LEFT JOIN metric_summaries o ON o.run_id = r.run_id AND o.name = $10::text
+WHERE r.experiment = $1
+  AND (cardinality($2::text[]) = 0 OR r.status = ANY($2::text[]))
+  AND ($3::text = 'any' OR ($3::text = 'none' AND r.parent_run_id IS NULL)
+       OR ($3::text = 'id' AND r.parent_run_id = $4::uuid))
+  AND NOT EXISTS (
+      SELECT 1 FROM unnest($5::text[], $6::text[]) AS f(key, value)
+      WHERE NOT EXISTS (
+          SELECT 1 FROM tags t WHERE t.run_id = r.run_id AND t.key = f.key
+            AND (f.value IS NULL OR t.value = f.value)))
+  AND NOT EXISTS (
+      SELECT 1 FROM unnest($7::text[], $8::text[], $9::float8[]) AS m(name, op, threshold)
+      WHERE NOT EXISTS (
+          SELECT 1 FROM metric_summaries s WHERE s.run_id = r.run_id AND s.name = m.name
+            AND CASE m.op
+                WHEN '<' THEN s.last_value < m.threshold
+                WHEN '<=' THEN s.last_value <= m.threshold
+                WHEN '>' THEN s.last_value > m.threshold
+                WHEN '>=' THEN s.last_value >= m.threshold
+                WHEN '=' THEN s.last_value = m.threshold
+                WHEN '!=' THEN s.last_value <> m.threshold
+            END))"""
+
+METRIC_OPERATORS = ("<=", ">=", "!=", "<", ">", "=")
+"""Operators of a metric filter, longest first (the order a parser must try them)."""
+
+# A NaN last value sorts with the missing ones: "best run by metric" never picks NaN.
+_metric_key = "NULLIF(o.last_value, 'NaN'::float8)"
+_ORDERINGS: dict[tuple[str, str], str] = {
+    ("started_at", "asc"): "r.started_at ASC, r.run_id ASC",
+    ("started_at", "desc"): "r.started_at DESC, r.run_id DESC",
+    ("name", "asc"): "r.name ASC NULLS LAST, r.started_at DESC, r.run_id",
+    ("name", "desc"): "r.name DESC NULLS LAST, r.started_at DESC, r.run_id",
+    ("status", "asc"): "r.status ASC, r.started_at DESC, r.run_id",
+    ("status", "desc"): "r.status DESC, r.started_at DESC, r.run_id",
+    ("metric", "asc"): f"{_metric_key} ASC NULLS LAST, r.started_at DESC, r.run_id",
+    ("metric", "desc"): f"{_metric_key} DESC NULLS LAST, r.started_at DESC, r.run_id",
+}
+ORDER_FIELDS = ("started_at", "name", "status")
+"""``order_by`` values besides ``metric:<name>``."""
+
+
+def runs_page_sql(order_by: str, order: str) -> str:
+    """The runs page statement for a whitelisted ordering ($11 limit, $12 offset)."""
+    return (
+        f"SELECT {_run_columns}, count(*) OVER () AS total {_runs_from_where}\n"
+        f"ORDER BY {_ORDERINGS[(order_by, order)]}\nLIMIT $11 OFFSET $12"
+    )
+
+
+RUNS_COUNT = f"SELECT count(*) {_runs_from_where}"
+RUNS_FILTERED_EXAMPLE = runs_page_sql("metric", "desc")
+RUNS_PAGE_DEFAULT = runs_page_sql("started_at", "desc")
+
+_RUN = uuid.UUID("00000000-0000-7000-8000-000000000001")
+_RUNS_ARGS = (
+    "exp", ["running", "completed"], "id", _RUN, ["team", "lr"], [None, "0.1"],
+    ["mse", "acc"], ["<", ">="], [0.3, 0.9], "mse",
+)
+EXAMPLE_PARAMS: dict[str, tuple[Any, ...]] = {
+    "READY": (),
+    "EXPERIMENTS": (),
+    "EXPERIMENT_EXISTS": ("exp",),
+    "RUN_BY_ID": (_RUN,),
+    "RUNS_BY_IDS": ([_RUN],),
+    "RUN_LAST_SEQ": (_RUN,),
+    "RUN_CHILDREN": (_RUN,),
+    "RUN_TREE": (_RUN,),
+    "TAGS_FOR_RUNS": ([_RUN],),
+    "SUMMARIES_FOR_RUNS": ([_RUN], ["mse"]),
+    "POINTS_FOR": ([_RUN], ["mse"]),
+    "TABLE_ROWS_FOR": ([_RUN], ["t"]),
+    "VECTOR_POINTS": (_RUN, "mse", 0, 100),
+    "VECTOR_BOUNDS": (_RUN, "mse", 0, 100),
+    "VECTOR_BUCKETS": (_RUN, "mse", 0, 100, 10),
+    "VECTOR_AT_STEPS": (_RUN, "mse", [0, 50, 100]),
+    "SUMMARY_ONE": (_RUN, "mse"),
+    "TABLE_ROWS": (_RUN, "t"),
+    "ARTIFACTS": (_RUN,),
+    "ARTIFACT": (_RUN, "outputs/model.pkl"),
+    "EVENTS_PAGE": (_RUN, -1, 100),
+    "LOG_LINES_PAGE": (_RUN, -1, -1, 100),
+    "RUNS_COUNT": _RUNS_ARGS,
+    "RUNS_FILTERED_EXAMPLE": _RUNS_ARGS + (100, 0),
+    "RUNS_PAGE_DEFAULT": ("exp", [], "any", None, [], [], [], [], [], None, 100, 0),
+}
+"""Runnable example parameters for every statement above, keyed by constant name."""
+
+MAX_STEP = 2**63 - 1
+"""Upper bound of an open step range (bigint's maximum)."""
+
+POLL_INTERVAL_S = 0.02
+"""How often :func:`wait_for_run` looks at ``runs.last_seq``."""
+
+
+# ---------------------------------------------------------------- value shaping
+
+
+def value(kind: int | None, number: float | None, text: str | None) -> Any:
+    """One stored value (``kind`` 0 float, 1 int, 2 bool, 3 str) in its JSON form."""
+    if kind == 3 or number is None:
+        return text
+    if kind == 1 and number == number and abs(number) != float("inf"):
+        return int(number)
+    if kind == 2:
+        return bool(number)
+    return encode(number)
+
+
+def _point(r: asyncpg.Record) -> ds.Point:
+    return ds.Point(r["step"], r["time"], r["value"], r["text"], r["kind"])
+
+
+def _summary(r: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "kind": r["kind"],
+        "last": value(r["last_kind"], r["last_value"], r["last_text"]),
+        "min": None if r["min_value"] is None else encode(r["min_value"]),
+        "max": None if r["max_value"] is None else encode(r["max_value"]),
+        "count": r["count"],
+        "last_step": r["last_step"],
+        "description": r["description"],
+    }
+
+
+def _run(r: asyncpg.Record) -> dict[str, Any]:
+    started, ended = r["started_at"], r["ended_at"]
+    return {
+        "run_id": r["run_id"],
+        "name": r["name"],
+        "experiment": r["experiment"],
+        "status": r["status"],
+        "kind": r["kind"],
+        "parent_run_id": r["parent_run_id"],
+        "error": r["error"],
+        "started_at": started,
+        "ended_at": ended,
+        "duration_s": None if ended is None else (ended - started).total_seconds(),
+        "updated_at": r["updated_at"],
+        "last_seq": r["last_seq"],
+    }
+
+
+def columns(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows of a table (cells already JSON-encoded) as column lists; missing cells → None."""
+    cols: dict[str, list[Any]] = {}
+    for i, cells in enumerate(rows):
+        for key in cells:
+            if key not in cols:
+                cols[key] = [None] * i
+        for key, col in cols.items():
+            col.append(cells.get(key))
+    return cols
+
+
+# ---------------------------------------------------------------- service
+
+
+async def ready(db: Db) -> bool:
+    """True when the database answers and the core migration is applied."""
+    try:
+        return bool(await db.fetchval(READY))
+    except asyncpg.UndefinedTableError:
+        return False
+
+
+async def experiments(db: Db) -> list[dict[str, Any]]:
+    """Every experiment with its run count and last activity (latest run update)."""
+    return [dict(r) for r in await db.fetch(EXPERIMENTS)]
+
+
+async def wait_for_run(db: Db, run_id: uuid.UUID, min_seq: int | None, wait_ms: int) -> None:
+    """Return once the run exists and (if ``min_seq`` is given) ``runs.last_seq >= min_seq``.
+
+    Without ``min_seq`` an unknown run is :class:`NotFound` at once. With it, a run that
+    does not exist yet is waited for too (its first events may still be in flight);
+    past ``wait_ms`` this raises :class:`WaitTimeout`.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_ms / 1000
+    while True:
+        last_seq = await db.fetchval(RUN_LAST_SEQ, run_id)
+        if min_seq is None:
+            if last_seq is None:
+                raise NotFound(f"run {run_id} not found")
+            return
+        if last_seq is not None and last_seq >= min_seq:
+            return
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            seen = "does not exist yet" if last_seq is None else f"is at seq {last_seq}"
+            raise WaitTimeout(
+                f"run {run_id} {seen}; min_seq={min_seq} not reached within wait_ms={wait_ms}"
+            )
+        await asyncio.sleep(min(POLL_INTERVAL_S, remaining))
+
+
+# ---------------------------------------------------------------- runs
+
+
+async def _tags_and_summaries(
+    db: Db, run_ids: list[uuid.UUID], names: Sequence[str] = ()
+) -> tuple[dict[uuid.UUID, dict[str, str | None]], dict[uuid.UUID, dict[str, Any]]]:
+    tags: dict[uuid.UUID, dict[str, str | None]] = {rid: {} for rid in run_ids}
+    for r in await db.fetch(TAGS_FOR_RUNS, run_ids):
+        tags[r["run_id"]][r["key"]] = r["value"]
+    summaries: dict[uuid.UUID, dict[str, Any]] = {rid: {} for rid in run_ids}
+    for r in await db.fetch(SUMMARIES_FOR_RUNS, run_ids, list(names)):
+        summaries[r["run_id"]][r["name"]] = _summary(r)
+    return tags, summaries
+
+
+async def run_detail(db: Db, run_id: uuid.UUID) -> dict[str, Any]:
+    """One run with its properties, tags, metric summaries and child run ids."""
+    r = await db.fetchrow(RUN_BY_ID, run_id)
+    if r is None:
+        raise NotFound(f"run {run_id} not found")
+    tags, summaries = await _tags_and_summaries(db, [run_id])
+    children = [c["run_id"] for c in await db.fetch(RUN_CHILDREN, run_id)]
+    return {
+        **_run(r),
+        "properties": r["properties"],
+        "tags": tags[run_id],
+        "metrics": summaries[run_id],
+        "children": children,
+    }
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Parsed filters, ordering and page of ``GET /api/experiments/{name}/runs``."""
+
+    experiment: str
+    statuses: Sequence[str] = ()
+    parent: str | uuid.UUID | None = None
+    """``None`` any run, ``"none"`` top-level runs only, a run id: its children."""
+    tags: Sequence[tuple[str, str | None]] = ()
+    """``(key, value)``, all must match; value ``None`` matches any value."""
+    metrics: Sequence[tuple[str, str, float]] = ()
+    """``(name, operator, threshold)`` against the metric's last value, all must hold."""
+    order_by: str = "started_at"
+    """A field of :data:`ORDER_FIELDS` or ``"metric"`` (then ``order_metric`` names it)."""
+    order_metric: str | None = None
+    order: str = "desc"
+    limit: int = 100
+    offset: int = 0
+    columns: Sequence[str] = ()
+    """Metric summaries to return per run; empty = all."""
+
+    def __post_init__(self) -> None:
+        if (self.order_by, self.order) not in _ORDERINGS:
+            raise ValueError(f"unknown ordering {self.order_by!r} {self.order!r}")
+        if any(op not in METRIC_OPERATORS for _, op, _ in self.metrics):
+            raise ValueError("unknown metric filter operator")
+
+    def args(self) -> tuple[Any, ...]:
+        """Parameters $1..$10 of the runs statements."""
+        mode = "any" if self.parent is None else "none" if self.parent == "none" else "id"
+        return (
+            self.experiment,
+            list(self.statuses),
+            mode,
+            self.parent if mode == "id" else None,
+            [k for k, _ in self.tags],
+            [v for _, v in self.tags],
+            [n for n, _, _ in self.metrics],
+            [op for _, op, _ in self.metrics],
+            [t for _, _, t in self.metrics],
+            self.order_metric,
+        )
+
+
+async def runs_page(db: Db, f: RunFilter) -> dict[str, Any]:
+    """``{"runs": [...], "total": N}`` for one experiment, filtered, ordered and paged."""
+    if not await db.fetchval(EXPERIMENT_EXISTS, f.experiment):
+        raise NotFound(f"experiment {f.experiment!r} not found")
+    args = f.args()
+    rows = await db.fetch(runs_page_sql(f.order_by, f.order), *args, f.limit, f.offset)
+    total = rows[0]["total"] if rows else (await db.fetchval(RUNS_COUNT, *args) if f.offset else 0)
+    ids = [r["run_id"] for r in rows]
+    tags, summaries = await _tags_and_summaries(db, ids, f.columns)
+    runs = [{**_run(r), "tags": tags[r["run_id"]], "metrics": summaries[r["run_id"]]} for r in rows]
+    return {"runs": runs, "total": total}
+
+
+async def run_tree(db: Db, run_id: uuid.UUID) -> list[uuid.UUID]:
+    """The run and all its descendants (children, their children, ...)."""
+    return [r["run_id"] for r in await db.fetch(RUN_TREE, run_id)]
+
+
+# ---------------------------------------------------------------- metrics
+
+
+async def get_metrics(
+    db: Db, run_ids: list[uuid.UUID], names: Sequence[str] = ()
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """Azure ML ``get_metrics`` shapes per run: scalar if logged once, list if repeated
+    or logged as a list, ``{col: [...]}`` for tables, an artifact reference for images."""
+    summaries = await db.fetch(SUMMARIES_FOR_RUNS, run_ids, list(names))
+    vectors = [s for s in summaries if s["kind"] == "list" or (s["kind"] == "scalar" and s["count"] != 1)]
+    tables = [s for s in summaries if s["kind"] == "table"]
+    values: dict[tuple[uuid.UUID, str], list[Any]] = {(s["run_id"], s["name"]): [] for s in vectors}
+    if vectors:
+        keys = ([s["run_id"] for s in vectors], [s["name"] for s in vectors])
+        for p in await db.fetch(POINTS_FOR, *keys):
+            values[(p["run_id"], p["name"])].append(value(p["kind"], p["value"], p["text"]))
+    rows: dict[tuple[uuid.UUID, str], list[dict[str, Any]]] = {(s["run_id"], s["name"]): [] for s in tables}
+    if tables:
+        keys = ([s["run_id"] for s in tables], [s["name"] for s in tables])
+        for t in await db.fetch(TABLE_ROWS_FOR, *keys):
+            rows[(t["run_id"], t["name"])].append(t["cells"])
+    result: dict[uuid.UUID, dict[str, Any]] = {rid: {} for rid in run_ids}
+    for s in summaries:
+        key, kind = (s["run_id"], s["name"]), s["kind"]
+        if key in values:
+            shaped: Any = values[key]
+        elif key in rows:
+            shaped = columns(rows[key])
+        elif kind == "image":
+            shaped = {"artifact": s["last_text"], "sha256": s["artifact_sha256"]}
+        else:
+            shaped = value(s["last_kind"], s["last_value"], s["last_text"])
+        result[s["run_id"]][s["name"]] = shaped
+    return result
+
+
+def _vector(name: str, kind: str, count: int, points: Sequence[ds.Point], downsampled: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": kind,
+        "count": count,
+        "steps": [p.step for p in points],
+        "values": [value(p.kind, p.value, p.text) for p in points],
+        "times": [p.time for p in points],
+        "downsampled": downsampled,
+    }
+
+
+async def metric_vector(
+    db: Db,
+    run_id: uuid.UUID,
+    name: str,
+    from_step: int | None = None,
+    to_step: int | None = None,
+    max_points: int = 0,
+) -> dict[str, Any]:
+    """One metric's points in ``[from_step, to_step]``; with ``max_points`` > 0 and more
+    points than that, downsampled in SQL to per-bucket min/max plus first and last."""
+    summary = await db.fetchrow(SUMMARY_ONE, run_id, name)
+    if summary is None:
+        raise NotFound(f"run {run_id} has no metric {name!r}")
+    kind = summary["kind"]
+    if kind not in ("scalar", "list"):
+        hint = f"; read it at /api/runs/{run_id}/tables/{name}" if kind == "table" else ""
+        raise NotFound(f"metric {name!r} of run {run_id} is a {kind}, not a vector{hint}")
+    lo = 0 if from_step is None else from_step
+    hi = MAX_STEP if to_step is None else to_step
+    bounds = [_point(r) for r in await db.fetch(VECTOR_BOUNDS, run_id, name, lo, hi)]
+    if not bounds:
+        return _vector(name, kind, 0, [], False)
+    first, last = bounds
+    if max_points:
+        width = ds.bucket_width(first.step, last.step, max_points)
+        buckets = await db.fetch(VECTOR_BUCKETS, run_id, name, first.step, last.step, width)
+        total = sum(b["n"] for b in buckets)
+        if total > max_points:
+            if any(b["has_text"] for b in buckets):
+                raise BadRequest(
+                    f"max_points={max_points}: metric {name!r} holds strings, which cannot be "
+                    f"downsampled ({total} points in range); omit max_points or narrow the step range"
+                )
+            extremes = [(b[col][0], int(b[col][1]) + int(b[col][2]), col == "hi") for b in buckets for col in ("lo", "hi")]
+            steps = sorted({s for _, s, _ in extremes})
+            candidates = [_point(r) for r in await db.fetch(VECTOR_AT_STEPS, run_id, name, steps)]
+            return _vector(name, kind, total, ds.pick_points(extremes, candidates, first, last), True)
+    points = [_point(r) for r in await db.fetch(VECTOR_POINTS, run_id, name, first.step, last.step)]
+    return _vector(name, kind, len(points), points, False)
+
+
+async def table(db: Db, run_id: uuid.UUID, name: str) -> dict[str, Any]:
+    """A table metric (``log_row``/``log_table``) as column lists."""
+    summary = await db.fetchrow(SUMMARY_ONE, run_id, name)
+    if summary is None or summary["kind"] != "table":
+        what = "no table" if summary is None else f"a {summary['kind']} metric, not a table,"
+        raise NotFound(f"run {run_id} has {what} named {name!r}")
+    rows = [r["cells"] for r in await db.fetch(TABLE_ROWS, run_id, name)]
+    return {"name": name, "columns": columns(rows), "rows": len(rows)}
+
+
+async def compare(
+    db: Db, run_ids: list[uuid.UUID], names: Sequence[str], vectors: bool, max_points: int
+) -> dict[str, Any]:
+    """Summaries (and optionally downsampled vectors) of chosen metrics for many runs."""
+    found = {r["run_id"]: r for r in await db.fetch(RUNS_BY_IDS, run_ids)}
+    missing = [str(rid) for rid in run_ids if rid not in found]
+    if missing:
+        raise NotFound(f"runs not found: {', '.join(missing)}")
+    _, summaries = await _tags_and_summaries(db, run_ids, names)
+    out = []
+    for rid in run_ids:
+        entry = {**_run(found[rid]), "metrics": summaries[rid]}
+        if vectors:
+            entry["vectors"] = {
+                name: await metric_vector(db, rid, name, max_points=max_points)
+                for name, s in summaries[rid].items()
+                if s["kind"] in ("scalar", "list")
+            }
+        out.append(entry)
+    return {"runs": out}
+
+
+# ---------------------------------------------------------------- files, events, logs
+
+
+async def artifacts(db: Db, run_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The run's files: path, size, sha256, content type, creation time."""
+    return [dict(r) for r in await db.fetch(ARTIFACTS, run_id)]
+
+
+async def artifact(db: Db, run_id: uuid.UUID, path: str) -> dict[str, Any]:
+    """One file's record, or :class:`NotFound`."""
+    r = await db.fetchrow(ARTIFACT, run_id, path)
+    if r is None:
+        raise NotFound(f"run {run_id} has no file {path!r}")
+    return dict(r)
+
+
+async def events_page(db: Db, run_id: uuid.UUID, after_seq: int, limit: int) -> dict[str, Any]:
+    """Archived events with ``seq > after_seq``, each the whole event object as sent."""
+    rows = await db.fetch(EVENTS_PAGE, run_id, after_seq, limit)
+    return {
+        "events": [orjson.loads(r["body"]) for r in rows],
+        "next_after_seq": rows[-1]["seq"] if len(rows) == limit else None,
+    }
+
+
+async def log_lines_page(
+    db: Db, run_id: uuid.UUID, after_seq: int, after_idx: int, limit: int
+) -> dict[str, Any]:
+    """Captured output lines after the cursor ``(after_seq, after_idx)``."""
+    rows = await db.fetch(LOG_LINES_PAGE, run_id, after_seq, after_idx, limit)
+    more = len(rows) == limit
+    return {
+        "lines": [dict(r) for r in rows],
+        "next_after_seq": rows[-1]["seq"] if more else None,
+        "next_after_idx": rows[-1]["idx"] if more else None,
+    }
