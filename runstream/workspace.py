@@ -77,6 +77,13 @@ class Workspace:
         self._sender.call(put, timeout=None)
         return sha, len(data)
 
+    def close(self, timeout: float = 30) -> None:
+        """Deliver what is queued and stop this process's sender (done at exit anyway)."""
+        if "_sender" in self.__dict__:
+            self._sender.close(timeout)
+            del self.__dict__["_sender"]
+            self.__dict__.pop("_api", None)
+
     def __repr__(self) -> str:
         return f"Workspace(api_url={self.settings.api_url!r}, transport={self.settings.transport!r})"
 

@@ -79,7 +79,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="session")
 def services(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Processors, gateway and query API running against the session's Kafka and DB."""
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    log = REPO / "test-output" / "serve.log"  # kept after the session for post-mortems
+    log.parent.mkdir(exist_ok=True)
+    log.unlink(missing_ok=True)
     process = start_serve(settings, log=log)
     try:
         wait_ready(settings.api_url, process)
@@ -89,14 +91,18 @@ def services(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 @pytest.fixture(scope="session")
-def workspace(services: Settings) -> Workspace:
-    return Workspace(settings=services)
+def workspace(services: Settings) -> Iterator[Workspace]:
+    ws = Workspace(settings=services)
+    yield ws
+    ws.close()
 
 
 @pytest.fixture()
-def http_workspace(services: Settings) -> Workspace:
+def http_workspace(services: Settings) -> Iterator[Workspace]:
     """A workspace whose SDK sends through the ingest gateway instead of Kafka."""
-    return Workspace(settings=replace(services, transport="http"))
+    ws = Workspace(settings=replace(services, transport="http"))
+    yield ws
+    ws.close()
 
 
 def unique(prefix: str) -> str:
