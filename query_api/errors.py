@@ -9,6 +9,7 @@ traceback and answered with a bare 500 that leaks nothing.
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any, Awaitable, Callable
 
 import orjson
@@ -61,10 +62,17 @@ class WaitTimeout(ApiError):
     status = 504
 
 
+def _default(obj: Any) -> Any:
+    # asyncpg returns its own UUID subclass, which orjson does not serialise natively.
+    if isinstance(obj, uuid.UUID):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
 def json_response(data: Any, status: int = 200) -> web.Response:
-    """Serialise ``data`` with orjson (non-str dict keys allowed) into a JSON response."""
+    """Serialise ``data`` with orjson into a JSON response (UUIDs and datetimes as strings)."""
     return web.Response(
-        body=orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS),
+        body=orjson.dumps(data, default=_default),
         status=status,
         content_type="application/json",
     )

@@ -198,7 +198,8 @@ async def run_metrics(request: web.Request) -> web.Response:
     if not query_bool(request, "recursive"):
         return json_response((await queries.get_metrics(pool, [run_id], names))[run_id])
     tree = await queries.run_tree(pool, run_id)
-    return json_response(await queries.get_metrics(pool, tree, names))
+    by_run = await queries.get_metrics(pool, tree, names)
+    return json_response({str(rid): metrics for rid, metrics in by_run.items()})
 
 
 async def metric_vector(request: web.Request) -> web.Response:
@@ -257,7 +258,8 @@ async def logs(request: web.Request) -> web.Response:
     """Captured output lines, paginated by (seq, idx)."""
     run_id = await run_scope(request)
     after_seq = query_int(request, "after_seq", -1, -1, 2**63 - 1)
-    after_idx = query_int(request, "after_idx", -1, -1, 2**31 - 1)
+    # Without after_idx, after_seq means "after every line of that event", as for /events.
+    after_idx = query_int(request, "after_idx", 2**31 - 1, -1, 2**31 - 1)
     limit = query_int(request, "limit", 1000, 1, 10_000)
     return json_response(await queries.log_lines_page(request.app[POOL], run_id, after_seq, after_idx, limit))
 

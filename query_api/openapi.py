@@ -218,7 +218,8 @@ def _paths() -> dict[str, Any]:
             "Captured output lines", [
                 _RUN_ID, *_WAIT,
                 _q("after_seq", {"type": "integer", "minimum": -1, "default": -1}, "Cursor: event seq."),
-                _q("after_idx", {"type": "integer", "minimum": -1, "default": -1}, "Cursor: line index in it."),
+                _q("after_idx", {"type": "integer", "minimum": -1}, "Cursor: resume after this line index of "
+                   "event after_seq (default: after all its lines)."),
                 _q("limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}, "Page size."),
             ],
             _json({"type": "object", "properties": {
