@@ -1,0 +1,42 @@
+# One image for every runstream service; compose.yaml picks the part with `command`
+# (runstream migrate | processor | gateway | api | serve).
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+
+# Dependencies first, read from pyproject.toml alone, so editing code does not
+# reinstall them (this layer stays cached until pyproject.toml changes).
+COPY pyproject.toml README.md ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install --no-cache-dir -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+# The packages of [tool.setuptools.packages.find] include (tests/test_compose.py checks
+# that this list keeps up with pyproject.toml). Package data (migrations, JSON Schema,
+# devstack files) lives inside them.
+COPY runstream ./runstream
+COPY ingest ./ingest
+COPY processors ./processors
+COPY query_api ./query_api
+COPY schemas ./schemas
+RUN pip install --no-cache-dir . && rm -rf build *.egg-info
+
+# Unprivileged user. The blob directory is created here, owned by that user, because an
+# empty named volume mounted over it copies the directory's ownership on first use.
+RUN useradd --create-home --uid 10001 --user-group runstream \
+    && mkdir -p /var/lib/runstream/blobs \
+    && chown -R runstream:runstream /var/lib/runstream
+USER runstream
+WORKDIR /home/runstream
+ENV RUNSTREAM_BLOB_DIR=/var/lib/runstream/blobs
+
+# 8080: query API, 8081: ingest gateway (RUNSTREAM_API_PORT / RUNSTREAM_GATEWAY_PORT).
+EXPOSE 8080 8081
+
+ENTRYPOINT []
+CMD ["runstream", "--help"]
