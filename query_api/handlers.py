@@ -7,6 +7,7 @@ honours ``min_seq``/``wait_ms`` (read-your-writes for the SDK).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import typing
 import uuid
@@ -33,6 +34,7 @@ MAX_POINTS_CAP = 100_000
 MAX_WAIT_MS = 30_000
 DEFAULT_WAIT_MS = 10_000
 MAX_COMPARE_RUNS = 100
+READY_TIMEOUT_S = 5.0
 _METRIC_FILTER = re.compile(r"^(?P<name>.+?)(?P<op><=|>=|!=|==|<|>|=)(?P<value>[^<>=!]+)$", re.S)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -167,8 +169,8 @@ async def health(request: web.Request) -> web.Response:
 async def ready(request: web.Request) -> web.Response:
     """Readiness: the database answers and is migrated."""
     try:
-        ok = await queries.ready(request.app[POOL])
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        ok = await asyncio.wait_for(queries.ready(request.app[POOL]), READY_TIMEOUT_S)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
         raise NotReady(f"database unavailable ({type(exc).__name__})") from None
     if not ok:
         raise NotReady("database schema is not migrated (schema_migrations lacks version 1)")
@@ -233,7 +235,7 @@ async def file_download(request: web.Request) -> web.FileResponse:
     record = await queries.artifact(request.app[POOL], run_id, request.match_info["path"])
     sha = record["sha256"]
     blob = Path(request.app[SETTINGS].blob_dir, sha[:2], sha[2:4], sha)
-    if not _SHA256.match(sha) or not blob.is_file():
+    if not _SHA256.match(sha) or not await asyncio.to_thread(blob.is_file):
         raise NotFound(f"the bytes of file {record['path']!r} (sha256 {sha}) are missing from the blob store")
     name = record["path"].rsplit("/", 1)[-1]
     ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeAlias
 
 import asyncpg
 import orjson
@@ -21,7 +21,8 @@ from query_api import downsample as ds
 from query_api.errors import BadRequest, NotFound, WaitTimeout
 from schemas.values import encode
 
-Db = asyncpg.Pool | asyncpg.Connection
+Db: TypeAlias = "asyncpg.Pool[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]"
+"""Anything that runs a statement: the app's pool or one connection."""
 
 READY = "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = 1)"
 
@@ -495,7 +496,10 @@ async def metric_vector(
                     f"max_points={max_points}: metric {name!r} holds strings, which cannot be "
                     f"downsampled ({total} points in range); omit max_points or narrow the step range"
                 )
-            extremes = [(b[col][0], int(b[col][1]) + int(b[col][2]), col == "hi") for b in buckets for col in ("lo", "hi")]
+            # (value, exact step = float part + remainder, is_max) of every bucket's picks
+            extremes = [
+                (b[col][0], int(b[col][1]) + int(b[col][2]), col == "hi") for b in buckets for col in ("lo", "hi")
+            ]
             steps = sorted({s for _, s, _ in extremes})
             candidates = [_point(r) for r in await db.fetch(VECTOR_AT_STEPS, run_id, name, steps)]
             return _vector(name, kind, total, ds.pick_points(extremes, candidates, first, last), True)

@@ -25,6 +25,11 @@ def points(values: list[float], steps: list[int] | None = None) -> list[Point]:
     return [Point(s, 1000.0 + s, v, None, 0) for s, v in zip(steps, values)]
 
 
+def num(p: Point) -> float:
+    assert p.value is not None
+    return p.value
+
+
 def same(a: float | None, b: float | None) -> bool:
     return a == b or (a is not None and b is not None and math.isnan(a) and math.isnan(b))
 
@@ -128,11 +133,11 @@ def test_pick_points_matches_the_reference_on_repeated_steps_and_nans() -> None:
         buckets: dict[int, list[Point]] = {}
         for p in pts:
             buckets.setdefault((p.step - pts[0].step) // width, []).append(p)
-        extremes = []
+        extremes: list[tuple[float, int, bool]] = []
         for members in buckets.values():
-            lo = min(members, key=lambda p: (value_key(p.value), p.step))
-            hi = max(members, key=lambda p: (value_key(p.value), p.step))
-            extremes += [(lo.value, lo.step, False), (hi.value, hi.step, True)]
+            lo = min(members, key=lambda p: (value_key(num(p)), p.step))
+            hi = max(members, key=lambda p: (value_key(num(p)), p.step))
+            extremes += [(num(lo), lo.step, False), (num(hi), hi.step, True)]
         candidates = [p for p in pts if p.step in {s for _, s, _ in extremes}]
         got = pick_points(extremes, candidates, pts[0], pts[-1])
         assert [(p.step, p.time) for p in got] == [(p.step, p.time) for p in expected]

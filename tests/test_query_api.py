@@ -121,7 +121,7 @@ class Store:
                     "values": [{"f": "NaN"} if seq == 3 else seq], "times": [1767225600.0 + seq]}]}}
             await self.pool.execute(
                 "INSERT INTO events VALUES ($1, $2, $3, $4, 1, $5, $6, 'runstream.events', 0, $7)",
-                run_id, seq, T0 + timedelta(seconds=seq), body["type"], uuid.UUID(body["event_id"]),
+                run_id, seq, T0 + timedelta(seconds=seq), body["type"], uuid.UUID(str(body["event_id"])),
                 orjson.dumps(body), seq,
             )
 
@@ -446,7 +446,8 @@ async def test_files_list_and_download(client: TestClient[Any, Any], store: Stor
     assert await (await client.get(f"/api/runs/{run}/files/a.txt")).read() == b"hello\n"
     assert "no file" in await error(client, f"/api/runs/{run}/files/missing.txt", None, 404)
     Path(settings.blob_dir, sha[:2], sha[2:4], sha).unlink()
-    assert "missing from the blob store" in await error(client, f"/api/runs/{run}/files/outputs/model ä.bin", None, 404)
+    gone = await error(client, f"/api/runs/{run}/files/outputs/model ä.bin", None, 404)
+    assert "missing from the blob store" in gone
 
 
 async def test_events_are_paginated(client: TestClient[Any, Any], store: Store) -> None:
@@ -549,7 +550,9 @@ async def test_bad_run_parameters_and_not_found(client: TestClient[Any, Any], st
 # ---------------------------------------------------------------- read your writes
 
 
-async def test_min_seq_waits_for_a_concurrent_write(client: TestClient[Any, Any], store: Store, pool: asyncpg.Pool) -> None:
+async def test_min_seq_waits_for_a_concurrent_write(
+    client: TestClient[Any, Any], store: Store, pool: asyncpg.Pool
+) -> None:
     run = await store.run(new_name("wait"), last_seq=3)
 
     async def processor_catches_up() -> None:
