@@ -58,19 +58,23 @@ def best_run(api_url: str, experiment_name: str) -> dict[str, Any]:
         return orjson.loads(resp.read())["runs"][0]  # type: ignore[no-any-return]
 
 
-def wait_ready(api_url: str, process: subprocess.Popen[bytes], deadline_s: float = 60) -> None:
+def wait_ready(settings: Settings, process: subprocess.Popen[bytes], deadline_s: float = 60) -> None:
+    """Wait until the query API is ready and the gateway answers (``runstream serve`` is up)."""
+    urls = [f"{settings.api_url}/api/ready", f"{settings.ingest_url}/api/v1/health"]
     deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
+    while urls and time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"runstream serve exited with {process.returncode}")
         try:
-            with urllib.request.urlopen(f"{api_url}/api/ready", timeout=2) as resp:
+            with urllib.request.urlopen(urls[0], timeout=2) as resp:
                 if resp.status == 200:
-                    return
+                    urls.pop(0)
+                    continue
         except OSError:
             pass
         time.sleep(0.1)  # poll interval while waiting for the condition above
-    raise RuntimeError(f"query API at {api_url} not ready after {deadline_s} s")
+    if urls:
+        raise RuntimeError(f"{urls[0]} not ready after {deadline_s} s")
 
 
 def main(state_dir: Path, keep_running: bool = False) -> None:
@@ -89,7 +93,7 @@ def main(state_dir: Path, keep_running: bool = False) -> None:
     env = {**os.environ, **settings.to_env()}
     server = subprocess.Popen([sys.executable, "-m", "runstream.cli", "serve"], env=env)
     try:
-        wait_ready(settings.api_url, server)
+        wait_ready(settings, server)
         ready = time.monotonic()
         experiment = f"diabetes-ridge-{time.strftime('%Y%m%d-%H%M%S')}"
         with tempfile.TemporaryDirectory() as models:

@@ -100,7 +100,7 @@ class Sender:
             self._ready.set()
             return
         self._ready.set()
-        self._loop.create_task(self._pump())
+        self._pump_task = self._loop.create_task(self._pump())
         self._loop.run_forever()
 
     async def _start(self) -> None:
@@ -113,6 +113,8 @@ class Sender:
         await self.transport.start()
 
     async def _shutdown(self) -> None:
+        self._pump_task.cancel()
+        await asyncio.gather(self._pump_task, return_exceptions=True)
         await self.transport.close()
         await self.session.close()
 
@@ -259,6 +261,14 @@ def sender_for(settings: Settings) -> Sender:
         if sender is None or not sender._thread.is_alive():
             sender = _shared[settings] = Sender(settings)
         return sender
+
+
+def close_sender(settings: Settings, timeout: float = 30) -> None:
+    """Flush and stop the sender for ``settings`` if one runs; the next use starts a new one."""
+    with _shared_lock:
+        sender = _shared.pop(settings, None)
+    if sender is not None:
+        sender.close(timeout)
 
 
 @atexit.register

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import fields
-from functools import cached_property
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -14,7 +13,7 @@ import orjson
 from ingest.blobstore import LocalBlobStore
 from runstream.api import ApiClient
 from runstream.errors import RunstreamError
-from runstream.sender import Sender, sender_for
+from runstream.sender import Sender, close_sender, sender_for
 from runstream.settings import Settings
 
 CONFIG_FILES = ("runstream.json", ".runstream/config.json")
@@ -53,11 +52,11 @@ class Workspace:
         token = values.pop("token", None)
         return cls(token=token, settings=Settings.from_env(**{**values, **overrides}))
 
-    @cached_property
+    @property
     def _sender(self) -> Sender:
         return sender_for(self.settings)
 
-    @cached_property
+    @property
     def _api(self) -> ApiClient:
         return ApiClient(self._sender, self.settings.api_url, self.token)
 
@@ -79,10 +78,7 @@ class Workspace:
 
     def close(self, timeout: float = 30) -> None:
         """Deliver what is queued and stop this process's sender (done at exit anyway)."""
-        if "_sender" in self.__dict__:
-            self._sender.close(timeout)
-            del self.__dict__["_sender"]
-            self.__dict__.pop("_api", None)
+        close_sender(self.settings, timeout)
 
     def __repr__(self) -> str:
         return f"Workspace(api_url={self.settings.api_url!r}, transport={self.settings.transport!r})"

@@ -84,7 +84,7 @@ def services(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
     log.unlink(missing_ok=True)
     process = start_serve(settings, log=log)
     try:
-        wait_ready(settings.api_url, process)
+        wait_ready(settings, process)
         yield settings
     finally:
         stop(process)
