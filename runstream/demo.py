@@ -96,8 +96,10 @@ def main(state_dir: Path, keep_running: bool = False) -> None:
         wait_ready(settings, server)
         ready = time.monotonic()
         experiment = f"diabetes-ridge-{time.strftime('%Y%m%d-%H%M%S')}"
+        ws = Workspace(settings=settings)
         with tempfile.TemporaryDirectory() as models:
-            logged = run_sweep(Workspace(settings=settings), experiment, Path(models))
+            logged = run_sweep(ws, experiment, Path(models))
+        ws.close()
         best = best_run(settings.api_url, experiment)
         done = time.monotonic()
         mse = best["metrics"]["mse"]["last"]

@@ -96,3 +96,11 @@ def test_read_info_and_down_without_a_stack(tmp_path: Path) -> None:
     assert stack.read_info(tmp_path) is None
     stack.down(tmp_path)  # idempotent, nothing to stop
     assert stack.read_info(tmp_path) is None
+
+
+def test_a_formatted_kafka_data_dir_keeps_its_cluster_id(tmp_path: Path) -> None:
+    from runstream.devstack import kafka
+
+    assert kafka.existing_cluster_id(tmp_path) is None
+    (tmp_path / "meta.properties").write_text("#\nnode.id=1\ncluster.id=abcDEF123\nversion=1\n")
+    assert kafka.existing_cluster_id(tmp_path) == "abcDEF123"

@@ -139,10 +139,24 @@ def _classpath_args(jars: Path) -> list[str]:
     return [f"-Dlog4j.configuration=file:{LOG4J}", "-cp", f"{jars}/*"]
 
 
-def format_storage(jars: Path, props: Path, log: Path) -> subprocess.Popen[bytes]:
-    """Start ``kafka.tools.StorageTool format`` with a random cluster id; the caller waits for it."""
+def existing_cluster_id(data_dir: Path) -> str | None:
+    """The cluster id a formatted data directory already carries (restarts must reuse it)."""
+    meta = data_dir / "meta.properties"
+    if not meta.is_file():
+        return None
+    for line in meta.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "cluster.id":
+            return value.strip()
+    return None
+
+
+def format_storage(jars: Path, props: Path, log: Path, data_dir: Path) -> subprocess.Popen[bytes]:
+    """Start ``kafka.tools.StorageTool format`` (a new cluster id, or the one ``data_dir``
+    already has, so a restart on kept data works); the caller waits for it."""
+    cluster_id = existing_cluster_id(data_dir) or random_cluster_id()
     cmd = [java(), "-Xmx256m", *_classpath_args(jars), "kafka.tools.StorageTool",
-           "format", "-t", random_cluster_id(), "-c", str(props), "--ignore-formatted"]
+           "format", "-t", cluster_id, "-c", str(props), "--ignore-formatted"]
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
 

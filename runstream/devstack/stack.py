@@ -281,7 +281,7 @@ def up(state_dir: Path, *, kafka_port: int | None = None, pg_port: int | None = 
     try:
         paths["kafka_data"].mkdir(exist_ok=True)
         paths["props"].write_text(kafka.render_server_properties(paths["kafka_data"], k_port, c_port))
-        fmt = kafka.format_storage(jars, paths["props"], paths["kafka_log"])
+        fmt = kafka.format_storage(jars, paths["props"], paths["kafka_log"], paths["kafka_data"])
         _children.append(fmt)
         root = postgres.prepare_root(state_dir)
         record["postgres"] = {"port": p_port, "root": str(root), "log": str(root / "postgres.log")}
