@@ -84,6 +84,10 @@ ON CONFLICT (group_id, topic, partition) DO UPDATE
 SET "offset" = GREATEST(consumer_offsets."offset", excluded."offset"), updated_at = now()
 """
 
+# Delivered at commit to every LISTENer (the query API's live endpoint): "<run_id> <last_seq>".
+NOTIFY_RUN = "SELECT pg_notify('runstream_runs', $1)"
+NOTIFY_CHANNEL = "runstream_runs"
+
 LOAD_OFFSETS = 'SELECT partition, "offset" FROM consumer_offsets WHERE group_id = $1 AND topic = $2'
 
 POINT_COLUMNS = ("run_id", "name", "step", "ts", "value", "text", "kind")
@@ -166,6 +170,7 @@ async def write_projections(conn: asyncpg.Connection, m: Materialized) -> None:
          s.last_kind, s.min_value, s.max_value)
         for (r, n), s in sorted(m.summaries.items())
     ])
+    await _many(conn, NOTIFY_RUN, [(f"{run_id} {c.last_seq}",) for run_id, c in sorted(m.runs.items())])
 
 
 async def _many(conn: asyncpg.Connection, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
