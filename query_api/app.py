@@ -9,7 +9,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from query_api import handlers
+from query_api import handlers, live, ui
 from query_api.errors import error_middleware
 from query_api.handlers import POOL, SETTINGS
 from runstream.settings import Settings
@@ -82,6 +82,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(pg_pool)
     for name, path, handler in ROUTES:
         app.router.add_get(path, handler, name=name)
+    live.setup(app)
+    ui.setup(app)
     return app
 
 

@@ -34,6 +34,8 @@ class Settings:
     """Base URL of the query API (the SDK reads metrics through it)."""
     ingest_url: str = "http://127.0.0.1:8081"
     """Base URL of the ingest gateway (HTTP transport and artifact uploads)."""
+    portal_url: str = ""
+    """Base URL of the web UI for ``run.get_portal_url()``; empty means the API's own URL."""
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     gateway_host: str = "127.0.0.1"

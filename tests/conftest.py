@@ -31,6 +31,7 @@ T = TypeVar("T")
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[devstack.StackInfo]:
+    # Set RUNSTREAM_TEST_STATE_DIR to run two test sessions side by side.
     state_dir = Path(os.environ.get("RUNSTREAM_TEST_STATE_DIR", REPO / ".state" / "test-stack"))
     info = devstack.up(state_dir, fresh=True)
     try:
@@ -77,10 +78,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="session")
-def services(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def services(settings: Settings, stack: devstack.StackInfo) -> Iterator[Settings]:
     """Processors, gateway and query API running against the session's Kafka and DB."""
-    log = REPO / "test-output" / "serve.log"  # kept after the session for post-mortems
-    log.parent.mkdir(exist_ok=True)
+    log = stack.state_dir / "serve.log"  # kept after the session for post-mortems
     log.unlink(missing_ok=True)
     process = start_serve(settings, log=log)
     try:
