@@ -14,12 +14,12 @@ import re
 from typing import Any, AsyncIterator
 
 import msgspec
-import orjson
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from ingest.blobstore import BlobError, LocalBlobStore
 from ingest.producer import EventProducer, ensure_topic
+from query_api.errors import BadRequest, PayloadTooLarge, Unavailable, Unprocessable, error_middleware, json_response
 from runstream.settings import Settings
 from schemas import events
 from schemas.limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES
@@ -30,19 +30,14 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-def _error(status: int, message: str, **extra: Any) -> web.Response:
-    body = {"error": {"status": status, "message": message, **extra}}
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
-
-
-def validate_batch(body: bytes) -> tuple[list[tuple[str, bytes]], list[dict[str, Any]]]:
-    """Split a JSON array into ``(run_id, raw event)`` pairs, or the list of errors."""
+def validate_batch(body: bytes) -> list[tuple[str, bytes]]:
+    """Split a JSON array into ``(run_id, raw event)`` pairs; any invalid event rejects all."""
     try:
         raws = _raw_list.decode(body)
     except msgspec.DecodeError as exc:
-        raise BatchError(400, f"request body must be a JSON array of events: {exc}") from None
+        raise BadRequest(f"request body must be a JSON array of events: {exc}") from None
     if len(raws) > MAX_EVENTS_PER_REQUEST:
-        raise BatchError(413, f"{len(raws)} events in one request; MAX_EVENTS_PER_REQUEST={MAX_EVENTS_PER_REQUEST}")
+        raise PayloadTooLarge(f"{len(raws)} events in one request; MAX_EVENTS_PER_REQUEST={MAX_EVENTS_PER_REQUEST}")
     accepted: list[tuple[str, bytes]] = []
     errors: list[dict[str, Any]] = []
     for index, raw in enumerate(raws):
@@ -51,58 +46,40 @@ def validate_batch(body: bytes) -> tuple[list[tuple[str, bytes]], list[dict[str,
             errors.append({"index": index, "message": f"event is {len(data)} bytes; MAX_EVENT_BYTES={MAX_EVENT_BYTES}"})
             continue
         try:
-            event = events.decode(data)
+            accepted.append((events.decode(data).run_id, data))
         except events.EventError as exc:
             errors.append({"index": index, "message": str(exc)})
-            continue
-        accepted.append((event.run_id, data))
-    return accepted, errors
-
-
-class BatchError(ValueError):
-    """The request body as a whole is unusable (not a JSON array, or too many events)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+    if errors:
+        raise Unprocessable(f"{len(errors)} of {len(raws)} events are invalid; none were accepted", events=errors)
+    return accepted
 
 
 async def post_events(request: web.Request) -> web.Response:
-    body = await request.read()
-    try:
-        accepted, errors = validate_batch(body)
-    except BatchError as exc:
-        return _error(exc.status, str(exc))
-    if errors:
-        return _error(
-            422,
-            f"{len(errors)} of {len(errors) + len(accepted)} events are invalid; none were accepted",
-            events=errors,
-        )
+    accepted = validate_batch(await request.read())
     try:
         await request.app[PRODUCER].send_batch(accepted)
     except KafkaError as exc:
-        return _error(503, f"Kafka did not acknowledge the batch ({exc.__class__.__name__}); retry it")
-    return web.json_response({"accepted": len(accepted)}, status=202, dumps=lambda o: orjson.dumps(o).decode())
+        raise Unavailable(f"Kafka did not acknowledge the batch ({exc.__class__.__name__}); retry it") from exc
+    return json_response({"accepted": len(accepted)}, status=202)
 
 
 async def put_blob(request: web.Request) -> web.Response:
     sha = request.match_info["sha256"]
     if not _SHA256.match(sha):
-        return _error(400, f"blob address {sha!r} is not a lowercase hex sha256")
+        raise BadRequest(f"blob address {sha!r} is not a lowercase hex sha256")
     store = request.app[BLOBS]
     if store.exists(sha):
-        return web.json_response({"sha256": sha, "stored": False}, status=200)
+        return json_response({"sha256": sha, "stored": False})
     writer = await asyncio.to_thread(store.writer)
     try:
         async for chunk in request.content.iter_chunked(1024 * 1024):
             await asyncio.to_thread(writer.write, chunk)
         _, size = await asyncio.to_thread(writer.commit, sha)
     except BlobError as exc:
-        return _error(400, str(exc))
+        raise BadRequest(str(exc)) from None
     finally:
         writer.__exit__()
-    return web.json_response({"sha256": sha, "size": size, "stored": True}, status=201)
+    return json_response({"sha256": sha, "size": size, "stored": True}, status=201)
 
 
 async def head_blob(request: web.Request) -> web.Response:
@@ -110,12 +87,12 @@ async def head_blob(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 def create_app(settings: Settings) -> web.Application:
     """The gateway app: a started producer and the blob store live for the app's life."""
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[error_middleware])
     app[BLOBS] = LocalBlobStore(settings.blob_dir)
 
     async def producer_ctx(app: web.Application) -> AsyncIterator[None]:

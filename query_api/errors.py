@@ -1,4 +1,5 @@
-"""The query API's errors and the one middleware that turns them into JSON.
+"""The HTTP services' errors (query API and ingest gateway) and the one middleware that
+turns them into JSON.
 
 Every error response has the same body: ``{"error": {"status": 404, "message": "..."}}``.
 Domain code raises an :class:`ApiError` subclass; aiohttp's own HTTP errors (unknown
@@ -20,6 +21,9 @@ __all__ = [
     "BadRequest",
     "NotFound",
     "NotReady",
+    "PayloadTooLarge",
+    "Unavailable",
+    "Unprocessable",
     "WaitTimeout",
     "error_middleware",
     "json_response",
@@ -29,13 +33,15 @@ log = logging.getLogger("runstream.query_api")
 
 
 class ApiError(Exception):
-    """Root of the query API's errors; ``status`` is the HTTP status it answers with."""
+    """Root of the HTTP services' errors; ``status`` is the HTTP status it answers with and
+    ``details`` (optional) extra fields of the error body."""
 
     status: int = 500
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
         self.message = message
+        self.details = details
 
 
 class BadRequest(ApiError):
@@ -48,6 +54,24 @@ class NotFound(ApiError):
     """The run, metric, table or file does not exist."""
 
     status = 404
+
+
+class PayloadTooLarge(ApiError):
+    """The request carries more than a limit allows."""
+
+    status = 413
+
+
+class Unprocessable(ApiError):
+    """Well-formed JSON whose content is invalid (e.g. events failing their schema)."""
+
+    status = 422
+
+
+class Unavailable(ApiError):
+    """A dependency (Kafka, the database) did not answer; the client may retry."""
+
+    status = 503
 
 
 class NotReady(ApiError):
@@ -78,8 +102,8 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     )
 
 
-def _error(status: int, message: str) -> web.Response:
-    return json_response({"error": {"status": status, "message": message}}, status=status)
+def _error(status: int, message: str, **details: Any) -> web.Response:
+    return json_response({"error": {"status": status, "message": message, **details}}, status=status)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -91,7 +115,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return _error(exc.status, exc.message)
+        return _error(exc.status, exc.message, **exc.details)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
