@@ -27,3 +27,45 @@ def points(run_id: str, seq: int, name: str, steps: list[int]) -> bytes:
 
 def new_run_id() -> str:
     return str(uuid7())
+
+
+async def produce_runs(settings: Any, experiment: str, runs: int, events_per_run: int,
+                       points_per_event: int) -> list[str]:
+    """Produce ``runs`` runs straight to Kafka: run.started, then ``events_per_run`` point
+    events each (steps continue), interleaved across runs. Returns the run ids."""
+    from ingest.producer import EventProducer, ensure_topic
+
+    await ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions)
+    producer = EventProducer(settings.kafka_bootstrap, settings.topic)
+    await producer.start()
+    run_ids = [new_run_id() for _ in range(runs)]
+    try:
+        batch = [(r, started(r, experiment)) for r in run_ids]
+        for seq in range(1, events_per_run + 1):
+            first = (seq - 1) * points_per_event
+            batch += [(r, points(r, seq, "x", list(range(first, first + points_per_event)))) for r in run_ids]
+        await producer.send_batch(batch)
+    finally:
+        await producer.stop()
+    return run_ids
+
+
+def assert_exactly_once(db: Any, topic: str, group: str, run_ids: list[str], events_per_run: int,
+                        points_per_event: int) -> None:
+    """Every point once, every summary exact, every run at its last seq, offsets at the end."""
+    total_points = events_per_run * points_per_event
+    rows = db.execute(
+        "SELECT count(*), count(DISTINCT (run_id, step)) FROM metric_points WHERE run_id = ANY(%s::uuid[]) AND name = 'x'",
+        (run_ids,)).fetchone()
+    assert rows == (len(run_ids) * total_points,) * 2
+    per_run = db.execute(
+        "SELECT count, last_step, last_seq FROM metric_summaries WHERE run_id = ANY(%s::uuid[]) AND name = 'x'",
+        (run_ids,)).fetchall()
+    assert len(per_run) == len(run_ids)
+    assert set(per_run) == {(total_points, total_points - 1, events_per_run)}
+    runs = db.execute("SELECT count(*) FROM runs WHERE run_id = ANY(%s::uuid[]) AND last_seq = %s",
+                      (run_ids, events_per_run)).fetchone()
+    assert runs[0] == len(run_ids)
+    offsets = db.execute('SELECT sum("offset" + 1) FROM consumer_offsets WHERE group_id = %s AND topic = %s',
+                         (group, topic)).fetchone()
+    assert offsets[0] == len(run_ids) * (events_per_run + 1)
