@@ -11,7 +11,7 @@ from runstream.settings import Settings
 from tests.conftest import start_serve, stop, unique, wait_for
 from tests.support import events
 
-RUNS, EVENTS_PER_RUN, POINTS_PER_EVENT = 40, 250, 4
+RUNS, EVENTS_PER_RUN, POINTS_PER_EVENT = 40, 500, 4
 
 
 def archived(db: Any, topic: str) -> int:
@@ -22,7 +22,8 @@ async def test_sigkilled_processor_resumes_exactly_where_its_transaction_ended(
         settings: Settings, db: Any, tmp_path: Path) -> None:
     name = unique("crash")
     isolated = replace(settings, topic=name, processor_group=name, processor_max_records=200)
-    run_ids = await events.produce_runs(isolated, name, RUNS, EVENTS_PER_RUN, POINTS_PER_EVENT)
+    run_ids = [events.new_run_id() for _ in range(RUNS)]
+    await events.produce_runs(isolated, name, run_ids, range(EVENTS_PER_RUN + 1), POINTS_PER_EVENT)
     total = RUNS * (EVENTS_PER_RUN + 1)
 
     first = start_serve(isolated, "--no-api", "--no-gateway", log=tmp_path / "p1.log")

@@ -1,5 +1,5 @@
-"""Processors scale out as one consumer group: a member joining and another leaving
-mid-stream rebalance the partitions without losing or duplicating anything."""
+"""Processors scale out as one consumer group: a member joining and another leaving while
+events stream in rebalance the partitions without losing or duplicating anything."""
 
 from __future__ import annotations
 
@@ -12,26 +12,26 @@ from tests.conftest import start_serve, stop, unique, wait_for
 from tests.support import events
 from tests.test_crash_recovery import archived
 
-RUNS, EVENTS_PER_RUN, POINTS_PER_EVENT = 40, 250, 4
+RUNS, EVENTS_PER_RUN, POINTS_PER_EVENT = 40, 400, 2
+HALF = EVENTS_PER_RUN // 2
 
 
-async def test_a_member_joining_and_one_leaving_mid_stream_lose_and_duplicate_nothing(
+async def test_a_member_joining_and_one_leaving_lose_and_duplicate_nothing(
         settings: Settings, db: Any, tmp_path: Path) -> None:
     name = unique("rebalance")
     isolated = replace(settings, topic=name, processor_group=name, processor_max_records=100, partitions=4)
-    run_ids = await events.produce_runs(isolated, name, RUNS, EVENTS_PER_RUN, POINTS_PER_EVENT)
-    total = RUNS * (EVENTS_PER_RUN + 1)
+    run_ids = [events.new_run_id() for _ in range(RUNS)]
+    await events.produce_runs(isolated, name, run_ids, range(HALF + 1), POINTS_PER_EVENT)
 
     first = start_serve(isolated, "--no-api", "--no-gateway", log=tmp_path / "p1.log")
     second = None
     try:
-        wait_for(lambda: archived(db, name) >= total // 10, timeout=120, what="a tenth of the events")
+        wait_for(lambda: archived(db, name) == RUNS * (HALF + 1), timeout=120, what="the first half")
         second = start_serve(isolated, "--no-api", "--no-gateway", log=tmp_path / "p2.log")
         wait_for(lambda: _assigned(tmp_path / "p2.log"), timeout=120, what="the second member's assignment")
-        at_join = archived(db, name)
-        stop(first)  # SIGTERM: leaves the group; its partitions move to the second member
-        assert at_join < total, "the stream ended before the rebalance; the test needs more events"
-        wait_for(lambda: archived(db, name) == total, timeout=180, what="every event after the rebalance")
+        await events.produce_runs(isolated, name, run_ids, range(HALF + 1, EVENTS_PER_RUN + 1), POINTS_PER_EVENT)
+        stop(first)  # SIGTERM: leaves the group while the second half streams; the other member takes over
+        wait_for(lambda: archived(db, name) == RUNS * (EVENTS_PER_RUN + 1), timeout=180, what="every event")
     finally:
         stop(first)
         if second is not None:

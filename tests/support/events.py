@@ -29,25 +29,24 @@ def new_run_id() -> str:
     return str(uuid7())
 
 
-async def produce_runs(settings: Any, experiment: str, runs: int, events_per_run: int,
-                       points_per_event: int) -> list[str]:
-    """Produce ``runs`` runs straight to Kafka: run.started, then ``events_per_run`` point
-    events each (steps continue), interleaved across runs. Returns the run ids."""
+async def produce_runs(settings: Any, experiment: str, run_ids: list[str], seqs: range,
+                       points_per_event: int) -> None:
+    """Produce the events ``seqs`` of each run straight to Kafka, interleaved across runs:
+    seq 0 is run.started, seq n > 0 carries ``points_per_event`` points (steps continue)."""
     from ingest.producer import EventProducer, ensure_topic
 
     await ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions)
     producer = EventProducer(settings.kafka_bootstrap, settings.topic)
     await producer.start()
-    run_ids = [new_run_id() for _ in range(runs)]
     try:
-        batch = [(r, started(r, experiment)) for r in run_ids]
-        for seq in range(1, events_per_run + 1):
+        batch = []
+        for seq in seqs:
             first = (seq - 1) * points_per_event
-            batch += [(r, points(r, seq, "x", list(range(first, first + points_per_event)))) for r in run_ids]
+            batch += [(r, started(r, experiment) if seq == 0 else
+                       points(r, seq, "x", list(range(first, first + points_per_event)))) for r in run_ids]
         await producer.send_batch(batch)
     finally:
         await producer.stop()
-    return run_ids
 
 
 def assert_exactly_once(db: Any, topic: str, group: str, run_ids: list[str], events_per_run: int,
