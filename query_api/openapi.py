@@ -26,6 +26,26 @@ DESCRIPTION = """Read side of runstream (SPEC section 5).
   after `wait_ms`.
 """
 
+LIVE_DESCRIPTION = """The run's events after `after_seq` (or the `Last-Event-ID` header), then each
+new event within a second of its being materialized. One message per event:
+
+    id: <seq>
+    event: <event type: run.started, run.status, metric.points, log.lines, ...>
+    data: <the event object as sent: type, v, event_id, run_id, seq, ts, payload>
+
+The stream opens with `retry: 1000`; an idle stream carries a `: heartbeat` comment every
+15 s. When the run has reached a terminal status (completed, failed, canceled) and every
+event up to its last materialized seq was sent, a final message
+
+    event: end
+    data: {"status": "<terminal status>", "last_seq": N}
+
+is sent and the stream closes. A stream that closes without `end` (server shutdown, lost
+connection) is resumed by reconnecting with `Last-Event-ID: <last id received>`: no event
+is repeated or skipped. An unknown run is a 404 (JSON) before the stream starts; with
+`min_seq=0` a run not materialized yet is waited for up to `wait_ms` (then 504).
+"""
+
 
 def _q(name: str, schema: dict[str, Any], description: str, repeat: bool = False) -> dict[str, Any]:
     if repeat:
@@ -228,6 +248,23 @@ def _paths() -> dict[str, Any]:
                 "next_after_seq": {"type": ["integer", "null"]}, "next_after_idx": {"type": ["integer", "null"]}}}),
             400, 404, 504,
         ),
+        "/api/runs/{run_id}/live": {"get": {
+            "summary": "Live updates of a run (Server-Sent Events)",
+            "description": LIVE_DESCRIPTION,
+            "parameters": [
+                _RUN_ID, *_WAIT,
+                _q("after_seq", {"type": "integer", "minimum": -1, "default": -1},
+                   "Send events with a greater seq first (-1: the whole history)."),
+                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer", "minimum": -1},
+                 "description": "The id of the last message received; set by EventSource on reconnect. "
+                 "Overrides after_seq."},
+            ],
+            "responses": {
+                "200": {"description": "An event stream; see the operation's description.",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                **_errors(400, 404, 504),
+            },
+        }},
         "/api/compare": _get(
             "Compare runs on chosen metrics", [
                 _q("run", {"type": "string", "format": "uuid"}, "Run ids (1..100); repeat or comma-separate.", True),

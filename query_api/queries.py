@@ -114,6 +114,12 @@ ARTIFACT = "SELECT path, sha256, size, content_type FROM artifacts WHERE run_id 
 
 EVENTS_PAGE = "SELECT seq, body FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
 
+# The live endpoint: a page of events after a seq (with the type for the SSE `event:`
+# field), and the run's status and last materialized seq to know when the run is over.
+LIVE_EVENTS = "SELECT seq, type, body FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+
+LIVE_RUN_STATE = "SELECT status, last_seq FROM runs WHERE run_id = $1"
+
 LOG_LINES_PAGE = """
 SELECT seq, idx, ts, stream, line FROM log_lines
 WHERE run_id = $1 AND (seq, idx) > ($2, $3) ORDER BY seq, idx LIMIT $4"""
@@ -207,6 +213,8 @@ EXAMPLE_PARAMS: dict[str, tuple[Any, ...]] = {
     "ARTIFACT": (_RUN, "outputs/model.pkl"),
     "EVENTS_PAGE": (_RUN, -1, 100),
     "LOG_LINES_PAGE": (_RUN, -1, -1, 100),
+    "LIVE_EVENTS": (_RUN, -1, 500),
+    "LIVE_RUN_STATE": (_RUN,),
     "RUNS_COUNT": _RUNS_ARGS,
     "RUNS_FILTERED_EXAMPLE": _RUNS_ARGS + (100, 0),
     "RUNS_PAGE_DEFAULT": ("exp", [], "any", None, [], [], [], [], [], None, 100, 0),
