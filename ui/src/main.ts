@@ -1,0 +1,68 @@
+// The single-page app: a router over the four pages the query API serves index.html for
+// (see query_api/ui.py). Links marked data-nav change pages without a reload; each page
+// gets an AbortSignal that fires when the user leaves it (closing its requests, live
+// stream and charts).
+import "./style.css";
+import { h, link, message, setChildren, type Child } from "./dom";
+import { navigate, NAVIGATE } from "./nav";
+import { comparePage } from "./pages/compare";
+import { experimentsPage } from "./pages/experiments";
+import { runPage } from "./pages/run";
+import { runsPage } from "./pages/runs";
+
+export interface PageContext {
+  root: HTMLElement;
+  signal: AbortSignal;
+  params: URLSearchParams;
+  /** Set the breadcrumbs after "runstream". */
+  crumbs: (...items: Child[]) => void;
+}
+
+type Page = (ctx: PageContext, ...groups: string[]) => Promise<void> | void;
+
+const ROUTES: [RegExp, Page][] = [
+  [/^\/$/, experimentsPage],
+  [/^\/experiments\/(.+)$/, runsPage],
+  [/^\/runs\/([^/]+)$/, runPage],
+  [/^\/compare$/, comparePage],
+];
+
+let current: AbortController | null = null;
+
+async function render(): Promise<void> {
+  current?.abort();
+  const controller = new AbortController();
+  current = controller;
+  const root = document.getElementById("app")!;
+  const crumbsEl = document.getElementById("crumbs")!;
+  const crumbs = (...items: Child[]) =>
+    setChildren(crumbsEl, items.map((item) => h("span", { class: "crumb" }, item)));
+  root.replaceChildren();
+  crumbs();
+  const path = location.pathname;
+  for (const [pattern, page] of ROUTES) {
+    const m = pattern.exec(path);
+    if (!m) continue;
+    const groups = m.slice(1).map((g) => decodeURIComponent(g));
+    try {
+      await page({ root, signal: controller.signal, params: new URLSearchParams(location.search), crumbs }, ...groups);
+    } catch (err) {
+      if (controller.signal.aborted) return;
+      root.append(message(`Could not load this page: ${(err as Error).message}`, "error"));
+    }
+    return;
+  }
+  root.append(message(`No page at ${path}.`, "error"), h("p", null, link("/", "All experiments")));
+}
+
+
+document.addEventListener("click", (e) => {
+  const a = (e.target as Element | null)?.closest?.("a[data-nav]") as HTMLAnchorElement | null;
+  if (!a || e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
+  if (a.origin !== location.origin) return;
+  e.preventDefault();
+  navigate(a.pathname + a.search + a.hash);
+});
+window.addEventListener("popstate", () => void render());
+window.addEventListener(NAVIGATE, () => void render());
+void render();
