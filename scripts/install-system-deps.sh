@@ -2,6 +2,10 @@
 # System packages runstream's development stack needs that pip cannot provide, for Debian 12:
 #   - PostgreSQL server binaries (initdb, pg_ctl): package `postgresql`
 #   - Java 17 and Maven, to resolve and run Apache Kafka 3.9.1 (runstream/devstack/)
+#   - Chromium, for the web UI's browser tests (Playwright drives /usr/bin/chromium; it never
+#     downloads a browser of its own), with a font so pages render text
+#   - Node.js and npm, to build the web UI (ui/) when the machine has none (Debian's are enough:
+#     the build uses esbuild and TypeScript only)
 # Idempotent and a fast no-op when everything is present. Run as root (or with sudo available).
 set -euo pipefail
 
@@ -11,9 +15,12 @@ missing=()
 have_pg || missing+=(postgresql)
 command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v npm >/dev/null || missing+=(nodejs npm)
+compgen -G "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf" >/dev/null || missing+=(fonts-dejavu-core)
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "install-system-deps: postgresql, java and mvn already present"
+    echo "install-system-deps: postgresql, java, mvn and chromium already present"
     exit 0
 fi
 
@@ -37,5 +44,5 @@ if ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null || ! install "${miss
     install "${missing[@]}"
 fi
 
-have_pg && command -v java >/dev/null && command -v mvn >/dev/null
+have_pg && command -v java >/dev/null && command -v mvn >/dev/null && command -v chromium >/dev/null
 echo "install-system-deps: installed ${missing[*]}"
