@@ -304,7 +304,6 @@ export interface OverlayRun {
   runId: string;
   label: string;
   color: string;
-  vector?: Vector;
 }
 
 /** One metric of several runs on one chart, aligned on step. */
@@ -325,14 +324,25 @@ export class OverlayChart {
     signal.addEventListener("abort", () => this.plot?.destroy());
   }
 
-  /** Draw from vectors already fetched (the compare endpoint's), or fetch them. */
-  async load(range: Range | null, initial = false): Promise<void> {
-    const maxPoints = pointsFor(this.parts.body);
+  /** max_points for this chart: its width in pixels. */
+  maxPoints(): number {
+    return pointsFor(this.parts.body);
+  }
+
+  /** Draw vectors already fetched (one per run, in order; null where a run lacks it). */
+  show(vectors: (Vector | null)[]): void {
+    this.vectors = vectors;
+    this.zoom = null;
+    this.draw();
+  }
+
+  /** Fetch every run's vector for ``range`` (null = all steps) at the chart's width. */
+  async load(range: Range | null): Promise<void> {
+    const maxPoints = this.maxPoints();
     this.el.dataset.state = "loading";
     try {
       this.vectors = await Promise.all(
         this.runs.map(async (r) => {
-          if (initial) return r.vector ?? null;
           const query = { max_points: maxPoints, from_step: range?.[0], to_step: range?.[1] };
           try {
             return await api.vector(r.runId, this.name, query, this.signal);

@@ -1,7 +1,7 @@
 // "/compare?run=A&run=B…": each metric logged as a vector by any of the runs, overlaid on
 // one chart (one series per run), and a table of every metric's final value per run.
-import { api, enc, toFloat, type Run, type Summary, type Vector } from "../api";
-import { OverlayChart, PALETTE, type OverlayRun } from "../charts";
+import { api, enc, toFloat, type Run, type Summary } from "../api";
+import { OverlayChart, PALETTE } from "../charts";
 import { h, link, message, section, statusBadge } from "../dom";
 import { fmtValue, runLabel } from "../format";
 import type { PageContext } from "../main";
@@ -19,8 +19,8 @@ export async function comparePage({ root, signal, params, crumbs }: PageContext)
     return;
   }
   root.append(message("Loading runs…"));
-  const width = Math.max(4, Math.min(100_000, Math.round((root.clientWidth || 1000) - 48)));
-  const { runs } = await api.compare(ids, { vectors: true, max_points: width }, signal);
+  // Summaries first; the vectors once the charts exist and their width is known.
+  const { runs } = await api.compare(ids, {}, signal);
   const experiments = [...new Set(runs.map((r) => r.experiment))];
   if (experiments.length === 1) crumbs(link("/", "Experiments"), link(`/experiments/${enc(experiments[0])}`, experiments[0]), "Compare");
 
@@ -52,15 +52,17 @@ export async function comparePage({ root, signal, params, crumbs }: PageContext)
     section("Final values", "final-section", valueNames.length ? h("div", { class: "table-scroll" }, finals) : message("No metric values.")),
     section("Metrics over steps", "overlay-section", vectorNames.length ? charts : message("None of these runs logged a metric more than once.")),
   );
-  for (const name of vectorNames) {
-    const overlay: OverlayRun[] = runs.map((r) => ({
-      runId: r.run_id,
-      label: runLabel(r),
-      color: colors.get(r.run_id)!,
-      vector: (r as Run & { vectors?: Record<string, Vector> }).vectors?.[name],
-    }));
-    const chart = new OverlayChart(name, overlay, signal);
+  const overlays = vectorNames.map((name) => {
+    const chart = new OverlayChart(name, runs.map((r) => ({ runId: r.run_id, label: runLabel(r), color: colors.get(r.run_id)! })), signal);
     charts.append(chart.el);
-    void chart.load(null, true);
-  }
+    return chart;
+  });
+  if (!overlays.length) return;
+  const { runs: withVectors } = await api.compare(
+    ids,
+    { vectors: true, metric: vectorNames, max_points: overlays[0].maxPoints() },
+    signal,
+  );
+  const vectors = new Map(withVectors.map((r) => [r.run_id, r.vectors ?? {}]));
+  for (const chart of overlays) void chart.show(runs.map((r) => vectors.get(r.run_id)?.[chart.name] ?? null));
 }
