@@ -263,8 +263,11 @@ def test_run_page_draws_each_vector_with_its_points(page: Any, workspace: Worksp
     run.upload_file("outputs/notes.txt", b"hello\n")
     log_output(run, ["epoch 1 loss=0.5", "epoch 2 loss=0.25"])
     log_output(run, ["warning: something"], stream="stderr")
+    child = run.child_run(name="fold-1")
+    child.log("fold_mse", 0.5)
+    child.complete()
     run.complete()
-    run.get_metrics()
+    run.get_metrics(recursive=True)
 
     page.goto(f"/runs/{run.id}")
     loss = ready_chart(page, "#charts .chart[data-metric='loss']")
@@ -313,6 +316,11 @@ def test_run_page_draws_each_vector_with_its_points(page: Any, workspace: Worksp
         link.click()
     assert Path(download.value.path()).read_bytes() == b"hello\n"
     assert page.locator("#events tr[data-type='run.started']").count() == 1
+    page.locator(f"#children tr[data-run-id='{child.id}']").get_by_role("link", name="fold-1").click()
+    page.wait_for_url(f"**/runs/{child.id}")
+    assert page.locator("#scalars tr[data-metric='fold_mse'] td.num").inner_text() == "0.5"
+    page.go_back()
+    ready_chart(page, "#charts .chart[data-metric='loss']")
 
 
 def test_row_built_table_draws_a_two_variable_chart(page: Any, workspace: Workspace) -> None:
