@@ -275,6 +275,9 @@ def test_run_page_draws_each_vector_with_its_points(page: Any, workspace: Worksp
     assert loss.get_attribute("data-count") == "500"
     state = loss.evaluate("el => ({n: el.uplot.data[0].length, nan: el.uplot.data[1][100], x: el.uplot.data[0][499]})")
     assert state == {"n": 500, "nan": None, "x": 499}  # NaN is a gap, not a crash
+    loss.get_by_label("log").check()
+    page.wait_for_function("() => document.querySelector(\"#charts .chart[data-metric='loss']\").uplot.scales.y.distr === 3")
+    assert loss.evaluate("el => el.uplot.data[0].length") == 500
 
     big = ready_chart(page, "#charts .chart[data-metric='big']")
     assert big.get_attribute("data-count") == "20000"

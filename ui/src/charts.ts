@@ -36,6 +36,8 @@ interface PlotSpec {
   xLabel: string;
   /** The x values are steps (integers). */
   steps?: boolean;
+  /** A logarithmic y axis (every value must be > 0). */
+  logY?: boolean;
   series: { label: string; color: string; points?: boolean }[];
   data: uPlot.AlignedData;
   /** Tooltip lines for data index ``idx`` (null hides it). */
@@ -49,7 +51,7 @@ function makePlot(spec: PlotSpec): uPlot {
   const opts: uPlot.Options = {
     width: spec.body.clientWidth || 800,
     height: HEIGHT,
-    scales: { x: { time: false } },
+    scales: { x: { time: false }, y: spec.logY ? { distr: 3 } : {} },
     legend: { show: spec.series.length > 1 },
     axes: [
       { label: spec.xLabel, labelSize: 18, size: 36, ...(spec.steps ? { incrs: STEP_INCRS } : {}) },
@@ -154,13 +156,25 @@ export class VectorChart {
   private loading: Promise<void> | null = null;
   private pending: { steps: number[]; values: Value[]; times: number[] }[] = [];
   private reloadTimer: number | null = null;
+  private readonly logBox: HTMLInputElement;
 
   constructor(
     private readonly runId: string,
     readonly name: string,
     private readonly signal: AbortSignal,
   ) {
-    this.parts = chartCard(name, { metric: name }, () => void this.load(null));
+    this.logBox = h("input", {
+      type: "checkbox",
+      on: {
+        change: () => {
+          this.plot?.destroy(); // the axis kind is fixed when a uPlot is made
+          this.plot = null;
+          this.draw();
+        },
+      },
+    });
+    this.parts = chartCard(name, { metric: name }, () => void this.load(null),
+      h("label", { class: "pick", title: "logarithmic y axis (values > 0 only)" }, this.logBox, " log"));
     this.el = this.parts.el;
     signal.addEventListener("abort", () => this.destroy());
   }
@@ -252,7 +266,15 @@ export class VectorChart {
       this.plot = null;
       setChildren(this.parts.body, textList(this.steps, this.values));
     } else {
-      const data: uPlot.AlignedData = [this.steps, this.values.map(toNumber)];
+      const ys = this.values.map(toNumber);
+      const positive = ys.every((y) => y === null || y > 0);
+      this.logBox.disabled = !positive;
+      if (this.logBox.checked && !positive) {
+        this.logBox.checked = false;
+        this.plot?.destroy();
+        this.plot = null;
+      }
+      const data: uPlot.AlignedData = [this.steps, ys];
       if (this.plot) this.plot.setData(data);
       else {
         this.parts.body.replaceChildren();
@@ -261,6 +283,7 @@ export class VectorChart {
           xLabel: "step",
         steps: true,
           series: [{ label: this.name, color: PALETTE[0], points: this.steps.length < 60 }],
+          logY: this.logBox.checked,
           data,
           tooltip: (_u, idx) => [
             `step ${this.steps[idx]}`,
