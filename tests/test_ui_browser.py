@@ -19,6 +19,7 @@ from urllib.parse import quote
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from playwright import sync_api as playwright_api
 
 from query_api import ui
 from runstream import Experiment, Workspace
@@ -26,7 +27,6 @@ from runstream.demo import run_sweep
 from runstream.settings import Settings
 from tests.conftest import REPO, unique, wait_for
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' brings playwright")
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = REPO / "test-output" / "ui"
