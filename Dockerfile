@@ -1,5 +1,14 @@
 # One image for every runstream service; compose.yaml picks the part with `command`
 # (runstream migrate | processor | gateway | api | serve).
+
+# The web UI is built in a Node stage; only its static output reaches the final image.
+FROM node:20-slim AS ui
+WORKDIR /ui
+COPY ui/package.json ui/package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY ui ./
+RUN npm run build
+
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -33,7 +42,9 @@ RUN useradd --create-home --uid 10001 --user-group runstream \
     && chown -R runstream:runstream /var/lib/runstream
 USER runstream
 WORKDIR /home/runstream
-ENV RUNSTREAM_BLOB_DIR=/var/lib/runstream/blobs
+ENV RUNSTREAM_BLOB_DIR=/var/lib/runstream/blobs \
+    RUNSTREAM_UI_DIR=/opt/runstream/ui
+COPY --from=ui /ui/dist /opt/runstream/ui
 
 # 8080: query API, 8081: ingest gateway (RUNSTREAM_API_PORT / RUNSTREAM_GATEWAY_PORT).
 EXPOSE 8080 8081

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable
 
 import asyncpg
@@ -83,7 +84,7 @@ def create_app(settings: Settings) -> web.Application:
     for name, path, handler in ROUTES:
         app.router.add_get(path, handler, name=name)
     live.setup(app)
-    ui.setup(app)
+    ui.setup(app, Path(settings.ui_dir) if settings.ui_dir else ui.DIST)
     return app
 
 

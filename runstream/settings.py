@@ -36,6 +36,8 @@ class Settings:
     """Base URL of the ingest gateway (HTTP transport and artifact uploads)."""
     portal_url: str = ""
     """Base URL of the web UI for ``run.get_portal_url()``; empty means the API's own URL."""
+    ui_dir: str = ""
+    """Directory of the built web UI; empty means ``ui/dist`` of the source tree."""
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     gateway_host: str = "127.0.0.1"

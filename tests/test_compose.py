@@ -293,7 +293,9 @@ def test_dockerfile_copies_every_package() -> None:
 
 def test_dockerfile_shape() -> None:
     instructions = dockerfile_instructions()
-    assert instructions[0] == ("FROM", "python:3.11-slim")
+    stages = [args for word, args in instructions if word == "FROM"]
+    assert stages == ["node:20-slim AS ui", "python:3.11-slim"], "UI built in a Node stage, served from Python"
+    assert ("COPY", "--from=ui /ui/dist /opt/runstream/ui") in instructions
     users = [args for word, args in instructions if word == "USER"]
     assert users and users[-1] not in ("root", "0"), "runs unprivileged"
     assert ("ENTRYPOINT", "[]") in instructions
@@ -302,7 +304,7 @@ def test_dockerfile_shape() -> None:
 
 def test_dockerignore_keeps_local_state_out() -> None:
     ignored = set((REPO / ".dockerignore").read_text().split())
-    assert {".venv", ".state", "node_modules", "tests", ".git"} <= ignored
+    assert {".venv", ".state", "**/node_modules", "ui/dist", "tests", ".git"} <= ignored
 
 
 # --- (f) the settings the containers end up with --------------------------------------
