@@ -2,6 +2,8 @@
 
 The store (processors/store.py) writes what this module returns. Events must be given in
 log order (per partition, which is per run); the projections keep the last value by seq.
+With ``columnar=True`` long numeric series skip the per-point Python work: their rows
+come back as binary COPY data (:mod:`processors.columnar`) instead of tuples.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from typing import Any
 
 import orjson
 
+from processors import columnar as col
 from schemas import events as ev
 from schemas.events import NonFinite
 
 KIND_FLOAT, KIND_INT, KIND_BOOL, KIND_STR = 0, 1, 2, 3
 _UTC = timezone.utc
+COLUMNAR_MIN_POINTS = 64
+"""Shorter series take the per-point path: numpy's fixed cost per call outweighs it."""
 
 
 def to_datetime(ts: float) -> datetime:
@@ -62,6 +67,16 @@ class Summary:
     min_value: float | None = None
     max_value: float | None = None
 
+    def add_many(self, seq: int, c: col.Columnar, kind: int) -> None:
+        """Fold in a whole numeric series (finite values, so min/max need no NaN test)."""
+        self.count += c.count
+        self.last_seq, self.last_step = seq, c.last_step
+        self.last_value, self.last_text, self.last_kind = c.last_value, None, kind
+        if self.min_value is None or c.min_value < self.min_value:
+            self.min_value = c.min_value
+        if self.max_value is None or c.max_value > self.max_value:
+            self.max_value = c.max_value
+
     def add(self, seq: int, step: int | None, value: float | None, text: str | None, kind: int) -> None:
         self.count += 1
         self.last_seq, self.last_step = seq, step
@@ -85,9 +100,25 @@ class RunChange:
     ended_at: datetime | None = None
 
 
+Rollup = list[Any]
+"""[n, n_text, lo_value, lo_step, hi_value, hi_step] of one (run, name, shift, block)."""
+
+
+def _value_key(value: float) -> tuple[int, float]:
+    """PostgreSQL's float order: NaN above +Infinity (as query_api.downsample.value_key)."""
+    return (1, 0.0) if value != value else (0, value)
+
+
 @dataclass
 class Materialized:
     points: list[tuple[Any, ...]] = field(default_factory=list)
+    point_copy: list[bytes] = field(default_factory=list)
+    """Binary COPY rows of metric_points from the columnar path (see processors.columnar)."""
+    point_count: int = 0
+    """Points in ``points`` and ``point_copy`` together."""
+    rollups: dict[tuple[str, str, int, int], Rollup] = field(default_factory=dict)
+    columnar: bool = False
+    """Whether long numeric series take the columnar path (set by :func:`materialize`)."""
     table_rows: list[tuple[Any, ...]] = field(default_factory=list)
     log_lines: list[tuple[Any, ...]] = field(default_factory=list)
     experiments: dict[str, datetime] = field(default_factory=dict)
@@ -106,10 +137,80 @@ class Materialized:
             s.description = description
         return s
 
+    def roll(self, run_id: str, name: str, step: int, value: float | None) -> None:
+        """Count one point into its rollup block at every level (value None: a string)."""
+        rollups = self.rollups
+        for shift in col.ROLLUP_SHIFTS:
+            key = (run_id, name, shift, step >> shift)
+            r = rollups.get(key)
+            if r is None:
+                rollups[key] = [1, 0, value, step, value, step] if value is not None else [1, 1, None, None, None, None]
+                continue
+            r[0] += 1
+            if value is None:
+                r[1] += 1
+            elif r[2] is None:
+                r[2:] = [value, step, value, step]
+            else:
+                k = _value_key(value)
+                if (k, step) < (_value_key(r[2]), r[3]):
+                    r[2], r[3] = value, step
+                if (k, step) >= (_value_key(r[4]), r[5]):
+                    r[4], r[5] = value, step
 
-def materialize(batch: list[ev.Event]) -> Materialized:
-    """Rows and projection changes for ``batch`` (new events only, in log order)."""
-    out = Materialized()
+    def roll_blocks(self, run_id: str, name: str, blocks: list[col.Blocks]) -> None:
+        """Merge a columnar series' rollup blocks (finite values only)."""
+        rollups = self.rollups
+        for b in blocks:
+            shift = b.shift
+            for block, n, lo_v, lo_s, hi_v, hi_s in zip(b.block.tolist(), b.n.tolist(), b.lo_value.tolist(),
+                                                        b.lo_step.tolist(), b.hi_value.tolist(), b.hi_step.tolist()):
+                key = (run_id, name, shift, block)
+                r = rollups.get(key)
+                if r is None:
+                    rollups[key] = [n, 0, lo_v, lo_s, hi_v, hi_s]
+                    continue
+                r[0] += n
+                if r[2] is None:
+                    r[2:] = [lo_v, lo_s, hi_v, hi_s]
+                    continue
+                if (0, lo_v, lo_s) < (*_value_key(r[2]), r[3]):
+                    r[2], r[3] = lo_v, lo_s
+                if (0, hi_v, hi_s) >= (*_value_key(r[4]), r[5]):
+                    r[4], r[5] = hi_v, hi_s
+
+    def add_points(self, run_id: str, seq: int, name: str, summary: "Summary", steps: Any, values: list[Any],
+                   times: list[float] | float, columnar: bool) -> None:
+        """One series of points: the columnar path if it applies, else point by point."""
+        if columnar and len(values) >= COLUMNAR_MIN_POINTS and (num := col.numeric(values)) is not None:
+            array, kind = num
+            c = col.series(run_id, name, steps, times, array, kind)
+            if c is not None:
+                self.point_copy.append(c.copy_rows)
+                self.point_count += c.count
+                summary.add_many(seq, c, kind)
+                if c.blocks is not None:
+                    self.roll_blocks(run_id, name, c.blocks)
+                else:
+                    for step, value in zip(steps, array.tolist()):
+                        self.roll(run_id, name, step, value)
+                return
+        points, roll = self.points, self.roll
+        when = to_datetime(times) if isinstance(times, float) else None
+        for i, (step, value) in enumerate(zip(steps, values)):
+            v, text, kind = split_value(value)
+            points.append((run_id, name, step, when or to_datetime(times[i]), v, text, kind))  # type: ignore[index]
+            summary.add(seq, step, v, text, kind)
+            roll(run_id, name, step, v)
+        self.point_count += len(values)
+
+
+def materialize(batch: list[ev.Event], *, columnar: bool = False) -> Materialized:
+    """Rows and projection changes for ``batch`` (new events only, in log order).
+
+    ``columnar``: long numeric series go to ``point_copy`` (binary COPY rows) instead
+    of ``points`` (tuples); the summaries and rollups are the same either way."""
+    out = Materialized(columnar=columnar)
     for event in batch:
         run_id, seq = event.run_id, event.seq
         when = to_datetime(event.ts)
@@ -136,23 +237,17 @@ def _run_status(out: Materialized, e: ev.RunStatus, when: datetime, change: RunC
 
 
 def _metric_points(out: Materialized, e: ev.MetricPoints, when: datetime, change: RunChange) -> None:
-    run_id, seq, points = e.run_id, e.seq, out.points
+    run_id, seq, columnar = e.run_id, e.seq, out.columnar
     for series in e.payload.series:
         summary = out.summary(run_id, series.name, "scalar", series.description)
-        name = series.name
-        for step, value, t in zip(series.steps, series.values, series.times):
-            v, text, kind = split_value(value)
-            points.append((run_id, name, step, to_datetime(t), v, text, kind))
-            summary.add(seq, step, v, text, kind)
+        out.add_points(run_id, seq, series.name, summary, series.steps, series.values, series.times, columnar)
 
 
 def _metric_list(out: Materialized, e: ev.MetricList, when: datetime, change: RunChange) -> None:
     p = e.payload
     summary = out.summary(e.run_id, p.name, "list", p.description)
-    for i, value in enumerate(p.values):
-        v, text, kind = split_value(value)
-        out.points.append((e.run_id, p.name, p.start_step + i, when, v, text, kind))
-        summary.add(e.seq, p.start_step + i, v, text, kind)
+    steps = range(p.start_step, p.start_step + len(p.values))
+    out.add_points(e.run_id, e.seq, p.name, summary, steps, p.values, e.ts, out.columnar)
 
 
 def _add_rows(out: Materialized, e: ev.Event, name: str, rows: list[dict[str, Any]], description: str | None, when: datetime) -> None:

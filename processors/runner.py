@@ -6,6 +6,11 @@ database as the state). On assignment the consumer seeks past the stored offsets
 message that does not validate becomes a dead letter in that same transaction, so the
 partition keeps flowing. If the database rejects a batch's data, the batch is retried
 one event at a time (in savepoints) so only the offending event is dead-lettered.
+
+Fetching and writing overlap: while one batch's transaction is in PostgreSQL, the next
+batch is fetched, decoded and materialized (a queue of one between the two tasks), so
+the consumer is not blocked by its own writes. A rebalance discards prepared batches
+that were not written; the new assignment seeks to the stored offsets again.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from ingest.producer import ensure_topic
 from processors import store
+from processors.materialize import Materialized, materialize
 from processors.store import DeadLetter, Received
 from runstream.settings import Settings
 from schemas import events
@@ -42,11 +48,28 @@ class Stats:
     lag: dict[int, int] = field(default_factory=dict)
 
 
+@dataclass
+class Prepared:
+    """One fetched batch, decoded and materialized, waiting for its transaction."""
+
+    received: list[Received]
+    dead: list[DeadLetter]
+    positions: dict[tuple[str, int], int]
+    materialized: Materialized | None
+    """Rows of every event of ``received``, assuming all are new (None: do it at write time)."""
+    generation: int
+    """The assignment it was fetched under; a rebalance makes it stale."""
+
+
 class _SeekOnAssign(ConsumerRebalanceListener):
     def __init__(self, processor: "Processor") -> None:
         self._p = processor
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._p.generation += 1  # batches fetched before this are not written
+        while not self._p.queue.empty():
+            self._p.queue.get_nowait()
+            self._p.queue.task_done()
         async with self._p.lock:  # let the in-flight batch commit before giving partitions up
             pass
 
@@ -62,6 +85,8 @@ class Processor:
         self.pool = pool
         self.lock = asyncio.Lock()
         self.stats = Stats()
+        self.generation = 0
+        self.queue: asyncio.Queue[Prepared] = asyncio.Queue(maxsize=1)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=settings.processor_group,
@@ -86,16 +111,40 @@ class Processor:
         await ensure_topic(self.settings.kafka_bootstrap, self.settings.topic, self.settings.partitions)
         self.consumer.subscribe([self.settings.topic], listener=_SeekOnAssign(self))
         await self.consumer.start()
+        writer = asyncio.create_task(self._write_loop(), name="runstream-processor-writer")
         try:
             while not stop.is_set():
                 batch = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.processor_max_records)
                 if batch:
-                    async with self.lock:
-                        await self._handle(batch)
+                    await self._hand_over(self.prepare(batch), writer)
+            await self._hand_over(None, writer)
         finally:
+            if not writer.done():
+                writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
             await self.consumer.stop()
 
-    async def _handle(self, batch: dict[TopicPartition, list]) -> None:  # type: ignore[type-arg]
+    async def _hand_over(self, prepared: Prepared | None, writer: "asyncio.Task[None]") -> None:
+        """Queue a batch for the writer (None: wait until everything queued is written)."""
+        step = asyncio.ensure_future(self.queue.put(prepared) if prepared else self.queue.join())
+        await asyncio.wait({step, writer}, return_when=asyncio.FIRST_COMPLETED)
+        if writer.done():
+            step.cancel()
+            writer.result()  # the writer's exception, if it failed
+            raise RuntimeError("the processor's writer stopped")
+
+    async def _write_loop(self) -> None:
+        while True:
+            prepared = await self.queue.get()
+            try:
+                async with self.lock:
+                    if prepared.generation == self.generation:
+                        await self._handle(prepared)
+            finally:
+                self.queue.task_done()
+
+    def prepare(self, batch: dict[TopicPartition, list]) -> Prepared:  # type: ignore[type-arg]
+        """Decode (dead-lettering what does not validate) and materialize a fetched batch."""
         received: list[Received] = []
         dead: list[DeadLetter] = []
         positions: dict[tuple[str, int], int] = {}
@@ -107,10 +156,18 @@ class Processor:
                 except events.EventError as exc:
                     dead.append(DeadLetter(tp.topic, tp.partition, msg.offset, msg.key, raw, str(exc)))
             positions[(tp.topic, tp.partition)] = messages[-1].offset
+        try:
+            prepared = materialize([r.event for r in received], columnar=True)
+        except Exception:  # left to the write path, which dead-letters what the database rejects
+            prepared = None
+        return Prepared(received, dead, positions, prepared, self.generation)
+
+    async def _handle(self, p: Prepared) -> None:
+        received, dead, positions = p.received, p.dead, p.positions
         started = time.perf_counter()
         while True:
             try:
-                await self._write(received, dead, positions)
+                await self._write(received, dead, positions, p.materialized)
                 break
             except (asyncpg.PostgresConnectionError, OSError) as exc:
                 log.warning("database unavailable (%s); retrying the batch", exc)
@@ -120,13 +177,14 @@ class Processor:
         self.stats.messages += len(received) + len(dead)
         self.stats.last_batch_size = len(received) + len(dead)
 
-    async def _write(self, received: list[Received], invalid: list[DeadLetter], positions: dict[tuple[str, int], int]) -> None:
+    async def _write(self, received: list[Received], invalid: list[DeadLetter], positions: dict[tuple[str, int], int],
+                     prepared: Materialized | None = None) -> None:
         dead = list(invalid)  # a retried batch starts again from the validation failures
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 try:
                     async with conn.transaction():  # savepoint: fall back to one at a time
-                        result = await store.write_events(conn, received)
+                        result = await store.write_events(conn, received, prepared)
                     self._count(result)
                 except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
                     log.warning("batch rejected by the database (%s); writing events one at a time", exc)

@@ -8,22 +8,50 @@ projections, record dead letters and the consumer offsets. The caller commits.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, AsyncIterator, Iterable
 
 import asyncpg
 
+from processors.columnar import copy_data
 from processors.materialize import Materialized, materialize, to_datetime
 from schemas import events as ev
 
-ARCHIVE = """
+_ARCHIVE_INSERT = """
 INSERT INTO events (run_id, seq, ts, type, v, event_id, body, topic, partition, "offset")
 SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[], $4::text[], $5::smallint[],
                      $6::uuid[], $7::bytea[], $8::text[], $9::integer[], $10::bigint[])
-ON CONFLICT DO NOTHING
-RETURNING run_id::text, seq
+ON CONFLICT DO NOTHING"""
+
+ARCHIVE = _ARCHIVE_INSERT + "\nRETURNING run_id::text, seq"
+
+# The common case (nothing redelivered): only how many rows were new, not which.
+ARCHIVE_COUNT = f"WITH new AS ({_ARCHIVE_INSERT}\nRETURNING 1)\nSELECT count(*) FROM new"
+
+# Created on first use: the earliest run start seen, whatever order partitions arrive in
+# (so a rebuild from the archive gives the same row as live processing did).
+INSERT_EXPERIMENT = """
+INSERT INTO experiments AS e (name, created_at) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE SET created_at = excluded.created_at WHERE excluded.created_at < e.created_at
 """
 
-INSERT_EXPERIMENT = "INSERT INTO experiments (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+# Rollup blocks (schemas/migrations/0003): counts add up; lo/hi keep the lower/higher
+# (value, step) in PostgreSQL's float order; NULL lo/hi means "only strings so far".
+UPSERT_ROLLUP = """
+INSERT INTO metric_rollups AS r (run_id, name, shift, block, n, n_text, lo_value, lo_step, hi_value, hi_step)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::bigint[], $5::bigint[], $6::bigint[],
+                     $7::float8[], $8::bigint[], $9::float8[], $10::bigint[])
+ON CONFLICT (run_id, name, shift, block) DO UPDATE SET
+    n = r.n + excluded.n,
+    n_text = r.n_text + excluded.n_text,
+    lo_value = CASE WHEN r.lo_value IS NULL OR (excluded.lo_value, excluded.lo_step) < (r.lo_value, r.lo_step)
+                    THEN excluded.lo_value ELSE r.lo_value END,
+    lo_step = CASE WHEN r.lo_value IS NULL OR (excluded.lo_value, excluded.lo_step) < (r.lo_value, r.lo_step)
+                   THEN excluded.lo_step ELSE r.lo_step END,
+    hi_value = CASE WHEN r.hi_value IS NULL OR (excluded.hi_value, excluded.hi_step) >= (r.hi_value, r.hi_step)
+                    THEN excluded.hi_value ELSE r.hi_value END,
+    hi_step = CASE WHEN r.hi_value IS NULL OR (excluded.hi_value, excluded.hi_step) >= (r.hi_value, r.hi_step)
+                   THEN excluded.hi_step ELSE r.hi_step END
+"""
 
 INSERT_RUN = """
 INSERT INTO runs (run_id, experiment, name, parent_run_id, kind, status, properties,
@@ -124,15 +152,27 @@ class WriteResult:
 
 
 async def archive(conn: asyncpg.Connection, received: list[Received]) -> list[ev.Event]:
-    """Insert into the event archive; return the events that were not there yet, in order."""
+    """Insert into the event archive; return the events that were not there yet, in order.
+
+    First (in a savepoint) only count the new rows: when every event is new, which is
+    the normal case, no per-event result is built. Otherwise redo it asking which."""
     if not received:
         return []
-    cols: list[list[Any]] = [[] for _ in range(10)]
-    for r in received:
-        e = r.event
-        for col, value in zip(cols, (e.run_id, e.seq, to_datetime(e.ts), e.__struct_config__.tag, e.v,
-                                     e.event_id, r.raw, r.topic, r.partition, r.offset)):
-            col.append(value)
+    events = [r.event for r in received]
+    cols = [
+        [e.run_id for e in events], [e.seq for e in events], [to_datetime(e.ts) for e in events],
+        [e.__struct_config__.tag for e in events], [e.v for e in events], [e.event_id for e in events],
+        [r.raw for r in received], [r.topic for r in received], [r.partition for r in received],
+        [r.offset for r in received],
+    ]
+    if len({(e.run_id, e.seq) for e in events}) == len(events):
+        try:
+            async with conn.transaction():
+                if await conn.fetchval(ARCHIVE_COUNT, *cols) != len(events):
+                    raise _Redelivered()  # rolls the savepoint back
+            return events
+        except _Redelivered:
+            pass
     inserted = {(run_id, seq) for run_id, seq in await conn.fetch(ARCHIVE, *cols)}
     new = []
     for r in received:
@@ -143,13 +183,21 @@ async def archive(conn: asyncpg.Connection, received: list[Received]) -> list[ev
     return new
 
 
+class _Redelivered(Exception):
+    """Some events of the batch were archived before."""
+
+
 def _uuid(value: str) -> str:
     """The canonical text form PostgreSQL returns for a uuid."""
     v = value.replace("-", "").lower()
     return f"{v[:8]}-{v[8:12]}-{v[12:16]}-{v[16:20]}-{v[20:]}"
 
 
-async def write_projections(conn: asyncpg.Connection, m: Materialized) -> None:
+async def write_projections(conn: asyncpg.Connection, m: Materialized, *, notify: bool = True) -> None:
+    """Write what :func:`materialize` returned (``notify``: tell live readers at commit)."""
+    if m.point_copy:
+        await conn.copy_to_table("metric_points", source=_chunks(copy_data(m.point_copy)), columns=POINT_COLUMNS,
+                                 format="binary")
     if m.points:
         await conn.copy_records_to_table("metric_points", records=m.points, columns=POINT_COLUMNS)
     if m.table_rows:
@@ -170,7 +218,26 @@ async def write_projections(conn: asyncpg.Connection, m: Materialized) -> None:
          s.last_kind, s.min_value, s.max_value)
         for (r, n), s in sorted(m.summaries.items())
     ])
-    await _many(conn, NOTIFY_RUN, [(f"{run_id} {c.last_seq}",) for run_id, c in sorted(m.runs.items())])
+    if m.rollups:
+        await conn.execute(UPSERT_ROLLUP, *rollup_columns(m))
+    if notify:
+        await _many(conn, NOTIFY_RUN, [(f"{run_id} {c.last_seq}",) for run_id, c in sorted(m.runs.items())])
+
+
+async def _chunks(data: bytes, size: int = 1 << 20) -> AsyncIterator[memoryview]:
+    """COPY data for asyncpg (which would take plain bytes for a file name)."""
+    view = memoryview(data)
+    for i in range(0, len(view), size):
+        yield view[i:i + size]
+
+
+def rollup_columns(m: Materialized) -> list[list[Any]]:
+    """The rollup rows as the ten arrays of :data:`UPSERT_ROLLUP`, in key order."""
+    cols: list[list[Any]] = [[] for _ in range(10)]
+    for key in sorted(m.rollups):
+        for col, value in zip(cols, (*key, *m.rollups[key])):
+            col.append(value)
+    return cols
 
 
 async def _many(conn: asyncpg.Connection, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
@@ -192,9 +259,14 @@ async def load_offsets(conn: asyncpg.Connection, group_id: str, topic: str) -> d
     return {p: o for p, o in await conn.fetch(LOAD_OFFSETS, group_id, topic)}
 
 
-async def write_events(conn: asyncpg.Connection, received: list[Received]) -> WriteResult:
-    """Archive, dedup and materialize ``received`` (in log order) in the open transaction."""
+async def write_events(conn: asyncpg.Connection, received: list[Received],
+                       prepared: Materialized | None = None) -> WriteResult:
+    """Archive, dedup and materialize ``received`` (in log order) in the open transaction.
+
+    ``prepared``: ``materialize`` of every event of ``received``, done ahead (while the
+    previous batch was being written); used as is when every event turns out new."""
     new = await archive(conn, received)
-    m = materialize(new)
-    await write_projections(conn, m)
-    return WriteResult(new=len(new), duplicates=len(received) - len(new), points=len(m.points))
+    if prepared is None or len(new) != len(received):
+        prepared = materialize(new, columnar=True)
+    await write_projections(conn, prepared)
+    return WriteResult(new=len(new), duplicates=len(received) - len(new), points=prepared.point_count)
