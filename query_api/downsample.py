@@ -17,6 +17,15 @@ picked points), which measured faster than fetching every point and calling
 :func:`downsample`; this module holds the shared arithmetic (:func:`bucket_width`,
 :func:`value_key`) and the reference implementation the SQL path is tested against.
 String values cannot be ordered against numbers and are never downsampled.
+
+Long ranges are downsampled from rollups (``metric_rollups``: min/max per block of
+``2**shift`` steps, kept by the processors) instead of from every point. Then the
+bucket grid is aligned to the blocks (:func:`bucket_grid` with that ``shift``: the origin
+rounded down to a block boundary, the width rounded up to whole blocks), so a bucket is
+made of whole blocks and its min/max are the min/max of its blocks. The result is what
+:func:`downsample` returns with the same ``shift``: still at most ``max_points`` points
+with every bucket's extremes and the first and last point, on a slightly coarser grid
+(at most 25% wider buckets, since a level is used only when a bucket spans four blocks).
 """
 
 from __future__ import annotations
@@ -26,11 +35,14 @@ from typing import NamedTuple, Sequence
 
 __all__ = [
     "MIN_MAX_POINTS",
+    "ROLLUP_SHIFTS",
     "Point",
     "bucket_count",
+    "bucket_grid",
     "bucket_width",
     "downsample",
     "pick_points",
+    "rollup_shift",
     "value_key",
 ]
 
@@ -68,22 +80,52 @@ def bucket_width(first_step: int, last_step: int, max_points: int) -> int:
     return max(1, -(-span // buckets))
 
 
+ROLLUP_SHIFTS = (4, 8, 12)
+"""Levels of ``metric_rollups``: blocks of 16, 256 and 4,096 steps (the processors'
+``processors.columnar.ROLLUP_SHIFTS``; a test keeps the two equal)."""
+
+ROLLUP_BLOCKS_PER_BUCKET = 4
+"""A level is used only when a bucket spans at least this many of its blocks."""
+
+
+def rollup_shift(first_step: int, last_step: int, max_points: int) -> int:
+    """The coarsest rollup level whose blocks fit :data:`ROLLUP_BLOCKS_PER_BUCKET` times in
+    a bucket of ``[first_step, last_step]``; 0 when none does (downsample the points)."""
+    width = bucket_width(first_step, last_step, max_points)
+    for shift in reversed(ROLLUP_SHIFTS):
+        if (ROLLUP_BLOCKS_PER_BUCKET << shift) <= width:
+            return shift
+    return 0
+
+
+def bucket_grid(first_step: int, last_step: int, max_points: int, shift: int = 0) -> tuple[int, int]:
+    """``(origin, width)``: a point's bucket is ``(step - origin) // width``, and
+    ``[first_step, last_step]`` needs at most :func:`bucket_count` buckets. With ``shift``
+    the origin is a multiple of ``2**shift`` and the width a whole number of blocks."""
+    if not shift:
+        return first_step, bucket_width(first_step, last_step, max_points)
+    block = 1 << shift
+    origin = (first_step >> shift) << shift
+    width = -(-(last_step - origin + 1) // bucket_count(max_points))
+    return origin, -(-width // block) * block
+
+
 def value_key(value: float) -> tuple[int, float]:
     """Sort key matching PostgreSQL's float order (NaN above +Infinity)."""
     return (1, 0.0) if math.isnan(value) else (0, value)
 
 
-def downsample(points: Sequence[Point], max_points: int) -> tuple[list[Point], bool]:
+def downsample(points: Sequence[Point], max_points: int, shift: int = 0) -> tuple[list[Point], bool]:
     """Return ``(kept points ordered by step, whether anything was dropped)``.
 
     ``points`` must be ordered by (step, time). ``max_points == 0`` or a short enough
-    vector returns every point. Raises ``ValueError`` for string points or a
+    vector returns every point. ``shift``: the bucket grid of rollup level ``shift``
+    (:func:`bucket_grid`). Raises ``ValueError`` for string points or a
     ``max_points`` below :data:`MIN_MAX_POINTS`.
     """
     if max_points == 0 or len(points) <= max_points:
         return list(points), False
-    width = bucket_width(points[0].step, points[-1].step, max_points)
-    first_step = points[0].step
+    first_step, width = bucket_grid(points[0].step, points[-1].step, max_points, shift)
     lows: dict[int, tuple[tuple[int, float], int, float, int]] = {}
     highs: dict[int, tuple[tuple[int, float], int, float, int]] = {}
     for i, p in enumerate(points):

@@ -102,6 +102,30 @@ VECTOR_AT_STEPS = f"""
 SELECT {_point_columns} FROM metric_points
 WHERE run_id = $1 AND name = $2 AND step = ANY($3::bigint[]) ORDER BY step, ts"""
 
+# The same per-bucket figures from the rollups of level $3 (blocks of 2^$3 steps): the
+# blocks strictly between the first ($4) and last ($5) block of the range come from
+# metric_rollups, the points of those two edge blocks inside [$6, $7] from metric_points.
+# Origin $8 and width $9 are aligned to the blocks (query_api.downsample.bucket_grid), so
+# each block falls in one bucket. "blocks" counts rollup rows (0: no rollups kept here).
+_rollup_step = "ARRAY[{v}, {s}::float8, ({s} - {s}::float8::bigint)::float8]"
+VECTOR_ROLLUP_BUCKETS = f"""
+WITH parts AS (
+    SELECT block << $3::int AS s, n, n_text, lo_value, lo_step, hi_value, hi_step, 1 AS blocks
+    FROM metric_rollups
+    WHERE run_id = $1 AND name = $2 AND shift = $3 AND block > $4 AND block < $5
+    UNION ALL
+    SELECT step, 1, (kind = 3)::int, value, step, value, step, 0 FROM metric_points
+    WHERE run_id = $1 AND name = $2 AND step BETWEEN $6 AND LEAST($7, (($4 + 1) << $3::int) - 1)
+    UNION ALL
+    SELECT step, 1, (kind = 3)::int, value, step, value, step, 0 FROM metric_points
+    WHERE run_id = $1 AND name = $2 AND step BETWEEN GREATEST($6, $5 << $3::int) AND $7 AND $5 > $4
+)
+SELECT sum(n)::bigint AS n, sum(n_text) > 0 AS has_text, sum(blocks)::bigint AS blocks,
+       min({_rollup_step.format(v="lo_value", s="lo_step")}) AS lo,
+       max({_rollup_step.format(v="hi_value", s="hi_step")}) AS hi
+FROM parts
+GROUP BY (s - $8) / $9"""
+
 SUMMARY_ONE = """
 SELECT kind, count FROM metric_summaries WHERE run_id = $1 AND name = $2"""
 
@@ -207,6 +231,7 @@ EXAMPLE_PARAMS: dict[str, tuple[Any, ...]] = {
     "VECTOR_BOUNDS": (_RUN, "mse", 0, 100),
     "VECTOR_BUCKETS": (_RUN, "mse", 0, 100, 10),
     "VECTOR_AT_STEPS": (_RUN, "mse", [0, 50, 100]),
+    "VECTOR_ROLLUP_BUCKETS": (_RUN, "mse", 4, 0, 10, 0, 175, 0, 64),
     "SUMMARY_ONE": (_RUN, "mse"),
     "TABLE_ROWS": (_RUN, "t"),
     "ARTIFACTS": (_RUN,),
@@ -495,8 +520,12 @@ async def metric_vector(
         return _vector(name, kind, 0, [], False)
     first, last = bounds
     if max_points:
-        width = ds.bucket_width(first.step, last.step, max_points)
-        buckets = await db.fetch(VECTOR_BUCKETS, run_id, name, first.step, last.step, width)
+        whole = from_step is None and to_step is None
+        buckets = await _rollup_buckets(db, run_id, name, first.step, last.step, max_points,
+                                        summary["count"] if whole else None)
+        if buckets is None:
+            width = ds.bucket_width(first.step, last.step, max_points)
+            buckets = await db.fetch(VECTOR_BUCKETS, run_id, name, first.step, last.step, width)
         total = sum(b["n"] for b in buckets)
         if total > max_points:
             if any(b["has_text"] for b in buckets):
@@ -513,6 +542,24 @@ async def metric_vector(
             return _vector(name, kind, total, ds.pick_points(extremes, candidates, first, last), True)
     points = [_point(r) for r in await db.fetch(VECTOR_POINTS, run_id, name, first.step, last.step)]
     return _vector(name, kind, len(points), points, False)
+
+
+async def _rollup_buckets(
+    db: Db, run_id: uuid.UUID, name: str, first: int, last: int, max_points: int, count: int | None
+) -> list[asyncpg.Record] | None:
+    """Per-bucket figures from the rollups when the range is long enough for a level and
+    the rollups are there (processors keep them; rows written around them are not
+    covered); None: aggregate the points instead. ``count``: the metric's point count,
+    checked against the rollups when the range is the whole metric."""
+    shift = ds.rollup_shift(first, last, max_points)
+    if not shift:
+        return None
+    origin, width = ds.bucket_grid(first, last, max_points, shift)
+    buckets = await db.fetch(VECTOR_ROLLUP_BUCKETS, run_id, name, shift, first >> shift, last >> shift,
+                             first, last, origin, width)
+    if not sum(b["blocks"] for b in buckets) or (count is not None and sum(b["n"] for b in buckets) != count):
+        return None
+    return buckets
 
 
 async def table(db: Db, run_id: uuid.UUID, name: str) -> dict[str, Any]:
