@@ -105,6 +105,7 @@ class Sender:
 
     async def _start(self) -> None:
         self._wake = asyncio.Event()
+        self._enqueue_lock = asyncio.Lock()
         self.session = aiohttp.ClientSession(json_serialize=lambda o: orjson.dumps(o).decode())
         self.transport: Transport = (
             HttpTransport(self.settings, self.session) if self.settings.transport == "http"
@@ -150,7 +151,12 @@ class Sender:
             delay = 0.2
             while True:
                 try:
-                    await (await self.transport.send(encoded))
+                    # Hand the events over in the order they were encoded (seq order): the
+                    # producer's enqueue can wait for buffer space, and without the lock a
+                    # later batch would overtake this one on the way into Kafka.
+                    async with self._enqueue_lock:
+                        acked = await self.transport.send(encoded)
+                    await acked
                     return
                 except DeliveryError:
                     raise
