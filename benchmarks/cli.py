@@ -1,0 +1,126 @@
+"""``python -m benchmarks [--quick] [--out PATH]``: start a stack, measure, print, stop."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+import asyncpg
+
+from benchmarks import mlflow_baseline, services as svc, workloads
+from benchmarks.results import Row, machine, table, write_json
+
+ROWS = ("batched", "single", "raw", "latency", "vector", "concurrent", "rebuild", "reads", "mlflow")
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every row")
+    p.add_argument("--out", type=Path, default=None, help=f"JSON results (default {DEFAULT_OUT}; --quick: none)")
+    p.add_argument("--state-dir", type=Path, default=Path("/tmp/runstream-bench"),
+                   help="where the benchmark's Kafka and PostgreSQL live (wiped at start)")
+    p.add_argument("--processors", type=int, default=1, help="processor processes (one consumer group)")
+    p.add_argument("--no-mlflow", action="store_true", help="skip the MLflow baseline")
+    p.add_argument("--mlflow-python", default=None,
+                   help="interpreter that has mlflow installed (default: this one, if it has mlflow)")
+    p.add_argument("--profile", type=Path, default=None, help="attach py-spy to the services; raw stacks here")
+    p.add_argument("--only", default="", help=f"comma-separated subset of: {','.join(ROWS)}")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    return asyncio.run(run(args))
+
+
+async def run(args: argparse.Namespace) -> int:
+    sizes = workloads.QUICK if args.quick else workloads.FULL
+    out = args.out or (None if args.quick else DEFAULT_OUT)
+    started = time.monotonic()
+    print(f"starting Kafka, PostgreSQL, {args.processors} processor(s) and the API in {args.state_dir} ...",
+          flush=True)
+    services = await asyncio.to_thread(svc.start, args.state_dir, processors=args.processors)
+    failures: list[str] = []
+    rows: list[Row] = []
+    try:
+        async with asyncpg.create_pool(services.settings.database_url, min_size=1, max_size=4) as pool:
+            b = workloads.Bench(services, pool, sizes, args.profile)
+
+            only = set(args.only.split(",")) - {""}
+
+            async def measure(title: str, fn: Callable[[], Awaitable[Any]], key: str = "") -> Any:
+                if only and key not in only:
+                    return None
+                print(f"  {title} ...", end="", flush=True)
+                t = time.monotonic()
+                try:
+                    result = await fn()
+                except Exception as exc:
+                    failures.append(f"{title}: {exc.__class__.__name__}: {exc}")
+                    traceback.print_exc()
+                    print(" FAILED", flush=True)
+                    return None
+                print(f" {time.monotonic() - t:.1f} s", flush=True)
+                return result
+
+            batched = await measure("ingest, batched", lambda: workloads.batched_ingest(b), "batched")
+            single = await measure("ingest, one point per message", lambda: workloads.single_point_ingest(b), "single")
+            raw = await measure("raw COPY baseline", lambda: workloads.raw_copy(b), "raw")
+            if batched and raw:
+                batched.ratio, batched.baseline = batched.value / raw.value, "raw COPY"
+            peak = batched.value if batched else 100_000.0
+            p99 = await measure("latency at half load", lambda: workloads.latency(b, peak), "latency")
+            vector = await measure("1M-point vector", lambda: workloads.million_point_vector(b), "vector")
+            concurrent = await measure("concurrent runs", lambda: workloads.concurrent_runs(b), "concurrent")
+            rebuilt = await measure("projection rebuild", lambda: workloads.rebuild(b), "rebuild")
+            read_run = concurrent[1][0] if concurrent else (vector[1] if vector else None)
+            reads = await measure("API reads", lambda: workloads.api_reads(b, read_run), "reads") if read_run else None
+            full_read = await measure("1M-point history, whole", lambda: full_history(b, vector[1]), "vector") \
+                if vector else None
+            ours = [batched, single, raw, b.rows.get("latency_p50"), p99, b.rows.get("vector_p50"),
+                    vector and vector[0], full_read, concurrent and concurrent[0], rebuilt, reads]
+            rows = [r for r in ours if r is not None]
+            if not args.no_mlflow:
+                ml = await measure("MLflow baseline", lambda: mlflow_baseline.measure(b, args.mlflow_python), "mlflow")
+                rows += mlflow_baseline.rows(ml, batched, full_read, vector and vector[0])
+    finally:
+        await asyncio.to_thread(svc.stop, services)
+    meta = {**machine(), "quick": args.quick, "processors": args.processors, "sizes": vars(sizes),
+            "wall_seconds": round(time.monotonic() - started, 1), "failures": failures}
+    print()
+    print(table(rows))
+    print(f"\n{meta['cpus']} CPUs, load average at the end {meta['loadavg_at_end']}, "
+          f"{meta['wall_seconds']} s in all")
+    if failures:
+        print("failed rows:\n  " + "\n  ".join(failures))
+    if out is not None:
+        write_json(out, rows, meta)
+        print(f"wrote {out}")
+    return 1 if failures else 0
+
+
+async def full_history(b: workloads.Bench, run_id: str) -> Row:
+    """The whole 1M-point vector through the API (what MLflow's get_metric_history returns)."""
+    url = f"{b.settings.api_url}/api/runs/{run_id}/metrics/loss"
+    timings = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(3):
+            t = time.perf_counter()
+            async with session.get(url) as resp:
+                body = await resp.read()
+            timings.append(time.perf_counter() - t)
+    return Row("history_full", "whole 1M-point history through the API (best of 3)", min(timings), "s",
+               higher_is_better=False, detail={"bytes": len(body), "timings": timings})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""One measured row, the printed table and the JSON file."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+@dataclass
+class Row:
+    """One line of the table. ``higher_is_better`` says how ``target`` is compared."""
+
+    key: str
+    title: str
+    value: float | None
+    unit: str
+    target: float | None = None
+    higher_is_better: bool = True
+    baseline: str = ""
+    """What ``ratio`` compares against (e.g. "raw COPY", "MLflow")."""
+    ratio: float | None = None
+    note: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def met(self) -> bool | None:
+        if self.target is None or self.value is None:
+            return None
+        return self.value >= self.target if self.higher_is_better else self.value <= self.target
+
+
+def _num(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def table(rows: list[Row]) -> str:
+    head = ("row", "value", "unit", "target", "vs baseline", "met")
+    lines = []
+    for r in rows:
+        target = "-" if r.target is None else ("≥ " if r.higher_is_better else "≤ ") + _num(r.target)
+        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}× {r.baseline}"
+        met = {None: "-", True: "yes", False: "NO"}[r.met]
+        lines.append((r.title, _num(r.value), r.unit, target, ratio, met))
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
+    fmt = "  ".join(f"{{:{'<' if i in (0, 2, 4) else '>'}{w}}}" for i, w in enumerate(widths))
+    out = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*line) for line in lines]
+    notes = [f"  {r.title}: {r.note}" for r in rows if r.note]
+    return "\n".join(out + (["", "notes:"] + notes if notes else []))
+
+
+def machine() -> dict[str, Any]:
+    load = os.getloadavg()
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "loadavg_at_end": [round(x, 2) for x in load], "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def write_json(path: Path, rows: list[Row], meta: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"meta": meta, "rows": [{**asdict(r), "met": r.met} for r in rows]}
+    path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n")
