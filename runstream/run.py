@@ -8,55 +8,73 @@ import os
 import threading
 import time
 import traceback
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterable
 
 import orjson
 from uuid6 import uuid7
 
-from ingest.blobstore import LocalBlobStore, sha256_of
-from runstream import checks
+from runstream import checks, images
 from runstream.api import decode_metric
 from runstream.errors import ApiError, LimitError, RunstreamError
 from runstream.sender import EVENT, POINT, ROW
+from runstream.sinks import Sink, WorkspaceSink
 from schemas import limits
 
 if TYPE_CHECKING:
     from runstream.experiment import Experiment
 
+TERMINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
+
 
 class Run:
-    """A run of an experiment. Create one with ``experiment.start_logging()`` or ``run.child_run()``;
+    """A run of an experiment. Create one with ``experiment.start_logging()``,
+    ``experiment.submit(config)``, ``run.child_run()`` or ``Run.get_context()``;
     ``Run(experiment, run_id)`` opens an existing run for reading."""
 
     def __init__(self, experiment: "Experiment", run_id: str, *, _writable: bool = False,
-                 _parent: "Run | None" = None, _name: str | None = None) -> None:
+                 _parent: "Run | None" = None, _name: str | None = None, _sink: Sink | None = None) -> None:
         self.experiment = experiment
         self.id = str(run_id)
         self.name = _name
         self._parent = _parent
         self._writable = _writable
         self._ws = experiment.workspace
+        self._sink: Sink = _sink if _sink is not None else WorkspaceSink(self._ws)
         self._seq = 0
         self._steps: dict[str, int] = {}
         self._lock = threading.Lock()
         self._children: list[Run] = []
+        self._pending: list[Future[None]] = []  # background image uploads
+        self._ended = False
 
     # ---- lifecycle ---------------------------------------------------------------
     @classmethod
     def _start(cls, experiment: "Experiment", *, name: str | None, parent: "Run | None",
-               kind: str, properties: dict[str, Any]) -> "Run":
+               kind: str, properties: dict[str, Any], sink: Sink | None = None,
+               run_id: str | None = None) -> "Run":
         if len(properties) > limits.MAX_PROPERTIES:
             raise LimitError(f"{len(properties)} properties; MAX_PROPERTIES={limits.MAX_PROPERTIES}")
         if name is not None:
             checks.name(name, "run name")
         props = {checks.name(k, "property name"): checks.scalar(v, f"property {k!r}") for k, v in properties.items()}
-        run = cls(experiment, str(uuid7()), _writable=True, _parent=parent, _name=name)
+        run = cls(experiment, run_id or str(uuid7()), _writable=True, _parent=parent, _name=name, _sink=sink)
         payload: dict[str, Any] = {"experiment": experiment.name, "name": name, "kind": kind, "properties": props}
         if parent is not None:
             payload["parent_run_id"] = parent.id
         run._event("run.started", payload)
         return run
+
+    @classmethod
+    def get_context(cls, allow_offline: bool = True) -> "Run":
+        """Inside a script started by ``experiment.submit``: that submitted run. Anywhere
+        else: this process's offline run, which writes its events to the local spool
+        (``settings.spool_dir``) for ``runstream sync`` to upload later; with
+        ``allow_offline=False`` that raises instead."""
+        from runstream import context
+
+        return context.get_context(allow_offline)
 
     def complete(self) -> None:
         """Mark the run completed and wait until all its events are acknowledged."""
@@ -67,18 +85,27 @@ class Run:
         self._status("failed", None if error_details is None else str(error_details)[-65_536:])
 
     def cancel(self) -> None:
+        """Mark the run canceled (a submitted run's ``cancel`` also stops its script)."""
         self._status("canceled")
 
     def _status(self, status: str, error: str | None = None) -> None:
+        self._check_writable()
+        self._wait_pending()
         payload: dict[str, Any] = {"status": status}
         if error is not None:
             payload["error"] = error
-        self._event("run.status", payload)
+        self._sink.status(self, payload)
+        self._ended = status in TERMINAL_STATUSES
         self.flush()
 
     def flush(self, timeout: float | None = None) -> None:
-        """Return when every event logged so far (by any run of this workspace) is acknowledged."""
-        self._ws._sender.flush(timeout)
+        """Return when every event logged so far (by any run of this workspace) is acknowledged
+        (for an offline run: written to the spool)."""
+        self._wait_pending(timeout)
+        self._sink.flush(timeout)
+        children = self._sink.child_sink()
+        if children is not self._sink and self._children:  # a submitted script's own child runs
+            children.flush(timeout)
 
     def __enter__(self) -> "Run":
         return self
@@ -96,7 +123,7 @@ class Run:
         value = checks.scalar(value)
         with self._lock:
             s = self._next_step(checks.name(name), step, 1)
-        self._ws._sender.put(self, (POINT, name, s, value, time.time(), description or None))
+        self._sink.put(self, (POINT, name, s, value, time.time(), description or None))
 
     def log_list(self, name: str, value: Iterable[Any], description: str = "") -> None:
         """Log a whole vector at once (steps continue after what the name already has)."""
@@ -120,7 +147,7 @@ class Run:
             self._next_step(checks.name(name), None, 1)
         size = len(orjson.dumps(row))
         self._check_size(size, f"row {name!r}")
-        self._ws._sender.put(self, (ROW, name, row, size, time.time(), description))
+        self._sink.put(self, (ROW, name, row, size, time.time(), description))
 
     def log_table(self, name: str, value: dict[str, Iterable[Any]], description: str = "") -> None:
         """Log a table given as ``{column: [values]}``."""
@@ -174,9 +201,9 @@ class Run:
             path_or_stream = io.BytesIO(path_or_stream)
         if isinstance(path_or_stream, (str, os.PathLike)):
             with open(path_or_stream, "rb") as f:
-                sha, size = self._ws._store_blob(f)
+                sha, size = self._sink.store_blob(self, f)
         else:
-            sha, size = self._ws._store_blob(path_or_stream)
+            sha, size = self._sink.store_blob(self, path_or_stream)
         content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
         self._event("artifact.recorded", {"path": path, "sha256": sha, "size": size, "content_type": content_type})
 
@@ -191,6 +218,30 @@ class Run:
             self.upload_file(target, file)
             names.append(target)
         return names
+
+    def log_image(self, name: str, path: str | os.PathLike[str] | None = None, plot: Any = None,
+                  description: str = "") -> None:
+        """Log an image: a file (``path``) or a matplotlib Figure or the ``pyplot`` module
+        (``plot``, rendered to PNG here). It is stored as an artifact under ``images/`` and
+        ``get_metrics()[name]`` is its reference ``{"artifact": path, "sha256": ...}``.
+        The upload runs in the background; ``flush``/``complete`` wait for it."""
+        self._check_writable()
+        checks.name(name, "image name")
+        data, content_type, suffix = images.image_bytes(name, path, plot)
+        with self._lock:
+            step = self._next_step(name, None, 1)
+        target = checks.artifact_path(images.artifact_name(name, step, suffix))
+        payload: dict[str, Any] = {"name": name}
+        if description:
+            payload["description"] = description
+        called_at = time.time()
+
+        def store() -> None:
+            sha, size = self._sink.store_blob(self, io.BytesIO(data))
+            artifact = {"path": target, "sha256": sha, "size": size, "content_type": content_type}
+            self._event("metric.image", {**payload, "artifact": artifact}, called_at)
+
+        self._pending.append(images.uploader().submit(store))
 
     def get_file_names(self) -> list[str]:
         return [f["path"] for f in self._read(f"/runs/{self.id}/files")["files"]]
@@ -221,10 +272,27 @@ class Run:
     def get_status(self) -> str:
         return str(self.get_details()["status"])
 
+    def get_portal_url(self) -> str:
+        """The run's page in the web UI (``settings.portal_url``, else the API's URL)."""
+        base = self._ws.settings.portal_url or self._ws.settings.api_url
+        return f"{base.rstrip('/')}/runs/{self.id}"
+
+    def wait_for_completion(self, show_output: bool = False, wait_post_processing: bool = False,
+                            raise_on_error: bool = True) -> dict[str, Any]:
+        """Wait until the run ends (following its events live) and return ``get_details()``.
+        ``show_output`` prints the script's output as it arrives; ``raise_on_error`` raises
+        :class:`~runstream.progress.RunFailedError` if the run failed.
+        (``wait_post_processing`` exists for Azure ML compatibility: there is none here.)"""
+        from runstream import progress
+
+        return progress.wait_for_completion(self, show_output=show_output, raise_on_error=raise_on_error)
+
     # ---- nesting -----------------------------------------------------------------
     def child_run(self, name: str | None = None, **properties: Any) -> "Run":
+        """Start a run nested under this one (same experiment); keyword arguments become properties."""
         self._check_writable()
-        child = Run._start(self.experiment, name=name, parent=self, kind="child", properties=properties)
+        child = Run._start(self.experiment, name=name, parent=self, kind="child", properties=properties,
+                           sink=self._sink.child_sink())
         self._children.append(child)
         return child
 
@@ -247,7 +315,7 @@ class Run:
     def _event(self, type_: str, payload: dict[str, Any], t: float | None = None, size: int = 0) -> None:
         if size:
             self._check_size(size, type_)
-        self._ws._sender.put(self, (EVENT, type_, payload, time.time() if t is None else t))
+        self._sink.put(self, (EVENT, type_, payload, time.time() if t is None else t))
 
     def _next_seq(self) -> int:  # called by the sender thread only
         seq = self._seq
@@ -276,10 +344,19 @@ class Run:
         if not self._writable:
             raise RunstreamError(f"run {self.id} was opened by id for reading; log from the process that started it")
 
+    def _wait_pending(self, timeout: float | None = None) -> None:
+        """Wait for this run's background uploads; raise the first one that failed."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result(timeout)
+
     def _wait_materialized(self, recursive: bool = False) -> None:
         """Flush, then wait until the API has materialized this run's events (read-your-writes)."""
         if not self._writable:
             return
+        if not self._sink.online:
+            raise RunstreamError(f"run {self.id} is offline: its events are in the local spool; upload them with "
+                                 f"`runstream sync`, then read it as Run(experiment, {self.id!r})")
         self.flush()
         runs = [self] + (self._all_local_children() if recursive else [])
         for run in runs:
