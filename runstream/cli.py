@@ -1,4 +1,4 @@
-"""The ``runstream`` command line: services, migrations, the pipeline's parts, the demo."""
+"""The ``runstream`` command line: services, migrations, the pipeline's parts, sync, the demo."""
 
 from __future__ import annotations
 
@@ -110,6 +110,24 @@ def api_cmd() -> None:
 
     _logging()
     main(Settings.from_env())
+
+
+@app.command()
+def sync(path: Optional[Path] = typer.Argument(None, help="A spool directory or one run's folder in it "
+                                                          "(default: RUNSTREAM_SPOOL_DIR).")) -> None:
+    """Upload offline runs from the local spool, in order; running it again sends nothing twice."""
+    from runstream.errors import RunstreamError
+    from runstream.spool import sync as run_sync
+
+    settings = Settings.from_env()
+    try:
+        report = run_sync(settings, path)
+    except RunstreamError as exc:
+        typer.echo(f"runstream sync: {exc}", err=True)
+        raise typer.Exit(1) from None
+    where = path or settings.spool_dir
+    typer.echo(f"{where}: {len(report.runs)} run(s); sent {report.sent} event(s) and {report.blobs} file(s); "
+               f"{report.already} event(s) were already synced")
 
 
 @app.command()
