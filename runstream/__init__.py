@@ -6,6 +6,8 @@
 from runstream.errors import ApiError, DeliveryError, LimitError, RunstreamError
 from runstream.experiment import Experiment
 from runstream.run import Run
+from runstream.script_run import Environment, RunConfiguration, ScriptRun, ScriptRunConfig
 from runstream.workspace import Workspace
 
-__all__ = ["Workspace", "Experiment", "Run", "RunstreamError", "LimitError", "DeliveryError", "ApiError"]
+__all__ = ["Workspace", "Experiment", "Run", "ScriptRunConfig", "ScriptRun", "RunConfiguration", "Environment",
+           "RunstreamError", "LimitError", "DeliveryError", "ApiError"]
