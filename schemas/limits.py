@@ -52,3 +52,13 @@ MAX_ARTIFACT_BYTES = 4 * 1024 * 1024 * 1024
 
 MAX_LOG_LINE_LENGTH = 16_384
 """Characters in one captured output line; longer lines are split by the SDK."""
+
+MAX_SNAPSHOT_BYTES = 300 * 1024 * 1024
+"""Total size of the files a submitted `source_directory` snapshots (after `.runstreamignore`
+or `.gitignore`); Azure ML's limit is 300 MB too. Past it `submit` raises, naming the largest files."""
+
+MAX_SNAPSHOT_FILES = 2_000
+"""Files in one snapshot of a submitted `source_directory` (Azure ML: 2,000)."""
+
+MAX_IMAGE_BYTES = 100 * 1024 * 1024
+"""Size of one image given to `log_image` (a file, or a figure once rendered to PNG)."""
