@@ -1,12 +1,17 @@
-"""The seed's example, end to end: a Ridge sweep on the diabetes data, one run per alpha.
+"""The seed's example, end to end: a Ridge sweep on the diabetes data.
 
 ``runstream demo`` starts Kafka and PostgreSQL, runs the processors, gateway and query
-API, logs the sweep through the SDK, then asks the API for the best run by mse.
+API, then does the seed's option 2: ``examples/seed_option2`` (``train.py`` + ``mylib.py``)
+submitted with ``ScriptRunConfig`` in a user-managed environment, one child run per
+alpha, its output streamed live, its models uploaded from ``./outputs``. Then it asks the
+API for the best child run by mse. :func:`run_sweep` is the seed's option 1 (one
+``start_logging`` run per alpha), kept for the tests.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,12 +19,18 @@ import time
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from runstream.settings import Settings
 from runstream.workspace import Workspace
+
+if TYPE_CHECKING:
+    from runstream.script_run import ScriptRun
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+"""The repository's examples (the demo runs from a source checkout)."""
 
 
 def run_sweep(ws: Workspace, experiment_name: str, model_dir: Path) -> list[dict[str, Any]]:
@@ -51,9 +62,41 @@ def run_sweep(ws: Workspace, experiment_name: str, model_dir: Path) -> list[dict
     return logged
 
 
-def best_run(api_url: str, experiment_name: str) -> dict[str, Any]:
-    """The run with the lowest mse, as the query API orders it."""
+def submit_option2(ws: Workspace, experiment_name: str, source_directory: str | os.PathLike[str],
+                   show_output: bool = True) -> "ScriptRun":
+    """Option 2 of the seed, steps 3 and 4 as the seed writes them: submit ``train.py`` from
+    ``source_directory`` in a user-managed environment and wait for it."""
+    from runstream import Environment, Experiment, ScriptRunConfig
+
+    # Editing a run configuration property on-fly.
+    user_managed_env = Environment("user-managed-env")
+
+    user_managed_env.python.user_managed_dependencies = True
+
+    # You can choose a specific Python environment by pointing to a Python path
+    #user_managed_env.python.interpreter_path = '/home/johndoe/miniconda3/envs/myenv/bin/python'
+
+    exp = Experiment(workspace=ws, name=experiment_name)
+    src = ScriptRunConfig(source_directory=str(source_directory), script='train.py')
+    src.run_config.environment = user_managed_env
+    run = exp.submit(src)
+    run.wait_for_completion(show_output=show_output)
+    return run
+
+
+def copy_example(name: str, target: Path) -> Path:
+    """A fresh copy of ``examples/<name>`` in ``target`` (the script writes ``./outputs`` there)."""
+    source = EXAMPLES / name
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source} not found: the demo runs from a runstream source checkout")
+    return Path(shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("outputs", "__pycache__")))
+
+
+def best_run(api_url: str, experiment_name: str, parent_run_id: str | None = None) -> dict[str, Any]:
+    """The run with the lowest mse, as the query API orders it (among ``parent_run_id``'s children)."""
     url = f"{api_url}/api/experiments/{experiment_name}/runs?order_by=metric:mse&order=asc&limit=1"
+    if parent_run_id is not None:
+        url += f"&parent={parent_run_id}"
     with urllib.request.urlopen(url, timeout=30) as resp:
         return orjson.loads(resp.read())["runs"][0]  # type: ignore[no-any-return]
 
@@ -95,19 +138,25 @@ def main(state_dir: Path, keep_running: bool = False) -> None:
     try:
         wait_ready(settings, server)
         ready = time.monotonic()
-        experiment = f"diabetes-ridge-{time.strftime('%Y%m%d-%H%M%S')}"
+        experiment = f"train-on-local-{time.strftime('%Y%m%d-%H%M%S')}"
         ws = Workspace(settings=settings)
-        with tempfile.TemporaryDirectory() as models:
-            logged = run_sweep(ws, experiment, Path(models))
+        with tempfile.TemporaryDirectory() as work:
+            source = copy_example("seed_option2", Path(work))
+            print(f"submitting {source / 'train.py'} (seed option 2) to experiment {experiment}\n", flush=True)
+            run = submit_option2(ws, experiment, source)
+            children = run.get_children()
+            outputs = [f for f in run.get_file_names() if f.startswith("outputs/")]
+            status = run.get_status()
         ws.close()
-        best = best_run(settings.api_url, experiment)
+        best = best_run(settings.api_url, experiment, parent_run_id=run.id)
         done = time.monotonic()
         mse = best["metrics"]["mse"]["last"]
         alpha = best["metrics"]["alpha"]["last"]
-        print(f"experiment {experiment}: {len(logged)} runs logged through Kafka in {done - ready:.2f} s "
+        print(f"experiment {experiment}: submitted run {run.id} {status} with {len(children)} child runs "
+              f"and {len(outputs)} files from ./outputs, through Kafka in {done - ready:.2f} s "
               f"({done - started:.1f} s including service start-up)")
-        print(f"best run: {best['run_id']}  alpha={alpha:.2f}  mse={mse:.4f}")
-        print(f"query API: {settings.api_url}/api/experiments/{experiment}/runs?order_by=metric:mse")
+        print(f"best child run: {best['run_id']} ({best['name']})  alpha={alpha:.2f}  mse={mse:.4f}")
+        print(f"query API: {settings.api_url}/api/experiments/{experiment}/runs?parent={run.id}&order_by=metric:mse")
         if keep_running:
             print("services left running; stop them with: runstream services down; kill", server.pid)
             return
