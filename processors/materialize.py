@@ -93,6 +93,7 @@ class RunChange:
     """What a batch changes on one run's projection row."""
 
     last_seq: int = -1
+    updated_ts: float = 0.0
     updated_at: datetime | None = None
     started: tuple[Any, ...] | None = None  # full runs row for run.started
     status: str | None = None
@@ -117,8 +118,19 @@ class Materialized:
     point_count: int = 0
     """Points in ``points`` and ``point_copy`` together."""
     rollups: dict[tuple[str, str, int, int], Rollup] = field(default_factory=dict)
+    """Rollup blocks of the per-point path, merged point by point."""
+    rollup_blocks: list[tuple[str, str, col.Blocks]] = field(default_factory=list)
+    """Rollup blocks of the columnar path, as arrays (see :meth:`rollup_rows`)."""
     columnar: bool = False
     """Whether long numeric series take the columnar path (set by :func:`materialize`)."""
+    pending: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
+    """Points gathered per (run, name) while a batch is read: [steps, values, times, last seq]."""
+
+    def pending_points(self, run_id: str, name: str) -> list[Any]:
+        p = self.pending.get((run_id, name))
+        if p is None:
+            p = self.pending[(run_id, name)] = [[], [], [], -1]
+        return p
     table_rows: list[tuple[Any, ...]] = field(default_factory=list)
     log_lines: list[tuple[Any, ...]] = field(default_factory=list)
     experiments: dict[str, datetime] = field(default_factory=dict)
@@ -159,25 +171,30 @@ class Materialized:
                     r[4], r[5] = value, step
 
     def roll_blocks(self, run_id: str, name: str, blocks: list[col.Blocks]) -> None:
-        """Merge a columnar series' rollup blocks (finite values only)."""
-        rollups = self.rollups
-        for b in blocks:
-            shift = b.shift
-            for block, n, lo_v, lo_s, hi_v, hi_s in zip(b.block.tolist(), b.n.tolist(), b.lo_value.tolist(),
-                                                        b.lo_step.tolist(), b.hi_value.tolist(), b.hi_step.tolist()):
-                key = (run_id, name, shift, block)
-                r = rollups.get(key)
-                if r is None:
-                    rollups[key] = [n, 0, lo_v, lo_s, hi_v, hi_s]
-                    continue
-                r[0] += n
-                if r[2] is None:
-                    r[2:] = [lo_v, lo_s, hi_v, hi_s]
-                    continue
-                if (0, lo_v, lo_s) < (*_value_key(r[2]), r[3]):
-                    r[2], r[3] = lo_v, lo_s
-                if (0, hi_v, hi_s) >= (*_value_key(r[4]), r[5]):
-                    r[4], r[5] = hi_v, hi_s
+        """Keep a columnar series' rollup blocks as arrays: a (run, name) is rolled up once
+        per batch (materialize gathers its points first), so its blocks are unique here."""
+        self.rollup_blocks.extend((run_id, name, b) for b in blocks)
+
+    def rollup_rows(self) -> list[list[Any]]:
+        """Every rollup row as the ten columns (run_id, name, shift, block, n, n_text,
+        lo_value, lo_step, hi_value, hi_step), each a list."""
+        cols: list[list[Any]] = [[] for _ in range(10)]
+        for key, r in self.rollups.items():
+            for c, value in zip(cols, (*key, *r)):
+                c.append(value)
+        for run_id, name, b in self.rollup_blocks:
+            n = len(b.block)
+            cols[0].extend([run_id] * n)
+            cols[1].extend([name] * n)
+            cols[2].extend([b.shift] * n)
+            cols[3].extend(b.block.tolist())
+            cols[4].extend(b.n.tolist())
+            cols[5].extend([0] * n)
+            cols[6].extend(b.lo_value.tolist())
+            cols[7].extend(b.lo_step.tolist())
+            cols[8].extend(b.hi_value.tolist())
+            cols[9].extend(b.hi_step.tolist())
+        return cols
 
     def add_points(self, run_id: str, seq: int, name: str, summary: "Summary", steps: Any, values: list[Any],
                    times: list[float] | float, columnar: bool) -> None:
@@ -208,24 +225,39 @@ class Materialized:
 def materialize(batch: list[ev.Event], *, columnar: bool = False) -> Materialized:
     """Rows and projection changes for ``batch`` (new events only, in log order).
 
-    ``columnar``: long numeric series go to ``point_copy`` (binary COPY rows) instead
-    of ``points`` (tuples); the summaries and rollups are the same either way."""
+    The points of one (run, metric) are gathered over the whole batch first (in log
+    order) and turned into rows at the end, so that many small events make one long
+    series. ``columnar``: long numeric series go to ``point_copy`` (binary COPY rows)
+    instead of ``points`` (tuples); the summaries and rollups are the same either way."""
     out = Materialized(columnar=columnar)
+    runs = out.runs
     for event in batch:
-        run_id, seq = event.run_id, event.seq
-        when = to_datetime(event.ts)
-        change = out.runs.get(run_id)
+        run_id, cls = event.run_id, event.__class__
+        change = runs.get(run_id)
         if change is None:
-            change = out.runs[run_id] = RunChange()
-        change.last_seq = max(change.last_seq, seq)
-        change.updated_at = when
-        _APPLY[event.__class__](out, event, when, change)
+            change = runs[run_id] = RunChange()
+        if event.seq > change.last_seq:
+            change.last_seq = event.seq
+        change.updated_ts = event.ts
+        if cls is ev.MetricPoints:
+            _metric_points(out, event)  # type: ignore[arg-type]
+        elif cls is ev.MetricList:
+            _metric_list(out, event)  # type: ignore[arg-type]
+        else:
+            _APPLY[cls](out, event, to_datetime(event.ts), change)
+    for change in runs.values():
+        change.updated_at = to_datetime(change.updated_ts)
+    for (run_id, name), (steps, values, times, seq) in out.pending.items():
+        out.add_points(run_id, seq, name, out.summaries[(run_id, name)], steps, values, times, columnar)
+    out.pending.clear()
     return out
 
 
 def _run_started(out: Materialized, e: ev.RunStarted, when: datetime, change: RunChange) -> None:
     p = e.payload
-    out.experiments.setdefault(p.experiment, when)
+    first = out.experiments.get(p.experiment)
+    if first is None or when < first:  # the earliest run start, whatever the partition order
+        out.experiments[p.experiment] = when
     props = orjson.dumps({k: cell_json(v) for k, v in p.properties.items()}).decode()
     change.started = (e.run_id, p.experiment, p.name, p.parent_run_id, p.kind, "running", props, when)
 
@@ -236,18 +268,25 @@ def _run_status(out: Materialized, e: ev.RunStatus, when: datetime, change: RunC
     change.ended_at = None if e.payload.status == "running" else when
 
 
-def _metric_points(out: Materialized, e: ev.MetricPoints, when: datetime, change: RunChange) -> None:
-    run_id, seq, columnar = e.run_id, e.seq, out.columnar
+def _metric_points(out: Materialized, e: ev.MetricPoints) -> None:
+    run_id, seq = e.run_id, e.seq
     for series in e.payload.series:
-        summary = out.summary(run_id, series.name, "scalar", series.description)
-        out.add_points(run_id, seq, series.name, summary, series.steps, series.values, series.times, columnar)
+        out.summary(run_id, series.name, "scalar", series.description)
+        steps, values, times, _ = out.pending_points(run_id, series.name)
+        steps.extend(series.steps)
+        values.extend(series.values)
+        times.extend(series.times)
+        out.pending[(run_id, series.name)][3] = seq
 
 
-def _metric_list(out: Materialized, e: ev.MetricList, when: datetime, change: RunChange) -> None:
+def _metric_list(out: Materialized, e: ev.MetricList) -> None:
     p = e.payload
-    summary = out.summary(e.run_id, p.name, "list", p.description)
-    steps = range(p.start_step, p.start_step + len(p.values))
-    out.add_points(e.run_id, e.seq, p.name, summary, steps, p.values, e.ts, out.columnar)
+    out.summary(e.run_id, p.name, "list", p.description)
+    steps, values, times, _ = out.pending_points(e.run_id, p.name)
+    steps.extend(range(p.start_step, p.start_step + len(p.values)))
+    values.extend(p.values)
+    times.extend([e.ts] * len(p.values))
+    out.pending[(e.run_id, p.name)][3] = e.seq
 
 
 def _add_rows(out: Materialized, e: ev.Event, name: str, rows: list[dict[str, Any]], description: str | None, when: datetime) -> None:
@@ -301,8 +340,8 @@ def _log_lines(out: Materialized, e: ev.LogLines, when: datetime, change: RunCha
 _APPLY: dict[type, Any] = {
     ev.RunStarted: _run_started,
     ev.RunStatus: _run_status,
-    ev.MetricPoints: _metric_points,
-    ev.MetricList: _metric_list,
+    ev.MetricPoints: None,  # gathered per (run, name) in materialize()
+    ev.MetricList: None,
     ev.MetricRows: _metric_rows,
     ev.MetricTable: _metric_table,
     ev.MetricImage: _metric_image,

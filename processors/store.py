@@ -218,8 +218,8 @@ async def write_projections(conn: asyncpg.Connection, m: Materialized, *, notify
          s.last_kind, s.min_value, s.max_value)
         for (r, n), s in sorted(m.summaries.items())
     ])
-    if m.rollups:
-        await conn.execute(UPSERT_ROLLUP, *rollup_columns(m))
+    if m.rollups or m.rollup_blocks:
+        await conn.execute(UPSERT_ROLLUP, *m.rollup_rows())
     if notify:
         await _many(conn, NOTIFY_RUN, [(f"{run_id} {c.last_seq}",) for run_id, c in sorted(m.runs.items())])
 
@@ -229,15 +229,6 @@ async def _chunks(data: bytes, size: int = 1 << 20) -> AsyncIterator[memoryview]
     view = memoryview(data)
     for i in range(0, len(view), size):
         yield view[i:i + size]
-
-
-def rollup_columns(m: Materialized) -> list[list[Any]]:
-    """The rollup rows as the ten arrays of :data:`UPSERT_ROLLUP`, in key order."""
-    cols: list[list[Any]] = [[] for _ in range(10)]
-    for key in sorted(m.rollups):
-        for col, value in zip(cols, (*key, *m.rollups[key])):
-            col.append(value)
-    return cols
 
 
 async def _many(conn: asyncpg.Connection, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
