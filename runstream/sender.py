@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
+import itertools
 import logging
 import os
 import threading
@@ -35,6 +36,8 @@ log = logging.getLogger("runstream.sender")
 T = TypeVar("T")
 
 POINT, ROW, EVENT, FLUSH = 0, 1, 2, 3
+LINGER_S = 0.005
+"""Shortest time between two drains of the queue (points logged meanwhile share events)."""
 _BYTE_BUDGET = MAX_EVENT_BYTES * 3 // 4  # leave room for the envelope and estimate error
 _POINT_OVERHEAD = 40  # bytes a point costs in JSON besides a string value's own length
 
@@ -50,11 +53,13 @@ class Sender:
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._inflight: list[asyncio.Future[None]] = []
+        self._running = False  # True while the thread serves; read without a lock by sender_for
         self._thread = threading.Thread(target=self._main, name="runstream-sender", daemon=True)
         self._thread.start()
         self._ready.wait()
         if self._startup_error is not None:
             raise DeliveryError(f"could not start the {settings.transport} transport: {self._startup_error}")
+        self._running = True
         _live.add(self)
 
     # ---- called from user threads -------------------------------------------------
@@ -79,6 +84,7 @@ class Sender:
         return asyncio.run_coroutine_threadsafe(fn(self.session), self._loop).result(timeout)
 
     def close(self, timeout: float = 30) -> None:
+        self._running = False
         if not self._thread.is_alive():
             return
         try:
@@ -101,7 +107,10 @@ class Sender:
             return
         self._ready.set()
         self._pump_task = self._loop.create_task(self._pump())
-        self._loop.run_forever()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._running = False
 
     async def _start(self) -> None:
         self._wake = asyncio.Event()
@@ -120,6 +129,8 @@ class Sender:
         await self.session.close()
 
     async def _pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_drain = 0.0
         while True:
             self._idle = True
             if not self._queue:
@@ -128,11 +139,16 @@ class Sender:
                 except asyncio.TimeoutError:
                     continue
                 self._wake.clear()
-                await asyncio.sleep(0.005)  # linger: let a burst of log calls fold into one event
+                await asyncio.sleep(LINGER_S)  # linger: let a burst of log calls fold into one event
+            elif (wait := last_drain + LINGER_S - loop.time()) > 0:
+                # A queue that never empties is drained at most once per LINGER_S too, so a
+                # stream of log calls folds into a few large events, not many small ones.
+                await asyncio.sleep(wait)
             self._idle = False
-            drained = [self._queue.popleft() for _ in range(len(self._queue))]
-            flushes = [item for run, item in drained if item[0] == FLUSH]
-            encoded = encode_items([(run, item) for run, item in drained if item[0] != FLUSH])
+            last_drain = loop.time()
+            queue = self._queue
+            drained = list(map(collections.deque.popleft, itertools.repeat(queue, len(queue))))
+            encoded, flushes = fold(drained)
             if encoded:
                 await self._send(encoded)
             for _, done, box in flushes:
@@ -172,13 +188,23 @@ class Sender:
 
 def encode_items(items: list[tuple["Run", tuple[Any, ...]]]) -> list[tuple[str, bytes]]:
     """Fold queued items into encoded events, run by run, keeping each run's order."""
-    by_run: dict["Run", list[tuple[Any, ...]]] = {}
+    return fold(items)[0]
+
+
+def fold(items: list[tuple["Run", tuple[Any, ...]]]) -> tuple[list[tuple[str, bytes]], list[tuple[Any, ...]]]:
+    """:func:`encode_items` in one pass over a drained queue, which also holds the FLUSH
+    items (queued with run None): returns (encoded events, FLUSH items in order)."""
+    by_run: dict["Run | None", list[tuple[Any, ...]]] = {}
     for run, item in items:
-        by_run.setdefault(run, []).append(item)
+        run_items = by_run.get(run)
+        if run_items is None:
+            run_items = by_run[run] = []
+        run_items.append(item)
+    flushes = by_run.pop(None, [])
     out: list[tuple[str, bytes]] = []
     for run, run_items in by_run.items():
-        _Folder(run, out).feed(run_items)
-    return out
+        _Folder(run, out).feed(run_items)  # type: ignore[arg-type]
+    return out, flushes
 
 
 class _Folder:
@@ -258,14 +284,23 @@ class _Folder:
 _live: "weakref.WeakSet[Sender]" = weakref.WeakSet()
 _shared: dict[Settings, Sender] = {}
 _shared_lock = threading.Lock()
+_last: tuple[Settings, Sender] | None = None
 
 
 def sender_for(settings: Settings) -> Sender:
-    """The process's sender for these settings, started on first use."""
+    """The process's sender for these settings, started on first use.
+
+    Called on every log call: the same settings object as last time gets its running
+    sender without hashing the settings, taking the lock or asking the thread."""
+    global _last
+    last = _last
+    if last is not None and last[0] is settings and last[1]._running:
+        return last[1]
     with _shared_lock:
         sender = _shared.get(settings)
         if sender is None or not sender._thread.is_alive():
             sender = _shared[settings] = Sender(settings)
+        _last = (settings, sender)
         return sender
 
 
@@ -288,8 +323,10 @@ def _flush_at_exit() -> None:
 
 
 def _forget_after_fork() -> None:
+    global _last
     _shared.clear()
     _live.clear()
+    _last = None
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
