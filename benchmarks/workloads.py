@@ -230,13 +230,12 @@ async def latency(b: Bench, peak_rate: float) -> Row:
     probe.flush()
     probe_id = uuid.UUID(probe.id)
     logged: list[float] = []
-    seen: dict[int, float] = {}
-    notified: asyncio.Queue[tuple[float, int]] = asyncio.Queue()
+    committed: dict[int, float] = {}  # probe run's seq -> when its commit was announced
 
     def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
         run, _, seq = payload.partition(" ")
         if run == probe.id:
-            notified.put_nowait((time.time(), int(seq)))
+            committed.setdefault(int(seq), time.time())
 
     def log_probes(stop: threading.Event) -> None:
         step = 0
@@ -246,37 +245,34 @@ async def latency(b: Bench, peak_rate: float) -> Row:
             step += 1
             stop.wait(0.01)  # the probe's cadence: one point per 10 ms
 
-    async def collect() -> None:
-        while True:
-            at, seq = await notified.get()
-            row = await b.pool.fetchrow(
-                "SELECT last_seq, last_step FROM metric_summaries WHERE run_id = $1 AND name = 'probe'", probe_id)
-            # Attribute the points to this commit only if no later commit is already visible
-            # (otherwise the later notification claims them, slightly late: conservative).
-            if row is not None and row["last_seq"] == seq:
-                for k in range(len(seen), row["last_step"] + 1):
-                    seen[k] = at
-
     listen = await asyncpg.connect(b.settings.database_url)
     await listen.add_listener("runstream_runs", on_notify)
     stop = threading.Event()
     thread = threading.Thread(target=log_probes, args=(stop,), daemon=True)
-    collector = asyncio.create_task(collect())
     try:
         thread.start()
         await asyncio.sleep(seconds)  # the measurement window
         stop.set()
         await asyncio.to_thread(thread.join, 5)
         await asyncio.to_thread(probe.flush, 30)
-        deadline = time.monotonic() + 30
-        while len(seen) < len(logged) and time.monotonic() < deadline:
+        while await b.pool.fetchval("SELECT last_step FROM metric_summaries WHERE run_id = $1 AND name = 'probe'",
+                                    probe_id) != len(logged) - 1:
             await asyncio.sleep(POLL_S)
     finally:
         stop.set()
-        collector.cancel()
         await listen.close()
         ws.close()
         await b.results(load)
+    # Which event (seq) carried each probe point: the archive says. A NOTIFY names the run's
+    # last seq of a commit, so a seq without its own notification was committed with a later one.
+    seen: dict[int, float] = {}
+    announced = sorted(committed)
+    for seq, body in await b.pool.fetch("SELECT seq, body FROM events WHERE run_id = $1 ORDER BY seq", probe_id):
+        at = next((committed[s] for s in announced if s >= seq), None)
+        for series in orjson.loads(body)["payload"].get("series", []):
+            for step in series["steps"]:
+                if at is not None:
+                    seen[step] = at
     lat = [(seen[k] - logged[k]) * 1000 for k in sorted(seen) if k < len(logged)]
     p50, p99 = statistics.median(lat), percentile(lat, 99)
     b.rows["latency_p50"] = Row("latency_p50", "log → queryable latency p50 at half load", p50, "ms",
