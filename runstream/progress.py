@@ -43,6 +43,8 @@ class RunFailedError(RunstreamError):
 
 
 def wait_for_completion(run: "Run", show_output: bool, raise_on_error: bool) -> dict[str, Any]:
+    if run._writable and not run._sink.online:
+        raise RunstreamError(f"run {run.id} is offline: nothing follows it until `runstream sync` uploads it")
     if show_output:
         print(f"RunId: {run.id}\nWeb View: {run.get_portal_url()}\n", flush=True)
     if run._writable and run._sink.online:

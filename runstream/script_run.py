@@ -143,7 +143,9 @@ def submit(experiment: "Experiment", config: ScriptRunConfig, tags: dict[str, An
         raise RunstreamError(f"submit() takes a ScriptRunConfig, not {type(config).__name__}")
     root, script, interpreter = config.resolve()
     snap = snapshot.collect(root)
-    workdir = Path(tempfile.mkdtemp(prefix="runstream-"))
+    # The relay's Unix socket lives here: keep its path short (sun_path holds ~100 bytes).
+    workdir = Path(tempfile.mkdtemp(prefix="runstream-", dir=None if len(tempfile.gettempdir()) < 64 else "/tmp"))
+    run: ScriptRun | None = None
     try:
         snapshot.write_zip(snap, workdir / snapshot.SNAPSHOT_ARTIFACT)
         env = config.run_config.environment
@@ -154,16 +156,19 @@ def submit(experiment: "Experiment", config: ScriptRunConfig, tags: dict[str, An
             "interpreter": interpreter[:MAX_STRING_VALUE_LENGTH],
             "environment": env.name if env is not None else "default",
         }
-        run = ScriptRun._start(experiment, name=None, parent=None, kind="submitted", properties=properties)
-        assert isinstance(run, ScriptRun)
+        started = ScriptRun._start(experiment, name=None, parent=None, kind="submitted", properties=properties)
+        assert isinstance(started, ScriptRun)
+        run = started
         if tags:
             run.set_tags(tags)
         run.upload_file(snapshot.SNAPSHOT_ARTIFACT, workdir / snapshot.SNAPSHOT_ARTIFACT)
         argv = [interpreter, str(script), *config.arguments]
         extra_env = dict(env.environment_variables) if env is not None else {}
         run._supervisor = Supervisor(run, argv, root, extra_env, workdir)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(workdir, ignore_errors=True)
+        if run is not None:  # started but never ran: do not leave it running forever
+            Run.fail(run, f"submit failed before the script started: {exc!r}")
         raise
     run._supervisor.start()
     return run

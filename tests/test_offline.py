@@ -147,6 +147,8 @@ def test_an_offline_run_is_readable_only_once_synced(workspace: Workspace, tmp_p
     run.log("x", 1)
     with pytest.raises(RunstreamError, match="is offline.*runstream sync"):
         run.get_metrics()
+    with pytest.raises(RunstreamError, match="is offline.*runstream sync"):
+        run.wait_for_completion()
     run.flush()
     assert len((tmp_path / run.id / EVENTS_FILE).read_bytes().splitlines()) == 2
 
