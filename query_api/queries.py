@@ -98,9 +98,13 @@ SELECT count(*) AS n, bool_or(kind = 3) AS has_text,
 {_points_in_range}
 GROUP BY (step - $3) / $5"""
 
+# One index lookup per step (a LATERAL join, not step = ANY(...)): right after a large
+# ingest, before autoanalyze, the planner otherwise scans every point of the metric.
 VECTOR_AT_STEPS = f"""
-SELECT {_point_columns} FROM metric_points
-WHERE run_id = $1 AND name = $2 AND step = ANY($3::bigint[]) ORDER BY step, ts"""
+SELECT p.* FROM unnest($3::bigint[]) AS s(at)
+CROSS JOIN LATERAL (SELECT {_point_columns} FROM metric_points
+                    WHERE run_id = $1 AND name = $2 AND step = s.at) AS p
+ORDER BY p.step, p.time"""
 
 # The same per-bucket figures from the rollups of level $3 (blocks of 2^$3 steps): the
 # blocks strictly between the first ($4) and last ($5) block of the range come from
