@@ -71,7 +71,10 @@ class Report:
 
 
 class _Writer:
-    """Materializes decoded events in batches and writes them to the rebuild schema."""
+    """Materializes decoded events in batches and writes them to the rebuild schema.
+
+    With ``pipelined`` the writes run in a task of their own, one batch behind, so that
+    reading and decoding the next batch overlaps PostgreSQL's work on the previous one."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
@@ -79,6 +82,8 @@ class _Writer:
         self.pending_points = 0
         self.events = self.points = 0
         self.runs: set[str] = set()
+        self.queue: asyncio.Queue[Materialized | None] = asyncio.Queue(maxsize=1)
+        self.task: asyncio.Task[None] | None = None
 
     async def add(self, event: ev.Event) -> None:
         self.pending.append(event)
@@ -87,19 +92,46 @@ class _Writer:
         if self.pending_points >= WRITE_POINTS or len(self.pending) >= FETCH_EVENTS * 5:
             await self.flush()
 
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._write_loop())
+
+    async def stop(self) -> None:
+        """Write what is left and end the write task (which re-raises its error, if any)."""
+        await self.flush()
+        if self.task is not None:
+            await self._put(None)
+            task, self.task = self.task, None
+            await task
+
+    async def _put(self, item: Materialized | None) -> None:
+        assert self.task is not None
+        put = asyncio.ensure_future(self.queue.put(item))
+        await asyncio.wait({put, self.task}, return_when=asyncio.FIRST_COMPLETED)
+        if self.task.done() and not put.done():
+            put.cancel()
+            self.task.result()
+            raise RuntimeError("the replay writer stopped")
+
+    async def _write_loop(self) -> None:
+        while (m := await self.queue.get()) is not None:
+            async with self.conn.transaction():
+                await store.write_projections(self.conn, m, notify=False)
+
     async def flush(self, transaction: bool = True) -> None:
         if not self.pending:
             return
         m: Materialized = materialize(self.pending, columnar=True)
-        if transaction:
-            async with self.conn.transaction():
-                await store.write_projections(self.conn, m, notify=False)
-        else:
-            await store.write_projections(self.conn, m, notify=False)
         self.events += len(self.pending)
         self.points += m.point_count
         self.runs.update(m.runs)
         self.pending, self.pending_points = [], 0
+        if self.task is not None:
+            await self._put(m)
+        elif transaction:
+            async with self.conn.transaction():
+                await store.write_projections(self.conn, m, notify=False)
+        else:
+            await store.write_projections(self.conn, m, notify=False)
 
 
 async def _create_tables(conn: asyncpg.Connection) -> list[str]:
@@ -140,10 +172,13 @@ async def rebuild(database_url: str, *, swap: bool = True) -> Report:
         await target.execute("SET synchronous_commit = off")  # a crash just means: rebuild again
         deferred = await _create_tables(target)
         writer = _Writer(target)
-        async with source.transaction(isolation="repeatable_read", readonly=True):
-            high_water = {(t, p): o for t, p, o in await source.fetch(_HIGH_WATER)}
-            await _replay(source, writer, "SELECT body FROM events ORDER BY run_id, seq")
-        await writer.flush()
+        writer.start()
+        try:
+            async with source.transaction(isolation="repeatable_read", readonly=True):
+                high_water = {(t, p): o for t, p, o in await source.fetch(_HIGH_WATER)}
+                await _replay(source, writer, "SELECT body FROM events ORDER BY run_id, seq")
+        finally:
+            await writer.stop()
         for ddl in deferred:
             await target.execute(ddl)
         bulk_events = writer.events
