@@ -74,6 +74,8 @@ async def run(args: argparse.Namespace) -> int:
 
             batched = await measure("ingest, batched", lambda: workloads.batched_ingest(b), "batched")
             single = await measure("ingest, one point per message", lambda: workloads.single_point_ingest(b), "single")
+            drain = await measure("one point per message, processor drain",
+                                  lambda: workloads.single_point_drain(b), "single")
             raw = await measure("raw COPY baseline", lambda: workloads.raw_copy(b), "raw")
             if batched and raw:
                 batched.ratio, batched.baseline = batched.value / raw.value, "raw COPY"
@@ -84,14 +86,16 @@ async def run(args: argparse.Namespace) -> int:
             rebuilt = await measure("projection rebuild", lambda: workloads.rebuild(b), "rebuild")
             read_run = concurrent[1][0] if concurrent else (vector[1] if vector else None)
             reads = await measure("API reads", lambda: workloads.api_reads(b, read_run), "reads") if read_run else None
-            full_read = await measure("1M-point history, whole", lambda: full_history(b, vector[1]), "vector") \
+            full_read = await measure("1M-point history, whole", lambda: history(b, vector[1]), "vector") \
                 if vector else None
-            ours = [batched, single, raw, b.rows.get("latency_p50"), p99, b.rows.get("vector_p50"),
-                    vector and vector[0], full_read, concurrent and concurrent[0], rebuilt, reads]
+            same_read = await measure("history of MLflow's size", lambda: history(b, vector[1], sizes.mlflow_history),
+                                      "vector") if vector and sizes.mlflow_history < sizes.vector_points else None
+            ours = [batched, single, drain, raw, b.rows.get("latency_p50"), p99, b.rows.get("vector_p50"),
+                    vector and vector[0], full_read, same_read, concurrent and concurrent[0], rebuilt, reads]
             rows = [r for r in ours if r is not None]
             if not args.no_mlflow:
                 ml = await measure("MLflow baseline", lambda: mlflow_baseline.measure(b, args.mlflow_python), "mlflow")
-                rows += mlflow_baseline.rows(ml, batched, full_read, vector and vector[0])
+                rows += mlflow_baseline.rows(ml, batched, same_read or full_read, vector and vector[0])
     finally:
         await asyncio.to_thread(svc.stop, services)
     meta = {**machine(), "quick": args.quick, "processors": args.processors, "sizes": vars(sizes),
@@ -108,9 +112,12 @@ async def run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-async def full_history(b: workloads.Bench, run_id: str) -> Row:
-    """The whole 1M-point vector through the API (what MLflow's get_metric_history returns)."""
+async def history(b: workloads.Bench, run_id: str, points: int | None = None) -> Row:
+    """The vector (or its first ``points`` points) through the API without downsampling:
+    what MLflow's get_metric_history returns."""
     url = f"{b.settings.api_url}/api/runs/{run_id}/metrics/loss"
+    if points is not None:
+        url += f"?to_step={points - 1}"
     timings = []
     async with aiohttp.ClientSession() as session:
         for _ in range(3):
@@ -118,7 +125,8 @@ async def full_history(b: workloads.Bench, run_id: str) -> Row:
             async with session.get(url) as resp:
                 body = await resp.read()
             timings.append(time.perf_counter() - t)
-    return Row("history_full", "whole 1M-point history through the API (best of 3)", min(timings), "s",
+    n = points or b.sizes.vector_points
+    return Row(f"history_{n}", f"whole {n:,}-point history through the API (best of 3)", min(timings), "s",
                higher_is_better=False, detail={"bytes": len(body), "timings": timings})
 
 

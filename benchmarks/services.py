@@ -33,10 +33,12 @@ class Services:
     def env(self) -> dict[str, str]:
         return {**os.environ, **self.settings.to_env(), "PYTHONPATH": str(REPO)}
 
-    def spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        """Start ``python args...`` with the stack's settings; output to ``<state>/<name>.log``."""
+    def spawn(self, name: str, args: list[str], **settings: str) -> subprocess.Popen[bytes]:
+        """Start ``python args...`` with the stack's settings (``settings``: RUNSTREAM_*
+        overrides by field name); output to ``<state>/<name>.log``."""
         log = (self.state_dir / f"{name}.log").open("ab")
-        process = subprocess.Popen([sys.executable, *args], env=self.env(), cwd=REPO,
+        env = {**self.env(), **{f"RUNSTREAM_{k.upper()}": v for k, v in settings.items()}}
+        process = subprocess.Popen([sys.executable, *args], env=env, cwd=REPO,
                                    stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.processes[name] = process
