@@ -41,9 +41,11 @@ def services_up(state_dir: Optional[Path] = STATE_DIR, fresh: bool = typer.Optio
 
 @services_app.command("down")
 def services_down(state_dir: Optional[Path] = STATE_DIR) -> None:
-    """Stop the local services (safe to run when nothing runs)."""
+    """Stop the local services and a demo's background `serve` (safe when nothing runs)."""
     from runstream import devstack
+    from runstream.demo import stop_background_serve
 
+    stop_background_serve(_state_dir(state_dir))
     devstack.down(_state_dir(state_dir))
 
 
@@ -132,8 +134,8 @@ def sync(path: Optional[Path] = typer.Argument(None, help="A spool directory or 
 
 @app.command()
 def demo(state_dir: Optional[Path] = STATE_DIR,
-         keep_running: bool = typer.Option(False, help="Leave the services running afterwards.")) -> None:
-    """The seed's sweep end to end: start everything, log 20 Ridge runs, print the best."""
+         keep_running: bool = typer.Option(True, help="Leave the services running for the web UI afterwards.")) -> None:
+    """The seed's sweep end to end: start everything, submit the seed's option 2, print the best run and the UI's URL."""
     from runstream.demo import main
 
     main(_state_dir(state_dir), keep_running=keep_running)

@@ -120,21 +120,22 @@ def wait_ready(settings: Settings, process: subprocess.Popen[bytes], deadline_s:
         raise RuntimeError(f"{urls[0]} not ready after {deadline_s} s")
 
 
-def main(state_dir: Path, keep_running: bool = False) -> None:
+def main(state_dir: Path, keep_running: bool = True) -> None:
+    """Run the demo; with ``keep_running`` the services stay up so the printed UI URL works
+    (``runstream services down`` stops them, the background ``serve`` included)."""
     from runstream import devstack
-    from runstream.devstack.stack import free_ports
 
     started = time.monotonic()
+    stop_background_serve(state_dir)
     info = devstack.up(state_dir, fresh=False)
-    api_port, gateway_port = free_ports(2)
+    api_port, gateway_port = _ports()
     settings = replace(
         Settings.from_env(),
         kafka_bootstrap=info.kafka_bootstrap, database_url=info.database_url,
         blob_dir=str(state_dir / "blobs"), api_port=api_port, gateway_port=gateway_port,
         api_url=f"http://127.0.0.1:{api_port}", ingest_url=f"http://127.0.0.1:{gateway_port}",
     )
-    env = {**os.environ, **settings.to_env()}
-    server = subprocess.Popen([sys.executable, "-m", "runstream.cli", "serve"], env=env)
+    server = start_background_serve(state_dir, settings)
     try:
         wait_ready(settings, server)
         ready = time.monotonic()
@@ -157,15 +158,65 @@ def main(state_dir: Path, keep_running: bool = False) -> None:
               f"({done - started:.1f} s including service start-up)")
         print(f"best child run: {best['run_id']} ({best['name']})  alpha={alpha:.2f}  mse={mse:.4f}")
         print(f"query API: {settings.api_url}/api/experiments/{experiment}/runs?parent={run.id}&order_by=metric:mse")
+        print(f"web UI:    {settings.api_url}/experiments/{experiment}")
         if keep_running:
-            print("services left running; stop them with: runstream services down; kill", server.pid)
-            return
+            print("services keep running for the UI; stop them with: .venv/bin/runstream services down")
     except BaseException:
         keep_running = False
         raise
     finally:
         if not keep_running:
-            server.terminate()
-            server.wait(30)
+            stop_background_serve(state_dir)
             devstack.down(state_dir)
 
+
+def _ports() -> tuple[int, int]:
+    """8080/8081 (the settings' defaults) when free, else any free loopback ports."""
+    from runstream.devstack.stack import free_ports, port_is_free
+
+    defaults = Settings()
+    if port_is_free(defaults.api_port) and port_is_free(defaults.gateway_port):
+        return defaults.api_port, defaults.gateway_port
+    api, gateway = free_ports(2)
+    return api, gateway
+
+
+def start_background_serve(state_dir: Path, settings: Settings) -> subprocess.Popen[bytes]:
+    """``runstream serve`` detached from this terminal, its pid in ``state_dir/serve.pid``."""
+    log = (state_dir / "serve.log").open("ab")
+    server = subprocess.Popen([sys.executable, "-m", "runstream.cli", "serve"], env={**os.environ, **settings.to_env()},
+                              stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    (state_dir / "serve.pid").write_text(str(server.pid))
+    return server
+
+
+def stop_background_serve(state_dir: Path, timeout: float = 30) -> None:
+    """Stop the ``serve`` a previous demo left running in ``state_dir`` (no-op if none)."""
+    import signal
+
+    pid_file = state_dir / "serve.pid"
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text())
+    pid_file.unlink()
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return
+    if b"runstream.cli" not in cmdline:  # the pid was reused by something else
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _running(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            return
+        time.sleep(0.1)  # poll interval while waiting for the process to exit
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

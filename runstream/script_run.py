@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from runstream import snapshot
 from runstream.errors import RunstreamError
 from runstream.run import Run
-from schemas.limits import MAX_STRING_VALUE_LENGTH
+from schemas.limits import MAX_NAME_LENGTH, MAX_STRING_VALUE_LENGTH
 
 if TYPE_CHECKING:
     from runstream.experiment import Experiment
@@ -156,7 +156,8 @@ def submit(experiment: "Experiment", config: ScriptRunConfig, tags: dict[str, An
             "interpreter": interpreter[:MAX_STRING_VALUE_LENGTH],
             "environment": env.name if env is not None else "default",
         }
-        started = ScriptRun._start(experiment, name=None, parent=None, kind="submitted", properties=properties)
+        started = ScriptRun._start(experiment, name=Path(config.script).name[:MAX_NAME_LENGTH], parent=None,
+                                   kind="submitted", properties=properties)
         assert isinstance(started, ScriptRun)
         run = started
         if tags:
