@@ -83,10 +83,18 @@ _point_columns = "step, date_part('epoch', ts) AS time, value, text, kind"
 
 VECTOR_POINTS = f"SELECT {_point_columns} {_points_in_range} ORDER BY step, ts"
 
+# The first and last point of the range. The edge step is found on its own (ORDER BY
+# step, which the index gives) and then its earliest/latest point: with ORDER BY step, ts
+# a metric without statistics yet (just ingested) got a sort of every point.
+_edge_step = "step = (SELECT step {points} ORDER BY step {order} LIMIT 1)"
 VECTOR_BOUNDS = f"""
-(SELECT {_point_columns} {_points_in_range} ORDER BY step, ts LIMIT 1)
+(SELECT {_point_columns} FROM metric_points
+ WHERE run_id = $1 AND name = $2 AND {_edge_step.format(points=_points_in_range, order="ASC")}
+ ORDER BY ts LIMIT 1)
 UNION ALL
-(SELECT {_point_columns} {_points_in_range} ORDER BY step DESC, ts DESC LIMIT 1)"""
+(SELECT {_point_columns} FROM metric_points
+ WHERE run_id = $1 AND name = $2 AND {_edge_step.format(points=_points_in_range, order="DESC")}
+ ORDER BY ts DESC LIMIT 1)"""
 
 # Per bucket of width $5: count, whether it holds strings, and the (value, step) of its
 # minimum and maximum. The step travels as float8 plus an exact remainder so that steps
@@ -98,12 +106,13 @@ SELECT count(*) AS n, bool_or(kind = 3) AS has_text,
 {_points_in_range}
 GROUP BY (step - $3) / $5"""
 
-# One index lookup per step (a LATERAL join, not step = ANY(...)): right after a large
-# ingest, before autoanalyze, the planner otherwise scans every point of the metric.
+# One index lookup per step (a LATERAL subquery kept as such by OFFSET 0, not
+# step = ANY(...) or a join the planner may hash): right after a large ingest, before
+# autoanalyze, the planner otherwise reads every point of the metric.
 VECTOR_AT_STEPS = f"""
 SELECT p.* FROM unnest($3::bigint[]) AS s(at)
 CROSS JOIN LATERAL (SELECT {_point_columns} FROM metric_points
-                    WHERE run_id = $1 AND name = $2 AND step = s.at) AS p
+                    WHERE run_id = $1 AND name = $2 AND step = s.at OFFSET 0) AS p
 ORDER BY p.step, p.time"""
 
 # The same per-bucket figures from the rollups of level $3 (blocks of 2^$3 steps): the
