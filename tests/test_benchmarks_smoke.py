@@ -1,0 +1,36 @@
+"""`python -m benchmarks --quick` runs every row end to end on its own small stack.
+
+Numbers are printed by the harness, never asserted here: this only checks that every
+row is measured (no row fails) and that the JSON has them all.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from tests.conftest import REPO
+
+ROWS = {"ingest_batched", "ingest_single", "ingest_single_drain", "raw_copy", "latency_p50", "latency_p99",
+        "vector_p50", "vector_p99", "concurrent", "rebuild", "api_reads"}
+
+
+def test_quick_benchmark_measures_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "quick.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--no-mlflow", "--state-dir", str(tmp_path / "stack"),
+         "--out", str(out)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    doc = orjson.loads(out.read_bytes())
+    rows = {r["key"]: r for r in doc["rows"]}
+    assert ROWS <= rows.keys(), sorted(ROWS - rows.keys())
+    assert all(rows[k]["value"] and rows[k]["value"] > 0 for k in ROWS)
+    assert rows["concurrent"]["detail"]["count_check"] == "ok"
+    assert rows["rebuild"]["detail"]["points_check"] == "ok"
+    assert doc["meta"]["failures"] == []
