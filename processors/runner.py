@@ -33,9 +33,6 @@ from schemas import events
 log = logging.getLogger("runstream.processor")
 
 FETCH_MIN_BYTES = 64 * 1024
-REDELIVERY_BATCHES = 4
-"""After an assignment the first batches may repeat what was fetched before the seek:
-their archive insert asks which events are new straight away (see store.archive)."""
 FETCH_WAIT_MS = 10
 
 
@@ -63,8 +60,7 @@ class Prepared:
     positions: dict[tuple[str, int], int]
     materialized: Materialized | None
     """Rows of every event of ``received``, assuming all are new (None: do it at write time)."""
-    duplicates_likely: bool
-    """Fetched just after an assignment: some events may be archived already."""
+
     generation: int
     """The assignment it was fetched under; a rebalance makes it stale."""
 
@@ -90,8 +86,13 @@ class _SeekOnAssign(ConsumerRebalanceListener):
         while not self._p.queue.empty():
             self._p.queue.get_nowait()
             self._p.queue.task_done()
-        await self._p.seek_to_stored(assigned)
-        self._p.redelivery_expected = REDELIVERY_BATCHES
+        # Paused until the seeks land: otherwise the fetcher starts at the earliest offset
+        # meanwhile and a whole batch is read (and written) twice.
+        self._p.consumer.pause(*assigned)
+        try:
+            await self._p.seek_to_stored(assigned)
+        finally:
+            self._p.consumer.resume(*assigned)
 
 
 class Processor:
@@ -103,8 +104,6 @@ class Processor:
         self.lock = asyncio.Lock()
         self.stats = Stats()
         self.generation = 0
-        self.redelivery_expected = 0
-        """Batches still to prepare that may repeat records (just after an assignment)."""
         self.queue: asyncio.Queue[Prepared] = asyncio.Queue(maxsize=1)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
@@ -184,16 +183,14 @@ class Processor:
             prepared = materialize([r.event for r in received], columnar=True)
         except Exception:  # left to the write path, which dead-letters what the database rejects
             prepared = None
-        likely = self.redelivery_expected > 0
-        self.redelivery_expected = max(0, self.redelivery_expected - 1)
-        return Prepared(received, dead, positions, None if likely else prepared, likely, self.generation)
+        return Prepared(received, dead, positions, prepared, self.generation)
 
     async def _handle(self, p: Prepared) -> None:
         received, dead, positions = p.received, p.dead, p.positions
         started = time.perf_counter()
         while True:
             try:
-                await self._write(received, dead, positions, p.materialized, p.duplicates_likely)
+                await self._write(received, dead, positions, p.materialized)
                 break
             except (asyncpg.PostgresConnectionError, OSError) as exc:
                 log.warning("database unavailable (%s); retrying the batch", exc)
@@ -204,13 +201,13 @@ class Processor:
         self.stats.last_batch_size = len(received) + len(dead)
 
     async def _write(self, received: list[Received], invalid: list[DeadLetter], positions: dict[tuple[str, int], int],
-                     prepared: Materialized | None = None, duplicates_likely: bool = False) -> None:
+                     prepared: Materialized | None = None) -> None:
         dead = list(invalid)  # a retried batch starts again from the validation failures
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 try:
                     async with conn.transaction():  # savepoint: fall back to one at a time
-                        result = await store.write_events(conn, received, prepared, duplicates_likely)
+                        result = await store.write_events(conn, received, prepared)
                     self._count(result)
                 except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
                     log.warning("batch rejected by the database (%s); writing events one at a time", exc)

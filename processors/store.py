@@ -151,12 +151,11 @@ class WriteResult:
     points: int
 
 
-async def archive(conn: asyncpg.Connection, received: list[Received], duplicates_likely: bool = False) -> list[ev.Event]:
+async def archive(conn: asyncpg.Connection, received: list[Received]) -> list[ev.Event]:
     """Insert into the event archive; return the events that were not there yet, in order.
 
     First (in a savepoint) only count the new rows: when every event is new, which is
-    the normal case, no per-event result is built. Otherwise redo it asking which
-    (``duplicates_likely``: ask straight away)."""
+    the normal case, no per-event result is built. Otherwise redo it asking which."""
     if not received:
         return []
     events = [r.event for r in received]
@@ -166,7 +165,7 @@ async def archive(conn: asyncpg.Connection, received: list[Received], duplicates
         [r.raw for r in received], [r.topic for r in received], [r.partition for r in received],
         [r.offset for r in received],
     ]
-    if not duplicates_likely and len({(e.run_id, e.seq) for e in events}) == len(events):
+    if len({(e.run_id, e.seq) for e in events}) == len(events):
         try:
             async with conn.transaction():
                 if await conn.fetchval(ARCHIVE_COUNT, *cols) != len(events):
@@ -252,12 +251,12 @@ async def load_offsets(conn: asyncpg.Connection, group_id: str, topic: str) -> d
 
 
 async def write_events(conn: asyncpg.Connection, received: list[Received],
-                       prepared: Materialized | None = None, duplicates_likely: bool = False) -> WriteResult:
+                       prepared: Materialized | None = None) -> WriteResult:
     """Archive, dedup and materialize ``received`` (in log order) in the open transaction.
 
     ``prepared``: ``materialize`` of every event of ``received``, done ahead (while the
     previous batch was being written); used as is when every event turns out new."""
-    new = await archive(conn, received, duplicates_likely)
+    new = await archive(conn, received)
     if prepared is None or len(new) != len(received):
         prepared = materialize(new, columnar=True)
     await write_projections(conn, prepared)
