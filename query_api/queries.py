@@ -568,8 +568,8 @@ async def _rollup_buckets(
     if not shift:
         return None
     origin, width = ds.bucket_grid(first, last, max_points, shift)
-    buckets = await db.fetch(VECTOR_ROLLUP_BUCKETS, run_id, name, shift, first >> shift, last >> shift,
-                             first, last, origin, width)
+    buckets: list[asyncpg.Record] = await db.fetch(VECTOR_ROLLUP_BUCKETS, run_id, name, shift, first >> shift,
+                                                   last >> shift, first, last, origin, width)
     if not sum(b["blocks"] for b in buckets) or (count is not None and sum(b["n"] for b in buckets) != count):
         return None
     return buckets

@@ -202,8 +202,8 @@ def fold(items: list[tuple["Run", tuple[Any, ...]]]) -> tuple[list[tuple[str, by
         run_items.append(item)
     flushes = by_run.pop(None, [])
     out: list[tuple[str, bytes]] = []
-    for run, run_items in by_run.items():
-        _Folder(run, out).feed(run_items)  # type: ignore[arg-type]
+    for owner, owner_items in by_run.items():
+        _Folder(owner, out).feed(owner_items)  # type: ignore[arg-type]  # None was popped above
     return out, flushes
 
 
