@@ -111,7 +111,11 @@ class Bench:
             stdout, _ = await w.communicate()
             if w.returncode != 0:
                 raise RuntimeError(f"sdk worker exited with {w.returncode}")
-            out.append(orjson.loads(stdout))
+            result = orjson.loads(stdout)
+            if result.get("close_error"):
+                print(f"\n    (an SDK worker's close failed after every event was acknowledged: "
+                      f"{result['close_error']})", end="", flush=True)
+            out.append(result)
         return out
 
     async def produce(self, events: list[tuple[str, bytes]]) -> float:
