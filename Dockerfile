@@ -33,6 +33,7 @@ COPY ingest ./ingest
 COPY processors ./processors
 COPY query_api ./query_api
 COPY schemas ./schemas
+COPY benchmarks ./benchmarks
 RUN pip install --no-cache-dir . && rm -rf build *.egg-info
 
 # Unprivileged user. The blob directory is created here, owned by that user, because an

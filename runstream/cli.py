@@ -132,6 +132,26 @@ def sync(path: Optional[Path] = typer.Argument(None, help="A spool directory or 
                f"{report.already} event(s) were already synced")
 
 
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+"""For commands whose options belong to an argparse ``main(argv)`` (its ``--help`` included)."""
+
+
+@app.command(context_settings=_PASS_THROUGH, add_help_option=False)
+def replay(ctx: typer.Context) -> None:
+    """Rebuild every projection from the events archive and swap it in (options: runstream replay --help)."""
+    from processors.replay import main
+
+    raise typer.Exit(main(ctx.args))
+
+
+@app.command(context_settings=_PASS_THROUGH, add_help_option=False)
+def bench(ctx: typer.Context) -> None:
+    """Measure the pipeline against SPEC §9 and MLflow; prints a table (options: runstream bench --help)."""
+    from benchmarks.cli import main
+
+    raise typer.Exit(main(ctx.args))
+
+
 @app.command()
 def demo(state_dir: Optional[Path] = STATE_DIR,
          keep_running: bool = typer.Option(True, help="Leave the services running for the web UI afterwards.")) -> None:
