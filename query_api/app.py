@@ -15,7 +15,7 @@ from query_api.errors import error_middleware
 from query_api.handlers import POOL, SETTINGS
 from runstream.settings import Settings
 
-__all__ = ["ROUTES", "create_app", "init_connection", "main", "pg_pool"]
+__all__ = ["ROUTES", "create_app", "init_connection", "keep_session", "main", "pg_pool"]
 
 log = logging.getLogger("runstream.query_api")
 
@@ -56,6 +56,17 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's ``reset``: nothing to undo when a connection goes back to the pool.
+
+    asyncpg's default runs ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL`` on every release: one more round trip per statement run through the pool.
+    The query API never changes session state on pool connections (no ``SET``, ``LISTEN``,
+    advisory locks or cursors outside a transaction; the live endpoint's LISTEN has its
+    own connection), and asyncpg still rolls back an open transaction before calling this.
+    """
+
+
 async def pg_pool(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: open the asyncpg pool for the app's lifetime, then close it.
 
@@ -67,6 +78,7 @@ async def pg_pool(app: web.Application) -> AsyncIterator[None]:
         min_size=0,
         max_size=POOL_MAX_SIZE,
         init=init_connection,
+        reset=keep_session,
         server_settings={"application_name": "runstream-query-api"},
     )
     app[POOL] = pool

@@ -36,13 +36,24 @@ EXPERIMENT_EXISTS = "SELECT EXISTS (SELECT 1 FROM experiments WHERE name = $1)"
 _run_columns = """r.run_id, r.experiment, r.name, r.status, r.kind, r.parent_run_id, r.error,
        r.started_at, r.ended_at, r.updated_at, r.last_seq"""
 
-RUN_BY_ID = f"SELECT {_run_columns}, r.properties FROM runs r WHERE r.run_id = $1"
+# The run detail in one statement (one round trip, one snapshot): the run's row, its tags
+# and metric summaries as arrays of records in the order of _tag_fields / _summary_fields,
+# and its children's ids in start order.
+_tag_fields = "t.key, t.value"
+_summary_fields = """s.name, s.kind, s.description, s.count, s.last_step, s.last_value, s.last_text,
+                s.last_kind, s.min_value, s.max_value"""
+RUN_BY_ID = f"""
+SELECT {_run_columns}, r.properties,
+       ARRAY(SELECT ROW({_tag_fields}) FROM tags t WHERE t.run_id = r.run_id ORDER BY t.key) AS tags,
+       ARRAY(SELECT ROW({_summary_fields}) FROM metric_summaries s
+             WHERE s.run_id = r.run_id ORDER BY s.name) AS summaries,
+       ARRAY(SELECT c.run_id FROM runs c WHERE c.parent_run_id = r.run_id
+             ORDER BY c.started_at, c.run_id) AS children
+FROM runs r WHERE r.run_id = $1"""
 
 RUNS_BY_IDS = f"SELECT {_run_columns} FROM runs r WHERE r.run_id = ANY($1::uuid[])"
 
 RUN_LAST_SEQ = "SELECT last_seq FROM runs WHERE run_id = $1"
-
-RUN_CHILDREN = "SELECT run_id FROM runs WHERE parent_run_id = $1 ORDER BY started_at, run_id"
 
 # UNION (not UNION ALL) so that a parent cycle in bad data still terminates.
 RUN_TREE = """
@@ -234,7 +245,6 @@ EXAMPLE_PARAMS: dict[str, tuple[Any, ...]] = {
     "RUN_BY_ID": (_RUN,),
     "RUNS_BY_IDS": ([_RUN],),
     "RUN_LAST_SEQ": (_RUN,),
-    "RUN_CHILDREN": (_RUN,),
     "RUN_TREE": (_RUN,),
     "TAGS_FOR_RUNS": ([_RUN],),
     "SUMMARIES_FOR_RUNS": ([_RUN], ["mse"]),
@@ -285,14 +295,22 @@ def _point(r: asyncpg.Record) -> ds.Point:
 
 
 def _summary(r: asyncpg.Record) -> dict[str, Any]:
+    return _summary_of(r["kind"], r["description"], r["count"], r["last_step"], r["last_value"], r["last_text"],
+                       r["last_kind"], r["min_value"], r["max_value"])
+
+
+def _summary_of(
+    kind: str, description: str | None, count: int, last_step: int | None, last_value: float | None,
+    last_text: str | None, last_kind: int | None, min_value: float | None, max_value: float | None,
+) -> dict[str, Any]:
     return {
-        "kind": r["kind"],
-        "last": value(r["last_kind"], r["last_value"], r["last_text"]),
-        "min": None if r["min_value"] is None else encode(r["min_value"]),
-        "max": None if r["max_value"] is None else encode(r["max_value"]),
-        "count": r["count"],
-        "last_step": r["last_step"],
-        "description": r["description"],
+        "kind": kind,
+        "last": value(last_kind, last_value, last_text),
+        "min": None if min_value is None else encode(min_value),
+        "max": None if max_value is None else encode(max_value),
+        "count": count,
+        "last_step": last_step,
+        "description": description,
     }
 
 
@@ -342,8 +360,9 @@ async def experiments(db: Db) -> list[dict[str, Any]]:
     return [dict(r) for r in await db.fetch(EXPERIMENTS)]
 
 
-async def wait_for_run(db: Db, run_id: uuid.UUID, min_seq: int | None, wait_ms: int) -> None:
-    """Return once the run exists and (if ``min_seq`` is given) ``runs.last_seq >= min_seq``.
+async def wait_for_run(db: Db, run_id: uuid.UUID, min_seq: int | None, wait_ms: int) -> int:
+    """Once the run exists and (if ``min_seq`` is given) ``runs.last_seq >= min_seq``, its
+    ``last_seq`` as read then (what any later read of the run reflects at least).
 
     Without ``min_seq`` an unknown run is :class:`NotFound` at once. With it, a run that
     does not exist yet is waited for too (its first events may still be in flight);
@@ -356,9 +375,9 @@ async def wait_for_run(db: Db, run_id: uuid.UUID, min_seq: int | None, wait_ms: 
         if min_seq is None:
             if last_seq is None:
                 raise NotFound(f"run {run_id} not found")
-            return
+            return int(last_seq)
         if last_seq is not None and last_seq >= min_seq:
-            return
+            return int(last_seq)
         remaining = deadline - loop.time()
         if remaining <= 0:
             seen = "does not exist yet" if last_seq is None else f"is at seq {last_seq}"
@@ -383,19 +402,26 @@ async def _tags_and_summaries(
     return tags, summaries
 
 
-async def run_detail(db: Db, run_id: uuid.UUID) -> dict[str, Any]:
-    """One run with its properties, tags, metric summaries and child run ids."""
+async def run_detail(db: Db, run_id: uuid.UUID, min_seq: int | None = None, wait_ms: int = 0) -> dict[str, Any]:
+    """One run with its properties, tags, metric summaries and child run ids.
+
+    One statement when the run is there (and has reached ``min_seq``, if given);
+    otherwise :func:`wait_for_run` waits for it (or raises), then the run is read.
+    """
     r = await db.fetchrow(RUN_BY_ID, run_id)
-    if r is None:
-        raise NotFound(f"run {run_id} not found")
-    tags, summaries = await _tags_and_summaries(db, [run_id])
-    children = [c["run_id"] for c in await db.fetch(RUN_CHILDREN, run_id)]
+    if r is None or (min_seq is not None and r["last_seq"] < min_seq):
+        if min_seq is None:
+            raise NotFound(f"run {run_id} not found")
+        await wait_for_run(db, run_id, min_seq, wait_ms)
+        r = await db.fetchrow(RUN_BY_ID, run_id)
+        if r is None:  # only if the run's row was deleted meanwhile
+            raise NotFound(f"run {run_id} not found")
     return {
         **_run(r),
         "properties": r["properties"],
-        "tags": tags[run_id],
-        "metrics": summaries[run_id],
-        "children": children,
+        "tags": dict(r["tags"]),
+        "metrics": {s[0]: _summary_of(*s[1:]) for s in r["summaries"]},
+        "children": r["children"],
     }
 
 
