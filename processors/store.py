@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterable
 
 import asyncpg
+import msgspec
 
 from processors.columnar import copy_data
 from processors.materialize import Materialized, materialize, to_datetime
@@ -123,9 +124,9 @@ TABLE_ROW_COLUMNS = ("run_id", "name", "seq", "idx", "ts", "cells")
 LOG_LINE_COLUMNS = ("run_id", "seq", "idx", "ts", "stream", "line")
 
 
-@dataclass(frozen=True)
-class Received:
-    """One decoded Kafka message and where it came from."""
+class Received(msgspec.Struct, frozen=True, gc=False):
+    """One decoded Kafka message and where it came from (a Struct: one per message, so
+    cheap to create and not tracked by the garbage collector; it holds no containers)."""
 
     event: ev.Event
     raw: bytes

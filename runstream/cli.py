@@ -29,6 +29,14 @@ def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _service() -> None:
+    """Set up a long-running service process: logging and the GC thresholds."""
+    from runstream.serve import tune_gc
+
+    _logging()
+    tune_gc()
+
+
 @services_app.command("up")
 def services_up(state_dir: Optional[Path] = STATE_DIR, fresh: bool = typer.Option(False, help="Wipe data first.")) -> None:
     """Start Kafka (KRaft) and PostgreSQL on 127.0.0.1 and print their RUNSTREAM_* variables."""
@@ -83,7 +91,7 @@ def serve(processors: int = typer.Option(1, help="Processor instances in this pr
     """Run processors, gateway and query API together (one machine)."""
     from runstream.serve import serve as run
 
-    _logging()
+    _service()
     asyncio.run(run(Settings.from_env(), processors=processors, api=api, gateway=gateway))
 
 
@@ -92,7 +100,7 @@ def processor() -> None:
     """Run one processor (scale by running more; they share the consumer group)."""
     from runstream.serve import serve as run
 
-    _logging()
+    _service()
     asyncio.run(run(Settings.from_env(), processors=1, api=False, gateway=False))
 
 
@@ -101,7 +109,7 @@ def gateway_cmd() -> None:
     """Run the HTTP ingest gateway."""
     from ingest.gateway import main
 
-    _logging()
+    _service()
     main(Settings.from_env())
 
 
@@ -110,7 +118,7 @@ def api_cmd() -> None:
     """Run the query API."""
     from query_api.app import main
 
-    _logging()
+    _service()
     main(Settings.from_env())
 
 

@@ -8,6 +8,7 @@ as separate containers of one consumer group.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -19,6 +20,20 @@ from runstream.settings import Settings
 from schemas.migrate import migrate
 
 log = logging.getLogger("runstream.serve")
+
+GC_THRESHOLDS = (50_000, 20, 100)
+"""The services' garbage-collector thresholds (CPython's defaults: 700, 10, 10).
+
+A processor creates several objects per Kafka message (aiokafka's record, the decoded
+event's lists); with the defaults a young collection runs every few hundred messages and
+an old one every few thousand, each walking every live object of the batches in flight:
+half of decoding's time in a profile of one-point messages. Nothing in these services
+relies on prompt collection of cycles; memory stays bounded by the batch sizes."""
+
+
+def tune_gc() -> None:
+    """Apply :data:`GC_THRESHOLDS` to this (service) process."""
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def serve(settings: Settings, *, processors: int = 1, api: bool = True, gateway: bool = True,

@@ -465,7 +465,7 @@ def test_ten_thousand_runs_page_and_sort_on_the_server(page: Any, workspace: Wor
         last = experiment.start_logging()
         last.log("loss", (i * 7919) % 10_000 / 10_000)
     assert last is not None
-    last.get_metrics()  # waits until this run (and so, per partition, most others) is materialized
+    last.flush()  # then wait on the API's count (a loaded machine may need more than get_metrics' 10 s)
     wait_for(lambda: api_get(services, f"/api/experiments/{experiment.name}/runs?limit=1")["total"] == 10_000,
              timeout=120, what="10,000 runs materialized")
 
