@@ -14,8 +14,8 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 import asyncpg
 
-from benchmarks import mlflow_baseline, services as svc, workloads
-from benchmarks.results import Row, machine, table, write_json
+from benchmarks import cpu, mlflow_baseline, services as svc, workloads
+from benchmarks.results import Row, cpu_table, machine, table, write_json
 
 ROWS = ("batched", "single", "raw", "latency", "vector", "concurrent", "rebuild", "reads", "mlflow")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -61,9 +61,12 @@ async def run(args: argparse.Namespace) -> int:
                 if only and key not in only:
                     return None
                 print(f"  {title} ...", end="", flush=True)
-                t = time.monotonic()
+                t, cpu_before = time.monotonic(), b.cpu_sample()
                 try:
                     result = await fn()
+                    for row in result if isinstance(result, tuple) else [result]:
+                        if isinstance(row, Row):  # the whole row's window, unless it chose a narrower one
+                            row.detail.setdefault("cpu_s", cpu.spent(cpu_before, b.cpu_sample()))
                 except Exception as exc:
                     failures.append(f"{title}: {exc.__class__.__name__}: {exc}")
                     traceback.print_exc()
@@ -102,6 +105,8 @@ async def run(args: argparse.Namespace) -> int:
             "wall_seconds": round(time.monotonic() - started, 1), "failures": failures}
     print()
     print(table(rows))
+    print("\nCPU seconds while each row ran (both cores: 2 per second of wall clock):")
+    print(cpu_table(rows))
     print(f"\n{meta['cpus']} CPUs, load average at the end {meta['loadavg_at_end']}, "
           f"{meta['wall_seconds']} s in all")
     if failures:

@@ -61,6 +61,19 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out + (["", "notes:"] + notes if notes else []))
 
 
+CPU_PARTS = ("processor", "postgres", "kafka", "api", "harness", "other", "machine")
+
+
+def cpu_table(rows: list[Row]) -> str:
+    """Per row, the CPU seconds of each part of the stack (``detail["cpu_s"]``)."""
+    head = ("row", *CPU_PARTS)
+    lines = [(r.title[:50], *(_num(r.detail["cpu_s"].get(k)) for k in CPU_PARTS))
+             for r in rows if r.detail.get("cpu_s")]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
+    fmt = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
+    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*x) for x in lines])
+
+
 def machine() -> dict[str, Any]:
     load = os.getloadavg()
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),

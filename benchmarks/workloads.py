@@ -25,6 +25,7 @@ import asyncpg
 import orjson
 from uuid6 import uuid7
 
+from benchmarks import cpu
 from benchmarks.results import Row
 from benchmarks.services import REPO, Services
 from ingest.producer import EventProducer, ensure_topic
@@ -74,6 +75,11 @@ class Bench:
         self.settings = services.settings
         self.profile_dir = profile_dir
         self.rows: dict[str, Row] = {}
+        self.stack_pids = cpu.stack_pids(services.state_dir)
+
+    def cpu_sample(self) -> dict[str, float]:
+        """Cumulative CPU seconds per part of the stack (see :mod:`benchmarks.cpu`)."""
+        return cpu.sample(self.stack_pids, {n: p.pid for n, p in self.services.processes.items() if p.poll() is None})
 
     # ---- helpers ------------------------------------------------------------------
     async def experiment_points(self, experiment: str) -> int:
@@ -230,9 +236,10 @@ async def single_point_drain(b: Bench) -> Row:
             if process.poll() is not None:
                 raise RuntimeError(f"the drain processor exited with {process.returncode}")
             await asyncio.sleep(POLL_S)
-        t_first = time.time()
+        t_first, cpu_first = time.time(), b.cpu_sample()
         b.profile("processor-drain", process.pid, 5)
         done = await b.wait_points(experiment, expected, timeout_s=300)
+        cpu_s = cpu.spent(cpu_first, b.cpu_sample())  # before the drain processor is stopped
     finally:
         process.terminate()
         await asyncio.to_thread(process.wait, 30)
@@ -244,7 +251,7 @@ async def single_point_drain(b: Bench) -> Row:
     return Row("ingest_single_drain", "one point per message: processor drain rate", rate, "events/s",
                target=50_000, note=note,
                detail={"events": len(events), "counted_from": first, "seconds": done - t_first,
-                       "producer_rate": len(events) / produced})
+                       "producer_rate": len(events) / produced, "cpu_s": cpu_s})
 
 
 async def raw_copy(b: Bench) -> Row:
