@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 
 from query_api import handlers, live, ui
+from query_api.cache import CACHE, ResponseCache
 from query_api.errors import error_middleware
 from query_api.handlers import POOL, SETTINGS
 from runstream.settings import Settings
@@ -92,6 +93,7 @@ def create_app(settings: Settings) -> web.Application:
     """Build the query API: routes, the error middleware and the pool's lifecycle."""
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
+    app[CACHE] = ResponseCache()  # fed by live's listener: serves only while it LISTENs
     app.cleanup_ctx.append(pg_pool)
     for name, path, handler in ROUTES:
         app.router.add_get(path, handler, name=name)

@@ -1,8 +1,11 @@
 """Request handlers: parse parameters, call one query function, answer with orjson.
 
 Bad parameters raise :class:`BadRequest` naming the parameter and its value. Every
-run-scoped handler goes through :func:`run_scope`, which validates ``run_id`` and
-honours ``min_seq``/``wait_ms`` (read-your-writes for the SDK).
+run-scoped handler validates ``run_id`` and honours ``min_seq``/``wait_ms``
+(read-your-writes for the SDK): through :func:`run_scope`, or, for the reads kept in
+the response cache (:mod:`query_api.cache`: a run's detail, metrics, vectors and
+tables), through :func:`cached`, which answers from the cache when it can
+(``X-Cache: hit``) and otherwise reads the database (``X-Cache: miss``).
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ import re
 import typing
 import uuid
 from pathlib import Path
+from typing import Any, Awaitable, Callable, Mapping, NamedTuple
 from urllib.parse import quote
 
 import asyncpg
 from aiohttp import web
 
 from query_api import openapi, queries
+from query_api.cache import CACHE
 from query_api.downsample import MIN_MAX_POINTS
 from query_api.errors import BadRequest, NotFound, NotReady, json_response
 from runstream.settings import Settings
@@ -100,13 +105,76 @@ def _max_points(request: web.Request, default: int) -> int:
     return points
 
 
+class Scope(NamedTuple):
+    """A run-scoped request's run id and read-your-writes parameters."""
+
+    run_id: uuid.UUID
+    min_seq: int | None
+    wait_ms: int
+
+
+def scope_of(request: web.Request) -> Scope:
+    """The path's run id and ``min_seq``/``wait_ms``, validated (no database access)."""
+    return Scope(
+        parse_uuid(request.match_info["run_id"], "run_id"),
+        query_optional_int(request, "min_seq", 0, 2**63 - 1),
+        query_int(request, "wait_ms", DEFAULT_WAIT_MS, 0, MAX_WAIT_MS),
+    )
+
+
+async def reached(request: web.Request, scope: Scope) -> int:
+    """Once the run exists and has reached ``min_seq`` (if given): its ``last_seq`` then
+    (told to the response cache: answers of the run from before it are stale)."""
+    last_seq = await queries.wait_for_run(request.app[POOL], scope.run_id, scope.min_seq, scope.wait_ms)
+    request.app[CACHE].observe(scope.run_id, last_seq)
+    return last_seq
+
+
 async def run_scope(request: web.Request) -> uuid.UUID:
     """The path's run id, once the run exists and has reached ``min_seq`` (if given)."""
-    run_id = parse_uuid(request.match_info["run_id"], "run_id")
-    min_seq = query_optional_int(request, "min_seq", 0, 2**63 - 1)
-    wait_ms = query_int(request, "wait_ms", DEFAULT_WAIT_MS, 0, MAX_WAIT_MS)
-    await queries.wait_for_run(request.app[POOL], run_id, min_seq, wait_ms)
-    return run_id
+    scope = scope_of(request)
+    await reached(request, scope)
+    return scope.run_id
+
+
+class Answer(NamedTuple):
+    """What a cacheable read found: the JSON data, the run's ``last_seq`` it reflects at
+    least, other runs whose events change it (with the ``last_seq`` it reflects of each,
+    None if not known) and whether a new run can change it."""
+
+    data: Any
+    last_seq: int
+    deps: Mapping[uuid.UUID, int | None] | None = None
+    structural: bool = False
+
+
+_NOT_IN_KEY = frozenset({"min_seq", "wait_ms"})
+
+
+async def cached(request: web.Request, read: Callable[[Scope], Awaitable[Answer]]) -> web.Response:
+    """Answer a run-scoped read from the response cache, or with ``read`` (then cache it).
+
+    The key is the path and the query string without ``min_seq``/``wait_ms`` (in the
+    order given): only answers that succeeded are cached, so a hit's other parameters
+    were valid. ``read`` does everything else: waiting for the run, validating its own
+    parameters, the queries.
+    """
+    scope = scope_of(request)
+    cache = request.app[CACHE]
+    key = (request.path, tuple(item for item in request.query.items() if item[0] not in _NOT_IN_KEY))
+    entry = cache.get(key, scope.min_seq)
+    if entry is not None:
+        return web.Response(body=entry.body, content_type="application/json", headers=_HIT)
+    token = cache.token()  # before the first query: a commit after it refuses the answer
+    answer = await read(scope)
+    response = json_response(answer.data)
+    body = typing.cast(bytes, response.body)  # json_response's body is the orjson bytes
+    cache.put(token, key, body, scope.run_id, answer.last_seq, answer.deps, answer.structural)
+    response.headers["X-Cache"] = "miss"
+    return response
+
+
+_HIT = {"X-Cache": "hit"}
 
 
 def run_filter(request: web.Request) -> queries.RunFilter:
@@ -188,39 +256,58 @@ async def experiment_runs(request: web.Request) -> web.Response:
 
 
 async def run(request: web.Request) -> web.Response:
-    """One run: status, times, tags, summaries, children."""
-    run_id = await run_scope(request)
-    return json_response(await queries.run_detail(request.app[POOL], run_id))
+    """One run: status, times, tags, summaries, children (cached)."""
+
+    async def read(scope: Scope) -> Answer:
+        detail = await queries.run_detail(request.app[POOL], scope.run_id, scope.min_seq, scope.wait_ms)
+        # It lists the children: their events and new children change it.
+        return Answer(detail, detail["last_seq"], dict.fromkeys(detail["children"]), structural=True)
+
+    return await cached(request, read)
 
 
 async def run_metrics(request: web.Request) -> web.Response:
-    """``get_metrics`` shapes for the run, or per run id of its tree with ``recursive``."""
-    run_id = await run_scope(request)
-    pool, names = request.app[POOL], query_list(request, "name")
-    if not query_bool(request, "recursive"):
-        return json_response((await queries.get_metrics(pool, [run_id], names))[run_id])
-    tree = await queries.run_tree(pool, run_id)
-    by_run = await queries.get_metrics(pool, tree, names)
-    return json_response({str(rid): metrics for rid, metrics in by_run.items()})
+    """``get_metrics`` shapes for the run, or per run id of its tree with ``recursive`` (cached)."""
+
+    async def read(scope: Scope) -> Answer:
+        last_seq = await reached(request, scope)
+        pool, names, run_id = request.app[POOL], query_list(request, "name"), scope.run_id
+        if not query_bool(request, "recursive"):
+            return Answer((await queries.get_metrics(pool, [run_id], names))[run_id], last_seq)
+        tree = await queries.run_tree(pool, run_id)
+        by_run = await queries.get_metrics(pool, list(tree), names)
+        data = {str(rid): metrics for rid, metrics in by_run.items()}
+        return Answer(data, last_seq, tree, structural=True)  # descendants, new ones too, change it
+
+    return await cached(request, read)
 
 
 async def metric_vector(request: web.Request) -> web.Response:
-    """One metric's vector over a step range, optionally downsampled."""
-    run_id = await run_scope(request)
-    from_step = query_optional_int(request, "from_step", 0, 2**63 - 1)
-    to_step = query_optional_int(request, "to_step", 0, 2**63 - 1)
-    if from_step is not None and to_step is not None and from_step > to_step:
-        raise _bad("to_step", request.query["to_step"], f"a step >= from_step={from_step}")
-    vector = await queries.metric_vector(
-        request.app[POOL], run_id, request.match_info["name"], from_step, to_step, _max_points(request, 0)
-    )
-    return json_response(vector)
+    """One metric's vector over a step range, optionally downsampled (cached)."""
+
+    async def read(scope: Scope) -> Answer:
+        last_seq = await reached(request, scope)
+        from_step = query_optional_int(request, "from_step", 0, 2**63 - 1)
+        to_step = query_optional_int(request, "to_step", 0, 2**63 - 1)
+        if from_step is not None and to_step is not None and from_step > to_step:
+            raise _bad("to_step", request.query["to_step"], f"a step >= from_step={from_step}")
+        vector = await queries.metric_vector(
+            request.app[POOL], scope.run_id, request.match_info["name"], from_step, to_step,
+            _max_points(request, 0),
+        )
+        return Answer(vector, last_seq)
+
+    return await cached(request, read)
 
 
 async def table(request: web.Request) -> web.Response:
-    """A table metric as column lists."""
-    run_id = await run_scope(request)
-    return json_response(await queries.table(request.app[POOL], run_id, request.match_info["name"]))
+    """A table metric as column lists (cached)."""
+
+    async def read(scope: Scope) -> Answer:
+        last_seq = await reached(request, scope)
+        return Answer(await queries.table(request.app[POOL], scope.run_id, request.match_info["name"]), last_seq)
+
+    return await cached(request, read)
 
 
 async def files(request: web.Request) -> web.Response:

@@ -13,6 +13,10 @@ A subscriber registers before its first (catch-up) read, so nothing committed be
 the client's last read and the subscription is missed. Notifications only wake readers;
 the ``events`` table is what is sent, so a lost notification (listener reconnecting)
 costs latency, never events: every wake-up, heartbeat and reconnect re-reads.
+
+The same connection keeps the response cache (:mod:`query_api.cache`) fresh: each
+notification drops the cached answers of that run, and the cache serves only while
+``LISTEN`` is in force.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import orjson
 from aiohttp import web
 
 from query_api import queries
+from query_api.cache import CACHE, ResponseCache
 from query_api.errors import BadRequest
 from query_api.handlers import POOL, SETTINGS, query_int, run_scope
 
@@ -81,10 +86,12 @@ class Subscription:
 
 
 class Listener:
-    """The app's LISTEN connection and its subscribers (one set per run id)."""
+    """The app's LISTEN connection, its subscribers (one set per run id) and the response
+    cache it keeps fresh (``cache``, optional)."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, cache: ResponseCache | None = None) -> None:
         self._url = database_url
+        self._cache = cache
         self._subs: dict[uuid.UUID, set[Subscription]] = {}
         self._conn: asyncpg.Connection | None = None
         self._closing = False
@@ -129,8 +136,15 @@ class Listener:
         try:
             run_id = uuid.UUID(run_text)
         except ValueError:
-            log.warning("ignoring malformed %s notification %r", CHANNEL, payload[:200])
+            # Not "<run_id> <seq>": whatever changed, the cache cannot tell what; readers re-read.
+            log.warning("malformed %s notification %r: flushing the cache, waking every stream",
+                        CHANNEL, payload[:200])
+            if self._cache is not None:
+                self._cache.flush()
+            self._wake_all()
             return
+        if self._cache is not None:
+            self._cache.notified(run_id)
         for sub in self._subs.get(run_id, ()):
             sub.notify()
 
@@ -150,9 +164,11 @@ class Listener:
                 continue
             self._conn = conn
             try:
-                conn.add_termination_listener(lambda _conn: _resolve(lost))
+                conn.add_termination_listener(lambda _conn: self._lost(lost))
                 await conn.add_listener(CHANNEL, self._on_notification)
                 self.connected.set()
+                if self._cache is not None:
+                    self._cache.listening()
                 delay = BACKOFF_MIN_S
                 # Notifications sent while we were not listening are lost: re-read.
                 self._wake_all()
@@ -164,11 +180,19 @@ class Listener:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("live: LISTEN connection failed (%s: %s); reconnecting", type(exc).__name__, exc)
             finally:
+                if self._cache is not None:
+                    self._cache.unlistening()
                 self.connected.clear()
                 self._conn = None
                 conn.terminate()
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX_S)
+
+    def _lost(self, lost: asyncio.Future[None]) -> None:
+        """The LISTEN connection closed: stop the cache at once, then reconnect."""
+        if self._cache is not None:
+            self._cache.unlistening()
+        _resolve(lost)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -186,7 +210,7 @@ async def listen(app: web.Application) -> AsyncIterator[None]:
     Startup does not wait for the database (the API comes up while it is down, like the
     pool); the listener keeps trying in the background.
     """
-    listener = Listener(app[SETTINGS].database_url)
+    listener = Listener(app[SETTINGS].database_url, app.get(CACHE))
     app[LISTENER] = listener
     task = asyncio.create_task(listener.run(), name="runstream-live-listener")
     try:

@@ -24,6 +24,12 @@ DESCRIPTION = """Read side of runstream (SPEC section 5).
 * Every run-scoped endpoint accepts `min_seq` and `wait_ms`: the answer waits until the
   run's last materialized event seq reaches `min_seq` (polling every 20 ms), or is a 504
   after `wait_ms`.
+* A run's detail, metrics, metric vectors and tables are cached by the server and carry
+  `X-Cache: hit` (answered from the cache, no database read) or `X-Cache: miss` (read
+  from the database). A cached answer is dropped when the processors commit an event of
+  the run (for a run's detail also of its children, or a new run; for `recursive`
+  metrics of any run of the tree), and is not used for a `min_seq` it has not reached;
+  while the server cannot listen for those commits, every answer is a miss.
 """
 
 LIVE_DESCRIPTION = """The run's events after `after_seq` (or the `Last-Event-ID` header), then each
@@ -96,6 +102,17 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 def _get(summary: str, params: list[dict[str, Any]], ok: dict[str, Any], *errors: int) -> dict[str, Any]:
     return {"get": {"summary": summary, "parameters": params, "responses": {"200": ok, **_errors(*errors)}}}
+
+
+_X_CACHE = {"X-Cache": {
+    "description": "hit: answered from the server's response cache; miss: read from the database.",
+    "schema": {"enum": ["hit", "miss"]},
+}}
+
+
+def _cached(ok: dict[str, Any]) -> dict[str, Any]:
+    """A 200 response that carries ``X-Cache``."""
+    return {**ok, "headers": _X_CACHE}
 
 
 _VALUE: dict[str, Any] = {
@@ -186,14 +203,14 @@ def _paths() -> dict[str, Any]:
         ),
         "/api/runs/{run_id}": _get(
             "One run with properties, tags, summaries and child ids", [_RUN_ID, *_WAIT],
-            _json(_ref("Run")), 400, 404, 504,
+            _cached(_json(_ref("Run"))), 400, 404, 504,
         ),
         "/api/runs/{run_id}/metrics": _get(
             "get_metrics", [
                 _RUN_ID, *_WAIT, _q("name", _STR, "Only these metrics; repeatable.", True),
                 _q("recursive", _BOOL, "Include descendants: {run_id: {name: value}}."),
             ],
-            _json({"oneOf": [_ref("Metrics"), {"type": "object", "additionalProperties": _ref("Metrics")}]}),
+            _cached(_json({"oneOf": [_ref("Metrics"), {"type": "object", "additionalProperties": _ref("Metrics")}]})),
             400, 404, 504,
         ),
         "/api/runs/{run_id}/metrics/{name}": _get(
@@ -202,12 +219,13 @@ def _paths() -> dict[str, Any]:
                 _q("from_step", {"type": "integer", "minimum": 0}, "First step, inclusive."),
                 _q("to_step", {"type": "integer", "minimum": 0}, "Last step, inclusive."), _MAX_POINTS,
             ],
-            _json(_ref("Vector")), 400, 404, 504,
+            _cached(_json(_ref("Vector"))), 400, 404, 504,
         ),
         "/api/runs/{run_id}/tables/{name}": _get(
             "A table metric as column lists (rows in logging order)",
             [_RUN_ID, _path("name", "Table name."), *_WAIT],
-            _json({"type": "object", "properties": {"name": _STR, "columns": _ref("Columns"), "rows": _INT}}),
+            _cached(_json({"type": "object", "properties": {"name": _STR, "columns": _ref("Columns"),
+                                                            "rows": _INT}})),
             400, 404, 504,
         ),
         "/api/runs/{run_id}/files": _get(

@@ -57,12 +57,12 @@ RUN_LAST_SEQ = "SELECT last_seq FROM runs WHERE run_id = $1"
 
 # UNION (not UNION ALL) so that a parent cycle in bad data still terminates.
 RUN_TREE = """
-WITH RECURSIVE tree(run_id) AS (
-    SELECT run_id FROM runs WHERE run_id = $1
+WITH RECURSIVE tree(run_id, last_seq) AS (
+    SELECT run_id, last_seq FROM runs WHERE run_id = $1
     UNION
-    SELECT r.run_id FROM runs r JOIN tree t ON r.parent_run_id = t.run_id
+    SELECT r.run_id, r.last_seq FROM runs r JOIN tree t ON r.parent_run_id = t.run_id
 )
-SELECT run_id FROM tree"""
+SELECT run_id, last_seq FROM tree"""
 
 TAGS_FOR_RUNS = "SELECT run_id, key, value FROM tags WHERE run_id = ANY($1::uuid[]) ORDER BY run_id, key"
 
@@ -482,9 +482,10 @@ async def runs_page(db: Db, f: RunFilter) -> dict[str, Any]:
     return {"runs": runs, "total": total}
 
 
-async def run_tree(db: Db, run_id: uuid.UUID) -> list[uuid.UUID]:
-    """The run and all its descendants (children, their children, ...)."""
-    return [r["run_id"] for r in await db.fetch(RUN_TREE, run_id)]
+async def run_tree(db: Db, run_id: uuid.UUID) -> dict[uuid.UUID, int]:
+    """The run and all its descendants (children, their children, ...), each with its
+    ``last_seq``."""
+    return {r["run_id"]: r["last_seq"] for r in await db.fetch(RUN_TREE, run_id)}
 
 
 # ---------------------------------------------------------------- metrics
