@@ -24,9 +24,12 @@ from schemas import events as ev
 # Within one transaction (the processor's one-event-at-a-time fallback) it keeps the rows
 # of earlier, successful calls: they are in ``events`` by then, so they conflict and are
 # neither inserted nor counted again. A rolled-back savepoint takes its staged rows along.
+# INCLUDING COMPRESSION: a body is compressed once, in the staging table, with the
+# archive's method (migration 0004), and INSERT ... SELECT moves it as it is.
 ARCHIVE_STAGE_TABLE = "events_in"
 ARCHIVE_STAGE = (f"SET LOCAL client_min_messages = warning; "
-                 f"CREATE TEMP TABLE IF NOT EXISTS {ARCHIVE_STAGE_TABLE} (LIKE events) ON COMMIT DELETE ROWS")
+                 f"CREATE TEMP TABLE IF NOT EXISTS {ARCHIVE_STAGE_TABLE} (LIKE events INCLUDING COMPRESSION) "
+                 f"ON COMMIT DELETE ROWS")
 ARCHIVE_COLUMNS = ("run_id", "seq", "ts", "type", "v", "event_id", "body", "topic", "partition", "offset")
 _ARCHIVE_INSERT = f"INSERT INTO events SELECT * FROM {ARCHIVE_STAGE_TABLE} ON CONFLICT DO NOTHING"
 

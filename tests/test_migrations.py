@@ -29,4 +29,11 @@ def test_migrating_again_is_a_no_op_and_timescale_stays_pending_without_the_exte
     assert report.timescaledb is False
     assert report.pending == ["0002_timescale"]
     recorded = [r[0] for r in db.execute("SELECT version FROM schema_migrations ORDER BY version")]
-    assert recorded == [1, 3]  # 0003_metric_rollups runs everywhere
+    assert recorded == [1, 3, 4]  # 0003_metric_rollups and 0004_events_lz4 run everywhere
+
+
+def test_event_bodies_are_compressed_with_lz4(db: Any) -> None:
+    """Debian's PostgreSQL has lz4: the archive's bodies use it (pglz cost the most CPU)."""
+    method = db.execute("SELECT attcompression FROM pg_attribute "
+                        "WHERE attrelid = 'events'::regclass AND attname = 'body'").fetchone()[0]
+    assert method == "l"
