@@ -26,30 +26,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
+import uuid
 from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
 
 from processors import store
-from processors.materialize import Materialized, materialize
-from schemas import events as ev
+from processors.replay_load import (REBUILD_SCHEMA, Loaded, Loader, LoadError, Range, connect_writer,
+                                    load_range, no_gc, quote, read_into)
 
 PROJECTIONS = ("experiments", "runs", "tags", "artifacts", "metric_summaries", "metric_rollups",
                "metric_points", "table_rows", "log_lines")
 """Every table that is a function of the events archive."""
 BULK = ("metric_points", "table_rows", "log_lines")
 """Append-only projections: loaded without indexes, indexed afterwards."""
-REBUILD_SCHEMA = "runstream_rebuild"
 OLD_SCHEMA = "runstream_replaced"
-
-FETCH_EVENTS = 2_000
-"""Archive rows read per round trip."""
-WRITE_POINTS = 200_000
-"""A write transaction is cut after this many points (or FETCH_EVENTS * 5 events)."""
 
 _HIGH_WATER = 'SELECT topic, partition, max("offset") FROM events GROUP BY topic, partition'
 
@@ -68,70 +66,6 @@ class Report:
     caught_up: int
     """Of ``events``: archived while the rebuild ran, applied in the swap transaction."""
     swapped: bool
-
-
-class _Writer:
-    """Materializes decoded events in batches and writes them to the rebuild schema.
-
-    With ``pipelined`` the writes run in a task of their own, one batch behind, so that
-    reading and decoding the next batch overlaps PostgreSQL's work on the previous one."""
-
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
-        self.pending: list[ev.Event] = []
-        self.pending_points = 0
-        self.events = self.points = 0
-        self.runs: set[str] = set()
-        self.queue: asyncio.Queue[Materialized | None] = asyncio.Queue(maxsize=1)
-        self.task: asyncio.Task[None] | None = None
-
-    async def add(self, event: ev.Event) -> None:
-        self.pending.append(event)
-        if isinstance(event, ev.MetricPoints):
-            self.pending_points += sum(len(s.steps) for s in event.payload.series)
-        if self.pending_points >= WRITE_POINTS or len(self.pending) >= FETCH_EVENTS * 5:
-            await self.flush()
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._write_loop())
-
-    async def stop(self) -> None:
-        """Write what is left and end the write task (which re-raises its error, if any)."""
-        await self.flush()
-        if self.task is not None:
-            await self._put(None)
-            task, self.task = self.task, None
-            await task
-
-    async def _put(self, item: Materialized | None) -> None:
-        assert self.task is not None
-        put = asyncio.ensure_future(self.queue.put(item))
-        await asyncio.wait({put, self.task}, return_when=asyncio.FIRST_COMPLETED)
-        if self.task.done() and not put.done():
-            put.cancel()
-            self.task.result()
-            raise RuntimeError("the replay writer stopped")
-
-    async def _write_loop(self) -> None:
-        while (m := await self.queue.get()) is not None:
-            async with self.conn.transaction():
-                await store.write_projections(self.conn, m, notify=False)
-
-    async def flush(self, transaction: bool = True) -> None:
-        if not self.pending:
-            return
-        m: Materialized = materialize(self.pending, columnar=True)
-        self.events += len(self.pending)
-        self.points += m.point_count
-        self.runs.update(m.runs)
-        self.pending, self.pending_points = [], 0
-        if self.task is not None:
-            await self._put(m)
-        elif transaction:
-            async with self.conn.transaction():
-                await store.write_projections(self.conn, m, notify=False)
-        else:
-            await store.write_projections(self.conn, m, notify=False)
 
 
 async def _create_tables(conn: asyncpg.Connection) -> list[str]:
@@ -158,58 +92,196 @@ async def _create_tables(conn: asyncpg.Connection) -> list[str]:
     return deferred
 
 
-async def _replay(source: asyncpg.Connection, writer: _Writer, query: str, *args: Any) -> None:
-    async for record in source.cursor(query, *args, prefetch=FETCH_EVENTS):
-        await writer.add(ev.decode(record[0]))
+async def rebuild(database_url: str, *, swap: bool = True, workers: int = 1) -> Report:
+    """Rebuild every projection from ``events`` and (``swap``) put the new tables live.
 
-
-async def rebuild(database_url: str, *, swap: bool = True) -> Report:
-    """Rebuild every projection from ``events`` and (``swap``) put the new tables live."""
+    ``workers`` > 1: the archive is split into that many ranges of ``run_id`` of about
+    equal size, loaded at the same time in the same snapshot: one in this process, each
+    other by a process of its own (``python -m processors.replay_load``). A run's
+    events all go to one of them, in order."""
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
     started = time.perf_counter()
+    procs = list(await asyncio.gather(*[_spawn_worker() for _ in range(workers - 1)]))
+    try:  # the workers import while the tables are made
+        with no_gc():
+            return await _rebuild(database_url, swap, procs, started)
+    finally:
+        await _stop(procs)
+
+
+async def _rebuild(database_url: str, swap: bool, procs: list[asyncio.subprocess.Process],
+                   started: float) -> Report:
     source = await asyncpg.connect(database_url)
-    target = await asyncpg.connect(database_url, server_settings={"search_path": f"{REBUILD_SCHEMA}, public"})
+    target = await connect_writer(database_url)
     try:
-        await target.execute("SET synchronous_commit = off")  # a crash just means: rebuild again
         deferred = await _create_tables(target)
-        writer = _Writer(target)
-        writer.start()
-        try:
-            async with source.transaction(isolation="repeatable_read", readonly=True):
-                high_water = {(t, p): o for t, p, o in await source.fetch(_HIGH_WATER)}
-                await _replay(source, writer, "SELECT body FROM events ORDER BY run_id, seq")
-        finally:
-            await writer.stop()
+        async with source.transaction(isolation="repeatable_read", readonly=True):
+            snapshot = await source.fetchval("SELECT pg_export_snapshot()")
+            # The catch-up's starting point, read in the same snapshot alongside the load.
+            high_water = asyncio.ensure_future(_high_water(database_url, snapshot))
+            try:
+                ranges = _ranges(await _run_weights(source) if procs else [], len(procs) + 1)
+                bulk = await _load_parallel(database_url, snapshot, source, target, procs, ranges)
+            except BaseException:
+                high_water.cancel()
+                await asyncio.gather(high_water, return_exceptions=True)
+                raise
+            since = await high_water
+        await _write_experiments(target, bulk.experiments)
         for ddl in deferred:
             await target.execute(ddl)
-        bulk_events = writer.events
+        runs = {uuid.UUID(r) for r in bulk.runs}
+        caught_up = Loaded()
         if swap:
-            await _swap(target, writer, high_water)
-        return Report(writer.events, writer.points, len(writer.runs), time.perf_counter() - started,
-                      writer.events - bulk_events, swap)
+            caught_up = await _swap(target, since)
+            runs.update(uuid.UUID(r) for r in caught_up.runs)
+        return Report(bulk.events + caught_up.events, bulk.points + caught_up.points, len(runs),
+                      time.perf_counter() - started, caught_up.events, swap)
     finally:
         await source.close()
         await target.close()
 
 
-async def _swap(conn: asyncpg.Connection, writer: _Writer, high_water: dict[tuple[str, int], int]) -> None:
+async def _high_water(database_url: str, snapshot: str) -> dict[tuple[str, int], int]:
+    """The highest archived offset per (topic, partition) in ``snapshot``."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            await conn.execute(f"SET TRANSACTION SNAPSHOT {quote(snapshot)}")
+            return {(t, p): o for t, p, o in await conn.fetch(_HIGH_WATER)}
+    finally:
+        await conn.close()
+
+
+_RUN_STATS = """
+SELECT most_common_vals::text::uuid[], most_common_freqs, histogram_bounds::text::uuid[]
+FROM pg_stats WHERE schemaname = 'public' AND tablename = 'events' AND attname = 'run_id'"""
+
+_RUN_SIZES = "SELECT run_id, sum(length(body))::float8 FROM public.events GROUP BY run_id"
+
+
+async def _run_weights(conn: asyncpg.Connection) -> list[tuple[uuid.UUID, float]]:
+    """How the archive is spread over run ids, as (run_id, weight) points: from the
+    planner's statistics of ``events.run_id`` (most common values with their
+    frequencies, and the histogram's equal-frequency buckets), which cost nothing to
+    read; exactly (archived bytes per run, one pass over the archive) without them."""
+    stats = await conn.fetchrow(_RUN_STATS)
+    if stats is not None and (stats[0] or stats[2]):
+        common, freqs, bounds = stats[0] or [], stats[1] or [], stats[2] or []
+        points = list(zip(common, freqs))
+        if len(bounds) > 1:
+            share = max(0.0, 1.0 - sum(freqs)) / (len(bounds) - 1)
+            points += [(b, share) for b in bounds[1:]]
+        return points
+    return [(r, w) for r, w in await conn.fetch(_RUN_SIZES)]
+
+
+def _ranges(weights: list[tuple[uuid.UUID, float]], parts: int) -> list[Range]:
+    """At most ``parts`` contiguous ranges of run_id, ``(after, up_to)`` (None: open), of
+    about equal weight; together they cover every run_id."""
+    points = sorted(weights)  # uuid order is PostgreSQL's (bytes, big-endian)
+    total = sum(w for _, w in points)
+    cuts: list[str] = []
+    acc = 0.0
+    for run_id, w in points[:-1]:
+        acc += w
+        if len(cuts) < parts - 1 and acc * parts >= total * (len(cuts) + 1):
+            cuts.append(str(run_id))
+    bounds: list[str | None] = [None, *cuts, None]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+async def _spawn_worker() -> asyncio.subprocess.Process:
+    """A loader process (it waits for its job on stdin), importing this same code."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
+    return await asyncio.create_subprocess_exec(sys.executable, "-m", "processors.replay_load", env=env,
+                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+
+
+async def _load_parallel(database_url: str, snapshot: str, source: asyncpg.Connection, target: asyncpg.Connection,
+                         procs: list[asyncio.subprocess.Process], ranges: list[Range]) -> Loaded:
+    """The first range here (in ``source``'s transaction, the exported snapshot's), each
+    other in a worker; waits for all (the first failure stops the rest)."""
+
+    async def remote(proc: asyncio.subprocess.Process, bounds: Range | None) -> Loaded:
+        job = bounds and {"database_url": database_url, "snapshot": snapshot, "after": bounds[0], "up_to": bounds[1]}
+        out, _ = await proc.communicate(orjson.dumps(job))  # null: nothing to do (fewer ranges than workers)
+        result = orjson.loads(out) if out else {}
+        if proc.returncode != 0:
+            raise ReplayError(f"replay worker for runs {bounds} failed: "
+                              f"{result.get('error') or f'exit code {proc.returncode}'}")
+        return Loaded(result.get("events", 0), result.get("points", 0),
+                      {k: datetime.fromisoformat(v) for k, v in result.get("experiments", {}).items()},
+                      set(result.get("runs", ())))
+
+    others: list[Range | None] = [*ranges[1:]]
+    others += [None] * (len(procs) - len(others))
+    tasks = [asyncio.ensure_future(load_range(source, target, ranges[0])),
+             *(asyncio.ensure_future(remote(p, r)) for p, r in zip(procs, others))]
+    try:
+        results = await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    total = Loaded()
+    for r in results:
+        total.events += r.events
+        total.points += r.points
+        total.runs |= r.runs
+        for name, when in r.experiments.items():
+            if name not in total.experiments or when < total.experiments[name]:
+                total.experiments[name] = when
+    return total
+
+
+async def _stop(procs: list[asyncio.subprocess.Process]) -> None:
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def _write_experiments(conn: asyncpg.Connection, experiments: dict[str, datetime]) -> None:
+    if experiments:
+        await conn.executemany(store.INSERT_EXPERIMENT, sorted(experiments.items()))
+
+
+_CATCH_UP = """
+SELECT e.body FROM public.events e
+LEFT JOIN unnest($1::text[], $2::int[], $3::bigint[]) AS h(topic, partition, high)
+       ON h.topic = e.topic AND h.partition = e.partition
+WHERE h.high IS NULL OR e."offset" > h.high
+ORDER BY e.run_id, e.seq"""
+
+
+async def _swap(conn: asyncpg.Connection, high_water: dict[tuple[str, int], int]) -> Loaded:
+    """Apply what was archived since the snapshot and put the rebuilt tables live, in one
+    transaction that holds new archive inserts back."""
     topics = [t for t, _ in high_water]
     partitions = [p for _, p in high_water]
     offsets = list(high_water.values())
     async with conn.transaction():
         await conn.execute("SET LOCAL synchronous_commit = on")
         await conn.execute("LOCK TABLE public.events IN SHARE MODE")  # waits for in-flight batches
-        await _replay(conn, writer, """
-            SELECT e.body FROM public.events e
-            LEFT JOIN unnest($1::text[], $2::int[], $3::bigint[]) AS h(topic, partition, high)
-                   ON h.topic = e.topic AND h.partition = e.partition
-            WHERE h.high IS NULL OR e."offset" > h.high
-            ORDER BY e.run_id, e.seq""", topics, partitions, offsets)
-        await writer.flush(transaction=False)
+        async with Loader(conn, pipelined=False) as loader:
+            await read_into(loader, conn, _CATCH_UP, topics, partitions, offsets)
+        await _write_experiments(conn, loader.result.experiments)
         await conn.execute(f"DROP SCHEMA IF EXISTS {OLD_SCHEMA} CASCADE; CREATE SCHEMA {OLD_SCHEMA}")
         for table in PROJECTIONS:
             await conn.execute(f"ALTER TABLE public.{table} SET SCHEMA {OLD_SCHEMA}")
             await conn.execute(f"ALTER TABLE {REBUILD_SCHEMA}.{table} SET SCHEMA public")
         await conn.execute(f"DROP SCHEMA {OLD_SCHEMA} CASCADE; DROP SCHEMA {REBUILD_SCHEMA} CASCADE")
+    return loader.result
+
+
+def default_workers() -> int:
+    """One loader process per core (PostgreSQL's backends share them)."""
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,10 +291,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-swap", action="store_true",
                         help=f"leave the rebuilt tables in schema {REBUILD_SCHEMA} (to compare them)")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="loader processes, each a range of runs (default: one per core, here %(default)s)")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     try:
-        report = asyncio.run(rebuild(Settings.from_env().database_url, swap=not args.no_swap))
-    except ReplayError as exc:
+        report = asyncio.run(rebuild(Settings.from_env().database_url, swap=not args.no_swap, workers=args.workers))
+    except (ReplayError, LoadError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 1
     if args.json:

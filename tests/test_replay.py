@@ -3,10 +3,16 @@ and the processors keep writing into the swapped-in tables."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import uuid
 from typing import Any
 
-from processors.replay import PROJECTIONS, rebuild
+import orjson
+import pytest
+
+from processors import replay
+from processors.replay import PROJECTIONS, REBUILD_SCHEMA, ReplayError, rebuild
 from runstream import Experiment, Workspace
 from runstream.settings import Settings
 from tests.conftest import unique
@@ -115,3 +121,133 @@ async def test_a_rebuild_without_swap_leaves_the_live_tables_alone(workspace: Wo
     assert rebuilt.fetchone()[0] == 3
     assert db.execute("SELECT count(*) FROM metric_points WHERE run_id = %s", (run.id,)).fetchone()[0] == 3
     db.execute("DROP SCHEMA runstream_rebuild CASCADE")
+
+
+def rebuilt_snapshot(db: Any, ids: list[str], experiment: str) -> dict[str, list[Any]]:
+    """``snapshot`` of the tables a ``swap=False`` rebuild left in its schema."""
+    db.execute(f"SET search_path = {REBUILD_SCHEMA}")
+    try:
+        return snapshot(db, ids, experiment)
+    finally:
+        db.execute("SET search_path = public")
+
+
+async def test_several_workers_give_the_same_tables_as_one(workspace: Workspace, settings: Settings, db: Any,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    experiment = unique("replay-workers")
+    ids = log_everything(workspace, experiment) + log_everything(workspace, experiment)
+    live = snapshot(db, ids, experiment)
+
+    one = await rebuild(settings.database_url, swap=False, workers=1)
+    assert rebuilt_snapshot(db, ids, experiment) == live
+
+    # Cut the archive between this test's runs (whatever else it holds), so that they
+    # are loaded by three different loaders: this process and two workers.
+    ordered = sorted(uuid.UUID(i) for i in ids)
+    monkeypatch.setattr(replay, "_run_weights", _fixed_weights([(r, 1.0) for r in ordered]))
+    ranges = replay._ranges([(r, 1.0) for r in ordered], 3)
+    assert len(ranges) == 3 and all(sum(_in(r, b) for r in ordered) >= 1 for b in ranges)
+    three = await rebuild(settings.database_url, swap=False, workers=3)
+    rebuilt = rebuilt_snapshot(db, ids, experiment)
+    for table in SNAPSHOTS:
+        assert rebuilt[table] == live[table], table
+    assert (three.events, three.points, three.runs) >= (one.events, one.points, one.runs)
+    db.execute(f"DROP SCHEMA {REBUILD_SCHEMA} CASCADE")
+
+
+async def test_events_archived_during_the_rebuild_are_applied_in_the_swap(
+        workspace: Workspace, settings: Settings, db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    experiment = unique("replay-catch-up")
+    exp = Experiment(workspace, experiment)
+    early = exp.start_logging(name="early")
+    for i in range(100):
+        early.log("loss", float(i))
+    early.get_metrics()
+    late: list[Any] = []
+    live: dict[str, list[Any]] = {}
+
+    def log_more() -> None:  # after the rebuild's snapshot, before its swap
+        for i in range(100, 200):
+            early.log("loss", -float(i))
+        early.tag("phase", "during")
+        early.complete()
+        run = exp.start_logging(name="late")
+        run.log_list("list", [1.0, 2.0, 3.0])
+        run.complete()
+        early.get_metrics()
+        run.get_metrics()  # both are materialized live: archived before the swap runs
+        late.append(run)
+        live.update(snapshot(db, [early.id, run.id], experiment))
+
+    real_swap = replay._swap
+
+    async def swap_after_more_events(*args: Any) -> Any:
+        await asyncio.to_thread(log_more)
+        return await real_swap(*args)
+
+    monkeypatch.setattr(replay, "_swap", swap_after_more_events)
+    report = await rebuild(settings.database_url, workers=2)
+
+    # Points, a tag and the status of one run; start, list and status of the other.
+    assert report.swapped and report.caught_up >= 6
+    assert {(r[1], r[4]) for r in live["metric_summaries"]} == {("loss", 200), ("list", 3)}
+    rebuilt = snapshot(db, [early.id, late[0].id], experiment)
+    for table in SNAPSHOTS:
+        assert rebuilt[table] == live[table], table
+
+
+async def test_a_worker_that_fails_stops_the_rebuild(settings: Settings, db: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An archived body this build cannot decode: the worker that reads it says so, the
+    rebuild fails with that message, the live tables stay, no worker is left running."""
+    bogus = uuid.UUID(int=(1 << 128) - 1)  # the highest run id: the last range, a worker's
+    db.execute("INSERT INTO events (run_id, seq, ts, type, v, event_id, body, topic, partition, \"offset\") "
+               "VALUES (%s, 0, now(), 'metric.points', 1, %s, %s, 'test-replay-bogus', 0, 0)",
+               (bogus, uuid.uuid4(), b'{"type": "metric.points", "v": 99}'))
+    try:
+        monkeypatch.setattr(replay, "_run_weights", _fixed_weights([(uuid.UUID(int=1 << 127), 1.0),
+                                                                    (bogus, 1.0)]))
+        before = db.execute("SELECT count(*) FROM runs").fetchone()
+        with pytest.raises(ReplayError, match="cannot be decoded.*unsupported version v=99"):
+            await rebuild(settings.database_url, workers=2)
+        assert db.execute("SELECT count(*) FROM runs").fetchone() >= before
+        assert db.execute("SELECT to_regclass('public.runs') IS NOT NULL").fetchone() == (True,)
+    finally:
+        db.execute("DELETE FROM events WHERE run_id = %s", (bogus,))
+        db.execute(f"DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE")
+
+
+def test_ranges_cover_every_run_id_in_about_equal_parts() -> None:
+    points = [(uuid.UUID(int=i << 100), 1.0) for i in range(100)]
+    ranges = replay._ranges(points, 4)
+    assert ranges[0][0] is None and ranges[-1][1] is None
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))  # contiguous
+    sizes = [sum(_in(r, b) for r, _ in points) for b in ranges]
+    assert sizes == [25, 25, 25, 25]
+    heavy = [(uuid.UUID(int=1), 98.0), (uuid.UUID(int=2), 1.0), (uuid.UUID(int=3), 1.0)]
+    assert [sum(_in(r, b) for r, _ in heavy) for b in replay._ranges(heavy, 2)] == [1, 2]
+    assert replay._ranges([], 3) == [(None, None)]
+    assert len(replay._ranges(points[:2], 8)) == 2
+
+
+def test_the_command_line_takes_a_number_of_workers(settings: Settings, db: Any, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    for key, value in settings.to_env().items():
+        monkeypatch.setenv(key, value)
+    assert replay.main(["--no-swap", "--json", "--workers", "2"]) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    assert report["swapped"] is False and report["events"] > 0 and report["caught_up"] == 0
+    db.execute(f"DROP SCHEMA {REBUILD_SCHEMA} CASCADE")
+    with pytest.raises(SystemExit):
+        replay.main(["--workers", "0"])
+
+
+def _fixed_weights(points: list[tuple[uuid.UUID, float]]) -> Any:
+    async def weights(conn: Any) -> list[tuple[uuid.UUID, float]]:
+        return points
+    return weights
+
+
+def _in(run_id: uuid.UUID, bounds: tuple[str | None, str | None]) -> bool:
+    after, up_to = bounds
+    return (after is None or run_id > uuid.UUID(after)) and (up_to is None or run_id <= uuid.UUID(up_to))

@@ -1,0 +1,251 @@
+"""The loading half of :mod:`processors.replay`: archived bodies → events → rows in the
+rebuild schema, for one range of runs.
+
+Used in the replay process itself (one worker, and the catch-up in the swap) and in
+worker processes (``python -m processors.replay_load``: a JSON job on stdin, a JSON
+result on stdout), each of which loads its own range of ``run_id`` on its own
+connections, in the snapshot the coordinator exported.
+
+Per event the work is the processors' own: :func:`schemas.events.decode`'s schema
+(bodies are decoded a batch at a time as one JSON array of ``Event``, the same type;
+a batch that fails is decoded body by body with :func:`schemas.events.decode` for its
+message), :func:`processors.materialize.materialize` and
+:func:`processors.store.write_projections`. The archive is read through a cursor in
+large fetches, in ``(run_id, seq)`` order (the primary key's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterator
+
+import asyncpg
+import msgspec
+import orjson
+
+from processors import store
+from processors.materialize import Materialized, materialize
+from schemas import events as ev
+
+REBUILD_SCHEMA = "runstream_rebuild"
+
+BATCH_BYTES = 4 << 20
+"""Archived bytes materialized and written together (~16k one-point events, or a few
+hundred thousand points of large events)."""
+
+Range = tuple[str | None, str | None]
+"""Run ids ``(after, up_to]``; None: no bound on that side."""
+
+FETCH_ROWS = 5_000
+"""Archive rows per cursor round trip."""
+
+_EVENTS = msgspec.json.Decoder(list[ev.Event])
+"""The schema's Event type, a batch at a time (one call instead of one per event)."""
+
+
+class LoadError(RuntimeError):
+    """The archive holds something this build cannot replay (an undecodable body)."""
+
+
+def decode_all(bodies: list[bytes]) -> list[ev.Event]:
+    """Decode archived bodies (each a JSON object) with the event schema."""
+    try:
+        return _EVENTS.decode(b"[" + b",".join(bodies) + b"]")
+    except msgspec.DecodeError:
+        pass
+    out = []
+    for body in bodies:  # the same schema one by one, for the first failure's message
+        try:
+            out.append(ev.decode(body))
+        except ev.EventError as exc:
+            raise LoadError(f"an archived event cannot be decoded: {exc}; body {bytes(body[:200])!r}") from None
+    return out
+
+
+@dataclass
+class Loaded:
+    """What one load wrote."""
+
+    events: int = 0
+    points: int = 0
+    experiments: dict[str, datetime] = field(default_factory=dict)
+    """Earliest run start per experiment: written once by the coordinator, not by each
+    worker (every worker's batches would wait on the same experiment rows)."""
+    runs: set[str] = field(default_factory=set)
+    """Run ids as the events spell them."""
+
+
+class Loader:
+    """Materializes batches of archived bodies and writes them to the rebuild schema.
+
+    ``pipelined``: the writes run in a task of their own, one batch behind, each batch in
+    its own transaction, so that reading and decoding the next batch overlaps
+    PostgreSQL's work on the previous one. Otherwise each batch is written at once in
+    the caller's transaction (the catch-up inside the swap)."""
+
+    def __init__(self, conn: asyncpg.Connection, *, pipelined: bool = True, batch_bytes: int = BATCH_BYTES) -> None:
+        self.conn = conn
+        self.pipelined = pipelined
+        self.batch_bytes = batch_bytes
+        self.result = Loaded()
+        self.bodies: list[bytes] = []
+        self.size = 0
+        self.queue: asyncio.Queue[Materialized | None] = asyncio.Queue(maxsize=1)
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> "Loader":
+        if self.pipelined:
+            self.task = asyncio.create_task(self._write_loop())
+        return self
+
+    async def __aexit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None:
+            await self.finish()
+        elif self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    async def add(self, bodies: list[bytes], size: int) -> None:
+        self.bodies += bodies
+        self.size += size
+        if self.size >= self.batch_bytes:
+            await self.flush()
+
+    async def finish(self) -> Loaded:
+        """Write what is left (and end the write task, re-raising its error, if any)."""
+        await self.flush()
+        if self.task is not None:
+            await self._put(None)
+            task, self.task = self.task, None
+            await task
+        return self.result
+
+    async def flush(self) -> None:
+        if not self.bodies:
+            return
+        batch = decode_all(self.bodies)
+        self.bodies, self.size = [], 0
+        m = materialize(batch, columnar=True)
+        r = self.result
+        r.events += len(batch)
+        r.points += m.point_count
+        r.runs.update(m.runs)
+        for name, when in m.experiments.items():
+            if name not in r.experiments or when < r.experiments[name]:
+                r.experiments[name] = when
+        m.experiments = {}
+        if self.task is not None:
+            await self._put(m)
+        else:
+            await store.write_projections(self.conn, m, notify=False)
+
+    async def _put(self, item: Materialized | None) -> None:
+        assert self.task is not None
+        put = asyncio.ensure_future(self.queue.put(item))
+        await asyncio.wait({put, self.task}, return_when=asyncio.FIRST_COMPLETED)
+        if self.task.done() and not put.done():
+            put.cancel()
+            self.task.result()
+            raise RuntimeError("the replay writer stopped")
+
+    async def _write_loop(self) -> None:
+        while (m := await self.queue.get()) is not None:
+            async with self.conn.transaction():
+                await store.write_projections(self.conn, m, notify=False)
+
+
+async def read_into(loader: Loader, source: asyncpg.Connection, query: str, *args: Any) -> None:
+    """Feed ``query``'s single bytea column (archived bodies, in log order) to ``loader``
+    (a cursor in ``source``'s open transaction, read in large fetches)."""
+    cursor = await source.cursor(query, *args)
+    while rows := await cursor.fetch(FETCH_ROWS):
+        bodies = [r[0] for r in rows]
+        await loader.add(bodies, sum(map(len, bodies)))
+
+
+@contextmanager
+def no_gc() -> Iterator[None]:
+    """Without the cyclic collector: a batch keeps ~10^4 decoded events alive, and each
+    young-generation pass walks them all (about half of the decode time). Events and rows
+    hold no reference cycles; whatever does is collected once the load is over."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+async def connect_writer(database_url: str) -> asyncpg.Connection:
+    """A connection whose unqualified table names are the rebuild schema's."""
+    return await asyncpg.connect(database_url, server_settings={
+        "search_path": f"{REBUILD_SCHEMA}, public",
+        "synchronous_commit": "off",  # a crash just means: rebuild again
+    })
+
+
+def read_query(bounds: Range) -> tuple[str, list[str]]:
+    """The archived bodies of the runs in ``bounds``, in log order (the primary key's)."""
+    where, args = [], []
+    for op, value in zip((">", "<="), bounds):
+        if value is not None:
+            args.append(value)
+            where.append(f"run_id {op} ${len(args)}::uuid")
+    return (f"SELECT body FROM public.events {'WHERE ' + ' AND '.join(where) if where else ''} "
+            "ORDER BY run_id, seq"), args
+
+
+async def load_range(source: asyncpg.Connection, target: asyncpg.Connection, bounds: Range) -> Loaded:
+    """Load the runs in ``bounds`` from ``source``'s snapshot into ``target``'s tables."""
+    query, args = read_query(bounds)
+    async with Loader(target) as loader:
+        await read_into(loader, source, query, *args)
+    return loader.result
+
+
+async def _work(job: dict[str, Any]) -> Loaded:
+    source = await asyncpg.connect(job["database_url"])
+    try:
+        target = await connect_writer(job["database_url"])
+        try:
+            async with source.transaction(isolation="repeatable_read", readonly=True):
+                await source.execute(f"SET TRANSACTION SNAPSHOT {quote(job['snapshot'])}")
+                return await load_range(source, target, (job["after"], job["up_to"]))
+        finally:
+            await target.close()
+    finally:
+        await source.close()
+
+
+def quote(literal: str) -> str:
+    return "'" + literal.replace("'", "''") + "'"
+
+
+def worker_main() -> int:
+    """``python -m processors.replay_load``: one job (JSON on stdin: database_url,
+    snapshot, after, up_to: see :data:`Range`; or null: nothing to do) → one result (JSON on
+    stdout: events, points, experiments, runs; or error)."""
+    job = orjson.loads(sys.stdin.buffer.read())
+    if job is None:
+        return 0
+    gc.disable()  # a short-lived process: see no_gc
+    try:
+        loaded = asyncio.run(_work(job))
+    except LoadError as exc:
+        sys.stdout.buffer.write(orjson.dumps({"error": str(exc)}))
+        return 1
+    sys.stdout.buffer.write(orjson.dumps({
+        "events": loaded.events, "points": loaded.points,
+        "experiments": {k: v.isoformat() for k, v in loaded.experiments.items()}, "runs": sorted(loaded.runs),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(worker_main())
