@@ -157,12 +157,14 @@ async def cached(request: web.Request, read: Callable[[Scope], Awaitable[Answer]
     The key is the path and the query string without ``min_seq``/``wait_ms`` (in the
     order given): only answers that succeeded are cached, so a hit's other parameters
     were valid. ``read`` does everything else: waiting for the run, validating its own
-    parameters, the queries.
+    parameters, the queries. A request with ``Cache-Control: no-cache`` is read from the
+    database (and its answer cached).
     """
     scope = scope_of(request)
     cache = request.app[CACHE]
     key = (request.path, tuple(item for item in request.query.items() if item[0] not in _NOT_IN_KEY))
-    entry = cache.get(key, scope.min_seq)
+    no_cache = "no-cache" in request.headers.get("Cache-Control", "").lower()
+    entry = None if no_cache else cache.get(key, scope.min_seq)
     if entry is not None:
         return web.Response(body=entry.body, content_type="application/json", headers=_HIT)
     token = cache.token()  # before the first query: a commit after it refuses the answer

@@ -29,7 +29,8 @@ DESCRIPTION = """Read side of runstream (SPEC section 5).
   from the database). A cached answer is dropped when the processors commit an event of
   the run (for a run's detail also of its children, or a new run; for `recursive`
   metrics of any run of the tree), and is not used for a `min_seq` it has not reached;
-  while the server cannot listen for those commits, every answer is a miss.
+  while the server cannot listen for those commits, every answer is a miss. A request
+  with `Cache-Control: no-cache` is always read from the database.
 """
 
 LIVE_DESCRIPTION = """The run's events after `after_seq` (or the `Last-Event-ID` header), then each

@@ -51,8 +51,10 @@ class Reader:
     def __init__(self, session: aiohttp.ClientSession, api_url: str) -> None:
         self.session, self.base = session, api_url.rstrip("/")
 
-    async def get(self, path: str, params: Any = None, status: int = 200) -> tuple[str | None, Any]:
-        async with self.session.get(self.base + path, params=params) as resp:
+    async def get(
+        self, path: str, params: Any = None, status: int = 200, headers: dict[str, str] | None = None
+    ) -> tuple[str | None, Any]:
+        async with self.session.get(self.base + path, params=params, headers=headers) as resp:
             body = await resp.json()
             assert resp.status == status, body
             return resp.headers.get("X-Cache"), body
@@ -105,6 +107,10 @@ async def test_a_repeated_read_is_a_hit(workspace: Workspace, session: aiohttp.C
     # A different query is a different answer.
     header, _ = await api.get(f"/api/runs/{run.id}/metrics/loss", {"max_points": "200"})
     assert header == "miss"
+    # Cache-Control: no-cache reads the database.
+    header, body = await api.get(f"/api/runs/{run.id}/metrics/loss", {"max_points": "100"},
+                                 headers={"Cache-Control": "no-cache"})
+    assert header == "miss" and body == vector
     run.complete()
 
 
