@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from ingest.producer import ensure_topic
 from processors import store
 from processors.materialize import Materialized, materialize
+from processors.metrics import BATCH_SIZE_BUCKETS, WRITE_SECONDS_BUCKETS, Buckets
 from processors.store import DeadLetter, Received
 from runstream.settings import Settings
 from schemas import events
@@ -49,6 +50,11 @@ class Stats:
     write_seconds: float = 0.0
     last_batch_size: int = 0
     lag: dict[int, int] = field(default_factory=dict)
+    """Partition -> messages not fetched yet; filled when /metrics is scraped (processors.metrics)."""
+    batch_sizes: Buckets = field(default_factory=lambda: Buckets(BATCH_SIZE_BUCKETS))
+    """Messages per write transaction."""
+    write_latency: Buckets = field(default_factory=lambda: Buckets(WRITE_SECONDS_BUCKETS))
+    """Seconds per write transaction (retries included)."""
 
 
 @dataclass
@@ -200,31 +206,36 @@ class Processor:
             except (asyncpg.PostgresConnectionError, OSError) as exc:
                 log.warning("database unavailable (%s); retrying the batch", exc)
                 await asyncio.sleep(1.0)  # backoff before reconnecting; the batch is retried whole
-        self.stats.write_seconds += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.stats.write_seconds += elapsed
+        self.stats.write_latency.observe(elapsed)
         self.stats.batches += 1
         self.stats.messages += len(received) + len(dead)
         self.stats.last_batch_size = len(received) + len(dead)
+        self.stats.batch_sizes.observe(self.stats.last_batch_size)
 
     async def _write(self, received: list[Received], invalid: list[DeadLetter], positions: dict[tuple[str, int], int],
                      prepared: Materialized | None = None) -> None:
         dead = list(invalid)  # a retried batch starts again from the validation failures
+        results: list[store.WriteResult] = []  # counted once committed (a retried batch is not counted twice)
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 try:
                     async with conn.transaction():  # savepoint: fall back to one at a time
-                        result = await store.write_events(conn, received, prepared)
-                    self._count(result)
+                        results.append(await store.write_events(conn, received, prepared))
                 except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
                     log.warning("batch rejected by the database (%s); writing events one at a time", exc)
                     for r in received:
                         try:
                             async with conn.transaction():
-                                self._count(await store.write_events(conn, [r]))
+                                results.append(await store.write_events(conn, [r]))
                         except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as one:
                             dead.append(DeadLetter(r.topic, r.partition, r.offset, r.event.run_id.encode(), r.raw,
                                                    f"rejected by the database: {one.__class__.__name__}: {one}"))
                 await store.write_dead_letters(conn, dead)
                 await store.save_offsets(conn, self.settings.processor_group, positions)
+        for result in results:
+            self._count(result)
         self.stats.dead_letters += len(dead)
 
     def _count(self, result: store.WriteResult) -> None:
