@@ -97,7 +97,7 @@ def serve(processors: int = typer.Option(1, help="Processor instances in this pr
 
 @app.command()
 def processor() -> None:
-    """Run one processor (scale by running more; they share the consumer group)."""
+    """Run one processor (scale by running more; they share the consumer group); Prometheus /metrics on RUNSTREAM_METRICS_PORT."""
     from runstream.serve import serve as run
 
     _service()

@@ -2,7 +2,8 @@
 
 ``runstream serve`` is what a single machine needs; in compose each part runs alone
 (``runstream processor``, ``runstream gateway``, ``runstream api``) and processors scale
-as separate containers of one consumer group.
+as separate containers of one consumer group. Wherever processors run, their Prometheus
+``/metrics`` is served on ``metrics_host:metrics_port`` (``processors.metrics``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 import asyncpg
 from aiohttp import web
 
+from processors.metrics import start_server as start_metrics
 from processors.runner import Processor
 from runstream.settings import Settings
 from schemas.migrate import migrate
@@ -56,7 +58,11 @@ async def serve(settings: Settings, *, processors: int = 1, api: bool = True, ga
     try:
         if processors:
             async with asyncpg.create_pool(settings.database_url, min_size=1, max_size=processors + 1) as pool:
-                workers = [asyncio.create_task(Processor(settings, pool).run(stop)) for _ in range(processors)]
+                members = [Processor(settings, pool) for _ in range(processors)]
+                metrics = await start_metrics(members, settings.metrics_host, settings.metrics_port)
+                if metrics is not None:
+                    runners.append(metrics)
+                workers = [asyncio.create_task(p.run(stop)) for p in members]
                 log.info("serving: %d processor(s), api=%s, gateway=%s", processors, api, gateway)
                 await asyncio.gather(*workers)
         else:

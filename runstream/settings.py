@@ -42,6 +42,9 @@ class Settings:
     api_port: int = 8080
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8081
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
+    """Port of the processors' Prometheus ``/metrics`` (``runstream processor`` and ``serve``); 0 disables it."""
     processor_group: str = "runstream-processors"
     """Kafka consumer group of the processors."""
     processor_max_records: int = 20_000
