@@ -265,6 +265,15 @@ def test_http_services_publish_their_settings_port() -> None:
                              for p in args.split()}
 
 
+def test_processor_exposes_its_metrics_port_inside_the_network() -> None:
+    """Prometheus scrapes each replica's /metrics; exposed, not published (it scales)."""
+    s = Settings.from_env(env_of("processor"))
+    assert s.metrics_port, "RUNSTREAM_METRICS_PORT=0 would disable /metrics"
+    assert s.metrics_host == "0.0.0.0", "inside a container 127.0.0.1 is unreachable from other containers"
+    assert str(s.metrics_port) in {str(p).split("/")[0] for p in SERVICES["processor"].get("expose") or []}
+    assert s.metrics_port not in {target for _, target in ports_of("processor")}
+
+
 def test_blob_store_is_one_shared_volume() -> None:
     declared = set(COMPOSE.get("volumes") or {})
     sources = set()
