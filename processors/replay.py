@@ -1,25 +1,32 @@
 """Rebuild every projection from the event archive into fresh tables, then swap them in.
 
-``python -m processors.replay [--json] [--no-swap]`` (database from ``RUNSTREAM_DATABASE_URL``).
+``python -m processors.replay [--json] [--no-swap] [--workers N]`` (database from
+``RUNSTREAM_DATABASE_URL``).
 
 1. The projection tables are created empty in the schema ``runstream_rebuild`` (``LIKE``
-   the live ones); the bulk tables get their indexes after loading.
+   the live ones; TimescaleDB hypertables as hypertables with the live tables'
+   dimensions and compression settings, :mod:`processors.replay_timescale`); the bulk
+   tables get their indexes after loading.
 2. The ``events`` archive is read in one REPEATABLE READ snapshot, run by run in ``seq``
    order, decoded, materialized and written with the processors' own code
    (:mod:`processors.materialize`, :mod:`processors.store`), whose unqualified table
-   names resolve to the new tables through ``search_path``.
+   names resolve to the new tables through ``search_path`` (:mod:`processors.replay_load`).
+   With ``--workers N`` the snapshot is exported and the archive cut into ranges of
+   ``run_id`` (4 per loader, of about equal archived bytes); this process and N-1 worker
+   processes each take the next range (heaviest first) until none is left. Runs are
+   independent: every projection row belongs to one run, except ``experiments``, whose
+   rows (earliest run start) are gathered from the loaders and written once.
 3. The swap is one transaction: ``events`` is locked against new inserts (processors
    wait; none is lost), the events archived since the snapshot are applied (Kafka
    offsets only grow within a partition, so "since" is "offset above the snapshot's
    highest for that partition"), then each live table moves to a scratch schema and its
-   rebuilt twin to ``public``, and the old tables are dropped. Readers and processors
-   see the old tables until the commit and the new ones after it.
+   rebuilt twin to ``public``, the old tables are dropped and the twins get the old
+   ones' TimescaleDB policies. Readers and processors see the old tables until the
+   commit and the new ones after it.
 
 Only projections are rebuilt; ``events``, ``consumer_offsets`` and ``dead_letters`` are
 kept. Rows that did not come from events (written around the processors) are not in the
-log and therefore not in the rebuilt tables. TimescaleDB hypertables are refused for
-now: a rebuilt twin would be a plain table (recreating it as a hypertable with its
-compression settings is the follow-up).
+log and therefore not in the rebuilt tables.
 """
 
 from __future__ import annotations
@@ -30,17 +37,18 @@ import os
 import sys
 import time
 import uuid
+from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import asyncpg
 import orjson
 
-from processors import store
-from processors.replay_load import (REBUILD_SCHEMA, Loaded, Loader, LoadError, Range, connect_writer,
-                                    load_range, no_gc, quote, read_into)
+from processors import replay_timescale, store
+from processors.replay_load import (REBUILD_SCHEMA, Loaded, Loader, NextRange, Range, ReplayError,
+                                    connect_writer, load_ranges, no_gc, quote, read_into)
 
 PROJECTIONS = ("experiments", "runs", "tags", "artifacts", "metric_summaries", "metric_rollups",
                "metric_points", "table_rows", "log_lines")
@@ -48,13 +56,6 @@ PROJECTIONS = ("experiments", "runs", "tags", "artifacts", "metric_summaries", "
 BULK = ("metric_points", "table_rows", "log_lines")
 """Append-only projections: loaded without indexes, indexed afterwards."""
 OLD_SCHEMA = "runstream_replaced"
-
-_HIGH_WATER = 'SELECT topic, partition, max("offset") FROM events GROUP BY topic, partition'
-
-
-class ReplayError(RuntimeError):
-    """The rebuild cannot run on this database as it is."""
-
 
 @dataclass(frozen=True)
 class Report:
@@ -68,28 +69,37 @@ class Report:
     swapped: bool
 
 
-async def _create_tables(conn: asyncpg.Connection) -> list[str]:
-    """Empty twins of the projections in the rebuild schema; returns the deferred index DDL."""
-    hypertables = await conn.fetchval("SELECT to_regclass('timescaledb_information.hypertables') IS NOT NULL")
-    if hypertables:
-        rows = await conn.fetch("SELECT hypertable_name FROM timescaledb_information.hypertables "
-                                "WHERE hypertable_schema = 'public'")
-        clash = sorted({r[0] for r in rows} & set(PROJECTIONS))
-        if clash:
-            raise ReplayError(f"{', '.join(clash)} are TimescaleDB hypertables; rebuilding them as "
-                              "hypertables is not implemented yet")
+@dataclass
+class _Tables:
+    deferred: list[str]
+    """Index DDL of the bulk tables, run once they are loaded."""
+    policies: list[replay_timescale.Statement]
+    """TimescaleDB policies of the live tables, added to their twins in the swap."""
+
+
+async def _create_tables(conn: asyncpg.Connection) -> _Tables:
+    """Empty twins of the projections in the rebuild schema (hypertables where the live
+    tables are)."""
+    try:
+        hypertables = await replay_timescale.hypertables(conn, "public", PROJECTIONS)
+    except replay_timescale.Unsupported as exc:
+        raise ReplayError(str(exc)) from None
     await conn.execute(f"DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE; CREATE SCHEMA {REBUILD_SCHEMA}")
-    deferred = []
+    tables = _Tables([], [])
     for table in PROJECTIONS:
         if table in BULK:
             await conn.execute(f"CREATE TABLE {REBUILD_SCHEMA}.{table} "
                                f"(LIKE public.{table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
             for (definition,) in await conn.fetch(
                     "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename = $1", table):
-                deferred.append(definition.replace(" ON public.", f" ON {REBUILD_SCHEMA}.", 1))
+                tables.deferred.append(definition.replace(" ON public.", f" ON {REBUILD_SCHEMA}.", 1))
         else:
             await conn.execute(f"CREATE TABLE {REBUILD_SCHEMA}.{table} (LIKE public.{table} INCLUDING ALL)")
-    return deferred
+        if table in hypertables:
+            for sql, args in replay_timescale.twin(hypertables[table], REBUILD_SCHEMA):
+                await conn.execute(sql, *args)
+            tables.policies += replay_timescale.policies(hypertables[table], "public")
+    return tables
 
 
 async def rebuild(database_url: str, *, swap: bool = True, workers: int = 1) -> Report:
@@ -115,26 +125,22 @@ async def _rebuild(database_url: str, swap: bool, procs: list[asyncio.subprocess
     source = await asyncpg.connect(database_url)
     target = await connect_writer(database_url)
     try:
-        deferred = await _create_tables(target)
+        tables = await _create_tables(target)
         async with source.transaction(isolation="repeatable_read", readonly=True):
-            snapshot = await source.fetchval("SELECT pg_export_snapshot()")
-            # The catch-up's starting point, read in the same snapshot alongside the load.
-            high_water = asyncio.ensure_future(_high_water(database_url, snapshot))
-            try:
-                ranges = _ranges(await _run_weights(source) if procs else [], len(procs) + 1)
+            if procs:
+                snapshot = await source.fetchval("SELECT pg_export_snapshot()")
+                weights, since = await _archive_shape(source)
+                ranges = _ranges(weights, CHUNKS_PER_LOADER * (len(procs) + 1))
                 bulk = await _load_parallel(database_url, snapshot, source, target, procs, ranges)
-            except BaseException:
-                high_water.cancel()
-                await asyncio.gather(high_water, return_exceptions=True)
-                raise
-            since = await high_water
+            else:
+                bulk, since = await _load_alone(database_url, source, target)
         await _write_experiments(target, bulk.experiments)
-        for ddl in deferred:
+        for ddl in tables.deferred:
             await target.execute(ddl)
         runs = {uuid.UUID(r) for r in bulk.runs}
         caught_up = Loaded()
         if swap:
-            caught_up = await _swap(target, since)
+            caught_up = await _swap(target, since, tables.policies)
             runs.update(uuid.UUID(r) for r in caught_up.runs)
         return Report(bulk.events + caught_up.events, bulk.points + caught_up.points, len(runs),
                       time.perf_counter() - started, caught_up.events, swap)
@@ -143,8 +149,40 @@ async def _rebuild(database_url: str, swap: bool, procs: list[asyncio.subprocess
         await target.close()
 
 
-async def _high_water(database_url: str, snapshot: str) -> dict[tuple[str, int], int]:
-    """The highest archived offset per (topic, partition) in ``snapshot``."""
+HighWater = dict[tuple[str, int], int]
+"""The highest archived offset per (topic, partition): where the catch-up starts."""
+
+_HIGH_WATER = 'SELECT topic, partition, max("offset") FROM public.events GROUP BY topic, partition'
+
+EVENT_COST = 150
+"""An event's fixed replay cost in archived bytes: a run's weight is its bytes plus this
+per event (a one-point event is ~300 bytes and costs ~5 µs; a point in a large event
+~25 bytes and ~1 µs)."""
+
+_ARCHIVE_SHAPE = f"""
+SELECT run_id, topic, partition, max("offset"), sum(length(body))::float8 + {EVENT_COST} * count(*)
+FROM public.events GROUP BY run_id, topic, partition"""
+
+CHUNKS_PER_LOADER = 4
+"""Ranges per loader: each takes the next (heaviest first) when it is done with one, so
+the loaders finish within about a range of each other."""
+
+
+async def _load_alone(database_url: str, source: asyncpg.Connection,
+                      target: asyncpg.Connection) -> tuple[Loaded, HighWater]:
+    """Everything in this process; the high water read alongside, in the same snapshot."""
+    snapshot = await source.fetchval("SELECT pg_export_snapshot()")
+    high_water = asyncio.ensure_future(_high_water(database_url, snapshot))
+    try:
+        bulk = await load_ranges(source, target, _handing_out([(None, None)]))
+    except BaseException:
+        high_water.cancel()
+        await asyncio.gather(high_water, return_exceptions=True)
+        raise
+    return bulk, await high_water
+
+
+async def _high_water(database_url: str, snapshot: str) -> HighWater:
     conn = await asyncpg.connect(database_url)
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
@@ -154,42 +192,42 @@ async def _high_water(database_url: str, snapshot: str) -> dict[tuple[str, int],
         await conn.close()
 
 
-_RUN_STATS = """
-SELECT most_common_vals::text::uuid[], most_common_freqs, histogram_bounds::text::uuid[]
-FROM pg_stats WHERE schemaname = 'public' AND tablename = 'events' AND attname = 'run_id'"""
-
-_RUN_SIZES = "SELECT run_id, sum(length(body))::float8 FROM public.events GROUP BY run_id"
-
-
-async def _run_weights(conn: asyncpg.Connection) -> list[tuple[uuid.UUID, float]]:
-    """How the archive is spread over run ids, as (run_id, weight) points: from the
-    planner's statistics of ``events.run_id`` (most common values with their
-    frequencies, and the histogram's equal-frequency buckets), which cost nothing to
-    read; exactly (archived bytes per run, one pass over the archive) without them."""
-    stats = await conn.fetchrow(_RUN_STATS)
-    if stats is not None and (stats[0] or stats[2]):
-        common, freqs, bounds = stats[0] or [], stats[1] or [], stats[2] or []
-        points = list(zip(common, freqs))
-        if len(bounds) > 1:
-            share = max(0.0, 1.0 - sum(freqs)) / (len(bounds) - 1)
-            points += [(b, share) for b in bounds[1:]]
-        return points
-    return [(r, w) for r, w in await conn.fetch(_RUN_SIZES)]
+async def _archive_shape(conn: asyncpg.Connection) -> tuple[list[tuple[uuid.UUID, float]], HighWater]:
+    """In one pass over the archive: each run's weight, and the high water."""
+    weights: dict[uuid.UUID, float] = {}
+    high_water: HighWater = {}
+    for run_id, topic, partition, offset, weight in await conn.fetch(_ARCHIVE_SHAPE):
+        weights[run_id] = weights.get(run_id, 0.0) + weight
+        if offset > high_water.get((topic, partition), -1):
+            high_water[(topic, partition)] = offset
+    return list(weights.items()), high_water
 
 
-def _ranges(weights: list[tuple[uuid.UUID, float]], parts: int) -> list[Range]:
+def _ranges(weights: list[tuple[uuid.UUID, float]], parts: int) -> list[tuple[Range, float]]:
     """At most ``parts`` contiguous ranges of run_id, ``(after, up_to)`` (None: open), of
-    about equal weight; together they cover every run_id."""
+    about equal weight (a run heavier than a part is a range of its own), with their
+    weights; together they cover every run_id."""
     points = sorted(weights)  # uuid order is PostgreSQL's (bytes, big-endian)
     total = sum(w for _, w in points)
-    cuts: list[str] = []
-    acc = 0.0
+    ranges: list[tuple[Range, float]] = []
+    after: str | None = None
+    acc = last_cut = 0.0
     for run_id, w in points[:-1]:
         acc += w
-        if len(cuts) < parts - 1 and acc * parts >= total * (len(cuts) + 1):
-            cuts.append(str(run_id))
-    bounds: list[str | None] = [None, *cuts, None]
-    return list(zip(bounds[:-1], bounds[1:]))
+        if len(ranges) < parts - 1 and acc * parts >= total * (len(ranges) + 1):
+            ranges.append(((after, str(run_id)), acc - last_cut))
+            after, last_cut = str(run_id), acc
+    ranges.append(((after, None), total - last_cut))
+    return ranges
+
+
+def _handing_out(ranges: Sequence[Range]) -> NextRange:
+    """``ranges`` one at a time, to whichever loader asks first."""
+    pending = deque(ranges)
+
+    async def next_range() -> Range | None:
+        return pending.popleft() if pending else None
+    return next_range
 
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
@@ -199,29 +237,34 @@ async def _spawn_worker() -> asyncio.subprocess.Process:
     """A loader process (it waits for its job on stdin), importing this same code."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
     return await asyncio.create_subprocess_exec(sys.executable, "-m", "processors.replay_load", env=env,
-                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                                                limit=1 << 30)  # the result line lists the runs
 
 
 async def _load_parallel(database_url: str, snapshot: str, source: asyncpg.Connection, target: asyncpg.Connection,
-                         procs: list[asyncio.subprocess.Process], ranges: list[Range]) -> Loaded:
-    """The first range here (in ``source``'s transaction, the exported snapshot's), each
-    other in a worker; waits for all (the first failure stops the rest)."""
+                         procs: list[asyncio.subprocess.Process], ranges: list[tuple[Range, float]]) -> Loaded:
+    """Load ``ranges`` here (in ``source``'s transaction, the exported snapshot's) and in
+    the workers, heaviest first, each range to whichever loader is free; wait for all
+    (the first failure stops the rest)."""
+    next_range = _handing_out([r for r, _ in sorted(ranges, key=lambda r: -r[1])])
 
-    async def remote(proc: asyncio.subprocess.Process, bounds: Range | None) -> Loaded:
-        job = bounds and {"database_url": database_url, "snapshot": snapshot, "after": bounds[0], "up_to": bounds[1]}
-        out, _ = await proc.communicate(orjson.dumps(job))  # null: nothing to do (fewer ranges than workers)
-        result = orjson.loads(out) if out else {}
-        if proc.returncode != 0:
-            raise ReplayError(f"replay worker for runs {bounds} failed: "
-                              f"{result.get('error') or f'exit code {proc.returncode}'}")
-        return Loaded(result.get("events", 0), result.get("points", 0),
-                      {k: datetime.fromisoformat(v) for k, v in result.get("experiments", {}).items()},
-                      set(result.get("runs", ())))
+    async def remote(proc: asyncio.subprocess.Process) -> Loaded:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(orjson.dumps({"database_url": database_url, "snapshot": snapshot}) + b"\n")
+        while line := await proc.stdout.readline():
+            message = orjson.loads(line)
+            if "next" in message:
+                proc.stdin.write(orjson.dumps(await next_range()) + b"\n")
+            elif "error" in message:
+                raise ReplayError(message["error"])
+            else:
+                return Loaded(message["events"], message["points"],
+                              {k: datetime.fromisoformat(v) for k, v in message["experiments"].items()},
+                              set(message["runs"]))
+        raise ReplayError(f"a replay worker exited with code {await proc.wait()}")
 
-    others: list[Range | None] = [*ranges[1:]]
-    others += [None] * (len(procs) - len(others))
-    tasks = [asyncio.ensure_future(load_range(source, target, ranges[0])),
-             *(asyncio.ensure_future(remote(p, r)) for p, r in zip(procs, others))]
+    tasks = [asyncio.ensure_future(load_ranges(source, target, next_range)),
+             *(asyncio.ensure_future(remote(p)) for p in procs)]
     try:
         results = await asyncio.gather(*tasks)
     finally:
@@ -259,9 +302,11 @@ WHERE h.high IS NULL OR e."offset" > h.high
 ORDER BY e.run_id, e.seq"""
 
 
-async def _swap(conn: asyncpg.Connection, high_water: dict[tuple[str, int], int]) -> Loaded:
+async def _swap(conn: asyncpg.Connection, high_water: HighWater,
+                policies: list[replay_timescale.Statement]) -> Loaded:
     """Apply what was archived since the snapshot and put the rebuilt tables live, in one
-    transaction that holds new archive inserts back."""
+    transaction that holds new archive inserts back (and give them the live tables'
+    TimescaleDB ``policies``)."""
     topics = [t for t, _ in high_water]
     partitions = [p for _, p in high_water]
     offsets = list(high_water.values())
@@ -276,6 +321,8 @@ async def _swap(conn: asyncpg.Connection, high_water: dict[tuple[str, int], int]
             await conn.execute(f"ALTER TABLE public.{table} SET SCHEMA {OLD_SCHEMA}")
             await conn.execute(f"ALTER TABLE {REBUILD_SCHEMA}.{table} SET SCHEMA public")
         await conn.execute(f"DROP SCHEMA {OLD_SCHEMA} CASCADE; DROP SCHEMA {REBUILD_SCHEMA} CASCADE")
+        for sql, args in policies:
+            await conn.execute(sql, *args)
     return loader.result
 
 
@@ -298,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     try:
         report = asyncio.run(rebuild(Settings.from_env().database_url, swap=not args.no_swap, workers=args.workers))
-    except (ReplayError, LoadError) as exc:
+    except ReplayError as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 1
     if args.json:

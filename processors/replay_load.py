@@ -22,7 +22,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
 import asyncpg
 import msgspec
@@ -48,8 +48,8 @@ _EVENTS = msgspec.json.Decoder(list[ev.Event])
 """The schema's Event type, a batch at a time (one call instead of one per event)."""
 
 
-class LoadError(RuntimeError):
-    """The archive holds something this build cannot replay (an undecodable body)."""
+class ReplayError(RuntimeError):
+    """The rebuild cannot run on this database as it is (re-exported by processors.replay)."""
 
 
 def decode_all(bodies: list[bytes]) -> list[ev.Event]:
@@ -63,7 +63,7 @@ def decode_all(bodies: list[bytes]) -> list[ev.Event]:
         try:
             out.append(ev.decode(body))
         except ev.EventError as exc:
-            raise LoadError(f"an archived event cannot be decoded: {exc}; body {bytes(body[:200])!r}") from None
+            raise ReplayError(f"an archived event cannot be decoded: {exc}; body {bytes(body[:200])!r}") from None
     return out
 
 
@@ -201,11 +201,17 @@ def read_query(bounds: Range) -> tuple[str, list[str]]:
             "ORDER BY run_id, seq"), args
 
 
-async def load_range(source: asyncpg.Connection, target: asyncpg.Connection, bounds: Range) -> Loaded:
-    """Load the runs in ``bounds`` from ``source``'s snapshot into ``target``'s tables."""
-    query, args = read_query(bounds)
+NextRange = Callable[[], Awaitable["Range | None"]]
+"""Hands out the next range of runs to load, or None when there is none left."""
+
+
+async def load_ranges(source: asyncpg.Connection, target: asyncpg.Connection, next_range: NextRange) -> Loaded:
+    """Load ranges of runs from ``source``'s snapshot into ``target``'s tables until
+    ``next_range`` has no more (one loader: batches run on across ranges)."""
     async with Loader(target) as loader:
-        await read_into(loader, source, query, *args)
+        while (bounds := await next_range()) is not None:
+            query, args = read_query(bounds)
+            await read_into(loader, source, query, *args)
     return loader.result
 
 
@@ -216,11 +222,23 @@ async def _work(job: dict[str, Any]) -> Loaded:
         try:
             async with source.transaction(isolation="repeatable_read", readonly=True):
                 await source.execute(f"SET TRANSACTION SNAPSHOT {quote(job['snapshot'])}")
-                return await load_range(source, target, (job["after"], job["up_to"]))
+                return await load_ranges(source, target, _ask_for_range)
         finally:
             await target.close()
     finally:
         await source.close()
+
+
+async def _ask_for_range() -> Range | None:
+    _reply({"next": True})
+    line = await asyncio.to_thread(sys.stdin.buffer.readline)
+    bounds = orjson.loads(line) if line else None
+    return None if bounds is None else (bounds[0], bounds[1])
+
+
+def _reply(message: dict[str, Any]) -> None:
+    sys.stdout.buffer.write(orjson.dumps(message) + b"\n")
+    sys.stdout.buffer.flush()
 
 
 def quote(literal: str) -> str:
@@ -228,22 +246,23 @@ def quote(literal: str) -> str:
 
 
 def worker_main() -> int:
-    """``python -m processors.replay_load``: one job (JSON on stdin: database_url,
-    snapshot, after, up_to: see :data:`Range`; or null: nothing to do) → one result (JSON on
-    stdout: events, points, experiments, runs; or error)."""
-    job = orjson.loads(sys.stdin.buffer.read())
-    if job is None:
+    """``python -m processors.replay_load``, a loader process; JSON lines both ways.
+
+    In: the job (``database_url``, ``snapshot``), then one line per ``{"next": true}`` it
+    wrote: a range ``[after, up_to]`` (see :data:`Range`), or null when there is no more.
+    Out: ``{"next": true}`` when it wants a range, at last the result (``events``,
+    ``points``, ``experiments``, ``runs``) or ``{"error": ...}``."""
+    line = sys.stdin.buffer.readline()
+    if not line:
         return 0
     gc.disable()  # a short-lived process: see no_gc
     try:
-        loaded = asyncio.run(_work(job))
-    except LoadError as exc:
-        sys.stdout.buffer.write(orjson.dumps({"error": str(exc)}))
+        loaded = asyncio.run(_work(orjson.loads(line)))
+    except ReplayError as exc:
+        _reply({"error": str(exc)})
         return 1
-    sys.stdout.buffer.write(orjson.dumps({
-        "events": loaded.events, "points": loaded.points,
-        "experiments": {k: v.isoformat() for k, v in loaded.experiments.items()}, "runs": sorted(loaded.runs),
-    }))
+    _reply({"events": loaded.events, "points": loaded.points, "runs": sorted(loaded.runs),
+            "experiments": {k: v.isoformat() for k, v in loaded.experiments.items()}})
     return 0
 
 

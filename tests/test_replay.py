@@ -144,8 +144,9 @@ async def test_several_workers_give_the_same_tables_as_one(workspace: Workspace,
     # Cut the archive between this test's runs (whatever else it holds), so that they
     # are loaded by three different loaders: this process and two workers.
     ordered = sorted(uuid.UUID(i) for i in ids)
-    monkeypatch.setattr(replay, "_run_weights", _fixed_weights([(r, 1.0) for r in ordered]))
-    ranges = replay._ranges([(r, 1.0) for r in ordered], 3)
+    monkeypatch.setattr(replay, "_archive_shape", _fixed_weights([(r, 1.0) for r in ordered]))
+    monkeypatch.setattr(replay, "CHUNKS_PER_LOADER", 1)
+    ranges = [b for b, _ in replay._ranges([(r, 1.0) for r in ordered], 3)]
     assert len(ranges) == 3 and all(sum(_in(r, b) for r in ordered) >= 1 for b in ranges)
     three = await rebuild(settings.database_url, swap=False, workers=3)
     rebuilt = rebuilt_snapshot(db, ids, experiment)
@@ -200,13 +201,15 @@ async def test_a_worker_that_fails_stops_the_rebuild(settings: Settings, db: Any
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """An archived body this build cannot decode: the worker that reads it says so, the
     rebuild fails with that message, the live tables stay, no worker is left running."""
-    bogus = uuid.UUID(int=(1 << 128) - 1)  # the highest run id: the last range, a worker's
+    bogus = uuid.UUID(int=(1 << 128) - 1)  # the highest run id, in the lighter range: a worker's
+    # (this process takes the heavier one the moment the load starts; a worker asks later)
     db.execute("INSERT INTO events (run_id, seq, ts, type, v, event_id, body, topic, partition, \"offset\") "
                "VALUES (%s, 0, now(), 'metric.points', 1, %s, %s, 'test-replay-bogus', 0, 0)",
                (bogus, uuid.uuid4(), b'{"type": "metric.points", "v": 99}'))
     try:
-        monkeypatch.setattr(replay, "_run_weights", _fixed_weights([(uuid.UUID(int=1 << 127), 1.0),
-                                                                    (bogus, 1.0)]))
+        monkeypatch.setattr(replay, "_archive_shape", _fixed_weights([(uuid.UUID(int=1 << 127), 2.0),
+                                                                      (bogus, 1.0)]))
+        monkeypatch.setattr(replay, "CHUNKS_PER_LOADER", 1)
         before = db.execute("SELECT count(*) FROM runs").fetchone()
         with pytest.raises(ReplayError, match="cannot be decoded.*unsupported version v=99"):
             await rebuild(settings.database_url, workers=2)
@@ -220,13 +223,14 @@ async def test_a_worker_that_fails_stops_the_rebuild(settings: Settings, db: Any
 def test_ranges_cover_every_run_id_in_about_equal_parts() -> None:
     points = [(uuid.UUID(int=i << 100), 1.0) for i in range(100)]
     ranges = replay._ranges(points, 4)
-    assert ranges[0][0] is None and ranges[-1][1] is None
-    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))  # contiguous
-    sizes = [sum(_in(r, b) for r, _ in points) for b in ranges]
-    assert sizes == [25, 25, 25, 25]
+    bounds = [b for b, _ in ranges]
+    assert bounds[0][0] is None and bounds[-1][1] is None
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))  # contiguous
+    assert [sum(_in(r, b) for r, _ in points) for b in bounds] == [25, 25, 25, 25]
+    assert [w for _, w in ranges] == [25.0] * 4
     heavy = [(uuid.UUID(int=1), 98.0), (uuid.UUID(int=2), 1.0), (uuid.UUID(int=3), 1.0)]
-    assert [sum(_in(r, b) for r, _ in heavy) for b in replay._ranges(heavy, 2)] == [1, 2]
-    assert replay._ranges([], 3) == [(None, None)]
+    assert [(sum(_in(r, b) for r, _ in heavy), w) for b, w in replay._ranges(heavy, 2)] == [(1, 98.0), (2, 2.0)]
+    assert replay._ranges([], 3) == [((None, None), 0.0)]
     assert len(replay._ranges(points[:2], 8)) == 2
 
 
@@ -243,9 +247,12 @@ def test_the_command_line_takes_a_number_of_workers(settings: Settings, db: Any,
 
 
 def _fixed_weights(points: list[tuple[uuid.UUID, float]]) -> Any:
-    async def weights(conn: Any) -> list[tuple[uuid.UUID, float]]:
-        return points
-    return weights
+    """``_archive_shape`` with made-up weights (and the real high water)."""
+    real = replay._archive_shape
+
+    async def shape(conn: Any) -> Any:
+        return points, (await real(conn))[1]
+    return shape
 
 
 def _in(run_id: uuid.UUID, bounds: tuple[str | None, str | None]) -> bool:
