@@ -358,7 +358,8 @@ async def million_point_vector(b: Bench) -> tuple[Row, str]:
     done = await b.wait_points(experiment, n, timeout_s=300)
     url = f"{b.settings.api_url}/api/runs/{run_id}/metrics/loss?max_points=1000"
     timings = []
-    async with aiohttp.ClientSession() as session:
+    # The SQL path every time: the API's response cache would otherwise answer all but the first.
+    async with aiohttp.ClientSession(headers={"Cache-Control": "no-cache"}) as session:
         for _ in range(3):  # warm the connection and the caches
             async with session.get(url) as resp:
                 body = orjson.loads(await resp.read())

@@ -12,7 +12,7 @@ from sklearn.model_selection import train_test_split
 
 from runstream import Experiment, Workspace
 from runstream.demo import best_run, run_sweep
-from tests.conftest import unique
+from tests.conftest import unique, wait_for
 
 
 def test_seed_sweep_logs_twenty_runs_and_the_api_finds_sklearns_best_alpha(workspace: Workspace, tmp_path: Path) -> None:
@@ -26,6 +26,9 @@ def test_seed_sweep_logs_twenty_runs_and_the_api_finds_sklearns_best_alpha(works
               for a in np.arange(0.0, 1.0, 0.05)}
     best_alpha = min(direct, key=direct.__getitem__)
 
+    # complete() returns once Kafka has the events; the processors materialize them just after
+    wait_for(lambda: len(Experiment(workspace, name).get_runs(status="completed")) == 20, timeout=60,
+             what="the 20 completed runs in the API")
     best = best_run(workspace.settings.api_url, name)
     assert best["metrics"]["alpha"]["last"] == best_alpha
     assert best["metrics"]["mse"]["last"] == direct[best_alpha]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import struct
 import time
+import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path
@@ -88,6 +89,16 @@ def shot(pg: Any, name: str) -> None:
 def api_get(settings: Settings, path: str) -> Any:
     with urllib.request.urlopen(f"{settings.api_url}{path}", timeout=30) as resp:
         return orjson.loads(resp.read())
+
+
+def experiment_total(settings: Settings, name: str) -> int:
+    """How many runs the API lists for the experiment (0 while it does not exist yet: 404)."""
+    try:
+        return int(api_get(settings, f"/api/experiments/{name}/runs?limit=1")["total"])
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return 0
+        raise
 
 
 def ready_chart(pg: Any, selector: str) -> Any:
@@ -466,8 +477,8 @@ def test_ten_thousand_runs_page_and_sort_on_the_server(page: Any, workspace: Wor
         last.log("loss", (i * 7919) % 10_000 / 10_000)
     assert last is not None
     last.flush()  # then wait on the API's count (a loaded machine may need more than get_metrics' 10 s)
-    wait_for(lambda: api_get(services, f"/api/experiments/{experiment.name}/runs?limit=1")["total"] == 10_000,
-             timeout=120, what="10,000 runs materialized")
+    wait_for(lambda: experiment_total(services, experiment.name) == 10_000, timeout=120,
+             what="10,000 runs materialized")
 
     started = time.monotonic()
     page.goto(f"/experiments/{experiment.name}?order_by=metric:loss&limit=100")
