@@ -261,7 +261,7 @@ class Run:
         ``log_list``, ``{column: [values]}`` for rows and tables, a reference for images.
         With ``recursive=True``: ``{run_id: {name: value}}`` for this run and its children."""
         self._wait_materialized(recursive=recursive)
-        data = self._ws._api.get(f"/runs/{self.id}/metrics", name=name, recursive=recursive)
+        data = self._ws._api.get(f"/runs/{self.id}/metrics", name=name, recursive=recursive, **self._seen())
         if recursive:
             return {rid: {k: decode_metric(v) for k, v in m.items()} for rid, m in data.items()}
         return {k: decode_metric(v) for k, v in data.items()}
@@ -372,7 +372,12 @@ class Run:
 
     def _read(self, path: str) -> Any:
         self._wait_materialized()
-        return self._ws._api.get(path)
+        return self._ws._api.get(path, **self._seen())
+
+    def _seen(self) -> dict[str, int]:
+        """``min_seq`` for a read after :meth:`_wait_materialized`: with several API workers
+        (each with its own response cache) the next read may reach another one."""
+        return {"min_seq": self._seq - 1} if self._writable and self._seq else {}
 
     def _read_raw(self, path: str, **params: Any) -> Any:
         try:
