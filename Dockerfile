@@ -47,8 +47,9 @@ ENV RUNSTREAM_BLOB_DIR=/var/lib/runstream/blobs \
     RUNSTREAM_UI_DIR=/opt/runstream/ui
 COPY --from=ui /ui/dist /opt/runstream/ui
 
-# 8080: query API, 8081: ingest gateway (RUNSTREAM_API_PORT / RUNSTREAM_GATEWAY_PORT).
-EXPOSE 8080 8081
+# 8080: query API, 8081: ingest gateway, 9464: a processor's /metrics
+# (RUNSTREAM_API_PORT / RUNSTREAM_GATEWAY_PORT / RUNSTREAM_METRICS_PORT).
+EXPOSE 8080 8081 9464
 
 ENTRYPOINT []
 CMD ["runstream", "--help"]
