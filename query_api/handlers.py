@@ -11,9 +11,11 @@ tables), through :func:`cached`, which answers from the cache when it can
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import typing
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping, NamedTuple
 from urllib.parse import quote
@@ -21,7 +23,8 @@ from urllib.parse import quote
 import asyncpg
 from aiohttp import web
 
-from query_api import openapi, queries
+from processors.materialize import to_datetime
+from query_api import asof, openapi, queries
 from query_api.cache import CACHE
 from query_api.downsample import MIN_MAX_POINTS
 from query_api.errors import BadRequest, NotFound, NotReady, json_response
@@ -103,6 +106,41 @@ def _max_points(request: web.Request, default: int) -> int:
     if 0 < points < MIN_MAX_POINTS:
         raise _bad("max_points", request.query["max_points"], f"0 (all) or {MIN_MAX_POINTS}..{MAX_POINTS_CAP}")
     return points
+
+
+_EPOCH = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+# A "+" left unencoded in a query string arrives as a space: "...T12:00:00 02:00".
+_SPACE_ZONE = re.compile(r"^(.*\d:\d\d(?::\d\d(?:[.,]\d+)?)?) (\d\d(?::?\d\d)?)$")
+_AS_OF_TIME = "ISO 8601 with a zone (2026-01-01T12:00:00Z, ...+02:00) or seconds since the epoch"
+
+
+def parse_time(raw: str, name: str) -> datetime:
+    """An instant given as ISO 8601 with a zone or as epoch seconds, or 400 naming ``name``."""
+    try:
+        if _EPOCH.match(raw):
+            seconds = float(raw)
+            if not math.isfinite(seconds):
+                raise ValueError(raw)
+            return to_datetime(seconds)
+        when = datetime.fromisoformat(_SPACE_ZONE.sub(r"\1+\2", raw))
+    except (ValueError, OverflowError, OSError):
+        raise _bad(name, raw, _AS_OF_TIME) from None
+    if when.tzinfo is None:
+        raise _bad(name, raw, f"{_AS_OF_TIME}; this one has no zone")
+    return when
+
+
+def as_of_point(request: web.Request) -> asof.AsOf | None:
+    """The ``as_of_seq`` or ``as_of`` parameter (not both), or None for the live state."""
+    seq = query_optional_int(request, "as_of_seq", 0, 2**63 - 1)
+    raw = request.query.get("as_of", "")
+    if seq is not None and raw:
+        raise BadRequest(f"as_of_seq={request.query['as_of_seq']!r} and as_of={raw!r} exclude each other: give one")
+    if seq is not None:
+        return asof.AsOf(seq, None, f"as_of_seq={seq}")
+    if raw:
+        return asof.AsOf(None, parse_time(raw, "as_of"), f"as_of={raw!r}")
+    return None
 
 
 class Scope(NamedTuple):
@@ -258,9 +296,17 @@ async def experiment_runs(request: web.Request) -> web.Response:
 
 
 async def run(request: web.Request) -> web.Response:
-    """One run: status, times, tags, summaries, children (cached)."""
+    """One run: status, times, tags, summaries, children (cached); with ``as_of_seq`` or
+    ``as_of``, as of that event or time (:mod:`query_api.asof`)."""
 
     async def read(scope: Scope) -> Answer:
+        point = as_of_point(request)
+        if point is not None:
+            # last_seq: the run's live one (what the read reflects), as the cache expects.
+            last_seq = await reached(request, scope)
+            f = await asof.fold(request.app[POOL], scope.run_id, last_seq, point, columnar=True)
+            children = await asof.children_of(request.app[POOL], f)
+            return Answer(asof.detail(f, children), last_seq, dict.fromkeys(children), structural=True)
         detail = await queries.run_detail(request.app[POOL], scope.run_id, scope.min_seq, scope.wait_ms)
         # It lists the children: their events and new children change it.
         return Answer(detail, detail["last_seq"], dict.fromkeys(detail["children"]), structural=True)
@@ -272,9 +318,16 @@ async def run_metrics(request: web.Request) -> web.Response:
     """``get_metrics`` shapes for the run, or per run id of its tree with ``recursive`` (cached)."""
 
     async def read(scope: Scope) -> Answer:
+        point = as_of_point(request)
+        recursive = query_bool(request, "recursive")
+        if point is not None and recursive:
+            raise BadRequest(f"recursive=true cannot be combined with {point.param}: ask each run as of its own point")
         last_seq = await reached(request, scope)
         pool, names, run_id = request.app[POOL], query_list(request, "name"), scope.run_id
-        if not query_bool(request, "recursive"):
+        if point is not None:
+            f = await asof.fold(pool, run_id, last_seq, point, columnar=False)
+            return Answer(asof.metrics(f, names), last_seq)
+        if not recursive:
             return Answer((await queries.get_metrics(pool, [run_id], names))[run_id], last_seq)
         tree = await queries.run_tree(pool, run_id)
         by_run = await queries.get_metrics(pool, list(tree), names)

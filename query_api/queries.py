@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
-from typing import Any, Sequence, TypeAlias
+from datetime import datetime, timezone
+from typing import Any, Mapping, Sequence, TypeAlias
 
 import asyncpg
 import orjson
@@ -162,6 +163,22 @@ ARTIFACT = "SELECT path, sha256, size, content_type FROM artifacts WHERE run_id 
 
 EVENTS_PAGE = "SELECT seq, body FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
 
+# A run's state as of an event (query_api.asof): how many archived events and body bytes
+# (uncompressed size; octet_length reads the TOAST header, not the data) a fold up to seq
+# $2 would read, then the bodies themselves in seq order.
+AS_OF_EXTENT = """
+SELECT count(*) AS events, COALESCE(sum(octet_length(body)), 0)::bigint AS bytes
+FROM events WHERE run_id = $1 AND seq <= $2"""
+
+AS_OF_EVENTS = "SELECT seq, body FROM events WHERE run_id = $1 AND seq <= $2 ORDER BY seq"
+
+# The first event stamped after a time: the state as of that time is every event before it.
+AS_OF_FIRST_AFTER = "SELECT seq FROM events WHERE run_id = $1 AND ts > $2 ORDER BY seq LIMIT 1"
+
+# The children a run had as of a time: those whose run.started is stamped no later.
+AS_OF_CHILDREN = """
+SELECT run_id FROM runs WHERE parent_run_id = $1 AND started_at <= $2 ORDER BY started_at, run_id"""
+
 # The live endpoint: a page of events after a seq (with the type for the SSE `event:`
 # field), and the run's status and last materialized seq to know when the run is over.
 LIVE_EVENTS = "SELECT seq, type, body FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
@@ -260,6 +277,10 @@ EXAMPLE_PARAMS: dict[str, tuple[Any, ...]] = {
     "ARTIFACTS": (_RUN,),
     "ARTIFACT": (_RUN, "outputs/model.pkl"),
     "EVENTS_PAGE": (_RUN, -1, 100),
+    "AS_OF_EXTENT": (_RUN, 3),
+    "AS_OF_EVENTS": (_RUN, 3),
+    "AS_OF_FIRST_AFTER": (_RUN, datetime(2026, 1, 1, tzinfo=timezone.utc)),
+    "AS_OF_CHILDREN": (_RUN, datetime(2026, 1, 1, tzinfo=timezone.utc)),
     "LOG_LINES_PAGE": (_RUN, -1, -1, 100),
     "LIVE_EVENTS": (_RUN, -1, 500),
     "LIVE_RUN_STATE": (_RUN,),
@@ -295,11 +316,11 @@ def _point(r: asyncpg.Record) -> ds.Point:
 
 
 def _summary(r: asyncpg.Record) -> dict[str, Any]:
-    return _summary_of(r["kind"], r["description"], r["count"], r["last_step"], r["last_value"], r["last_text"],
+    return summary_of(r["kind"], r["description"], r["count"], r["last_step"], r["last_value"], r["last_text"],
                        r["last_kind"], r["min_value"], r["max_value"])
 
 
-def _summary_of(
+def summary_of(
     kind: str, description: str | None, count: int, last_step: int | None, last_value: float | None,
     last_text: str | None, last_kind: int | None, min_value: float | None, max_value: float | None,
 ) -> dict[str, Any]:
@@ -314,7 +335,8 @@ def _summary_of(
     }
 
 
-def _run(r: asyncpg.Record) -> dict[str, Any]:
+def run_of(r: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``runs`` row (or a mapping with its columns) in the API's shape."""
     started, ended = r["started_at"], r["ended_at"]
     return {
         "run_id": r["run_id"],
@@ -417,10 +439,10 @@ async def run_detail(db: Db, run_id: uuid.UUID, min_seq: int | None = None, wait
         if r is None:  # only if the run's row was deleted meanwhile
             raise NotFound(f"run {run_id} not found")
     return {
-        **_run(r),
+        **run_of(r),
         "properties": r["properties"],
         "tags": dict(r["tags"]),
-        "metrics": {s[0]: _summary_of(*s[1:]) for s in r["summaries"]},
+        "metrics": {s[0]: summary_of(*s[1:]) for s in r["summaries"]},
         "children": r["children"],
     }
 
@@ -478,7 +500,7 @@ async def runs_page(db: Db, f: RunFilter) -> dict[str, Any]:
     total = rows[0]["total"] if rows else (await db.fetchval(RUNS_COUNT, *args) if f.offset else 0)
     ids = [r["run_id"] for r in rows]
     tags, summaries = await _tags_and_summaries(db, ids, f.columns)
-    runs = [{**_run(r), "tags": tags[r["run_id"]], "metrics": summaries[r["run_id"]]} for r in rows]
+    runs = [{**run_of(r), "tags": tags[r["run_id"]], "metrics": summaries[r["run_id"]]} for r in rows]
     return {"runs": runs, "total": total}
 
 
@@ -497,7 +519,7 @@ async def get_metrics(
     """Azure ML ``get_metrics`` shapes per run: scalar if logged once, list if repeated
     or logged as a list, ``{col: [...]}`` for tables, an artifact reference for images."""
     summaries = await db.fetch(SUMMARIES_FOR_RUNS, run_ids, list(names))
-    vectors = [s for s in summaries if s["kind"] == "list" or (s["kind"] == "scalar" and s["count"] != 1)]
+    vectors = [s for s in summaries if is_vector(s["kind"], s["count"])]
     tables = [s for s in summaries if s["kind"] == "table"]
     values: dict[tuple[uuid.UUID, str], list[Any]] = {(s["run_id"], s["name"]): [] for s in vectors}
     if vectors:
@@ -511,17 +533,32 @@ async def get_metrics(
             rows[(t["run_id"], t["name"])].append(t["cells"])
     result: dict[uuid.UUID, dict[str, Any]] = {rid: {} for rid in run_ids}
     for s in summaries:
-        key, kind = (s["run_id"], s["name"]), s["kind"]
-        if key in values:
-            shaped: Any = values[key]
-        elif key in rows:
-            shaped = columns(rows[key])
-        elif kind == "image":
-            shaped = {"artifact": s["last_text"], "sha256": s["artifact_sha256"]}
-        else:
-            shaped = value(s["last_kind"], s["last_value"], s["last_text"])
-        result[s["run_id"]][s["name"]] = shaped
+        key = (s["run_id"], s["name"])
+        result[s["run_id"]][s["name"]] = metric_shape(
+            s["kind"], s["count"], s["last_kind"], s["last_value"], s["last_text"],
+            values.get(key, []), rows.get(key, []), s["artifact_sha256"],
+        )
     return result
+
+
+def is_vector(kind: str, count: int) -> bool:
+    """Whether ``get_metrics`` gives a metric as the list of its values."""
+    return kind == "list" or (kind == "scalar" and count != 1)
+
+
+def metric_shape(
+    kind: str, count: int, last_kind: int | None, last_value: float | None, last_text: str | None,
+    vector: list[Any], rows: Sequence[dict[str, Any]], artifact_sha256: str | None,
+) -> Any:
+    """One metric in its ``get_metrics`` shape from its summary, its values in step order
+    (used if :func:`is_vector`), its table rows (for a table) and an image's sha256."""
+    if is_vector(kind, count):
+        return vector
+    if kind == "table":
+        return columns(rows)
+    if kind == "image":
+        return {"artifact": last_text, "sha256": artifact_sha256}
+    return value(last_kind, last_value, last_text)
 
 
 def _vector(name: str, kind: str, count: int, points: Sequence[ds.Point], downsampled: bool) -> dict[str, Any]:
@@ -623,7 +660,7 @@ async def compare(
     _, summaries = await _tags_and_summaries(db, run_ids, names)
     out = []
     for rid in run_ids:
-        entry = {**_run(found[rid]), "metrics": summaries[rid]}
+        entry = {**run_of(found[rid]), "metrics": summaries[rid]}
         if vectors:
             entry["vectors"] = {
                 name: await metric_vector(db, rid, name, max_points=max_points)
@@ -657,6 +694,28 @@ async def events_page(db: Db, run_id: uuid.UUID, after_seq: int, limit: int) -> 
         "events": [orjson.loads(r["body"]) for r in rows],
         "next_after_seq": rows[-1]["seq"] if len(rows) == limit else None,
     }
+
+
+async def as_of_first_after(db: Db, run_id: uuid.UUID, when: datetime) -> int | None:
+    """The seq of the run's first archived event stamped after ``when`` (None: none is)."""
+    seq = await db.fetchval(AS_OF_FIRST_AFTER, run_id, when)
+    return None if seq is None else int(seq)
+
+
+async def as_of_extent(db: Db, run_id: uuid.UUID, seq: int) -> tuple[int, int]:
+    """(events, body bytes) archived for the run up to ``seq``."""
+    r = await db.fetchrow(AS_OF_EXTENT, run_id, seq)
+    return int(r["events"]), int(r["bytes"])
+
+
+async def as_of_bodies(db: Db, run_id: uuid.UUID, seq: int) -> list[bytes]:
+    """The bodies of the run's archived events up to ``seq``, in seq order."""
+    return [r["body"] for r in await db.fetch(AS_OF_EVENTS, run_id, seq)]
+
+
+async def as_of_children(db: Db, run_id: uuid.UUID, when: datetime) -> list[uuid.UUID]:
+    """The run's children whose ``run.started`` is stamped at or before ``when``."""
+    return [r["run_id"] for r in await db.fetch(AS_OF_CHILDREN, run_id, when)]
 
 
 async def log_lines_page(
