@@ -54,6 +54,29 @@ is repeated or skipped. An unknown run is a 404 (JSON) before the stream starts;
 """
 
 
+AS_OF_DESCRIPTION = """With `as_of_seq` or `as_of` (not both): the run as it was after one of its
+events, computed from its archived events (`/events`) with the processors' own fold
+(`processors.materialize`), in the same shape as the live answer plus
+`as_of: {"seq": <last event seq included>, "ts": <that event's ts, epoch seconds>}`.
+`last_seq`, status, error, times, tags, properties and metric summaries (count, last,
+min, max, last_step) are those the projections held once that event was materialized.
+
+* `as_of_seq=N`: events with seq <= N. An N beyond the run's last materialized seq is a
+  404 naming it and the last seq (add `min_seq=N` to wait for it instead).
+* `as_of=T`: ISO 8601 with a zone (`2026-01-01T12:00:00Z`, `...+02:00`; a `+` left
+  unencoded arrives as a space and is read as `+`) or seconds since the epoch
+  (`1767268800.5`). The events before the first one stamped after T (client clock): the
+  answer is the one for `as_of_seq` = the last of them. A T after the last materialized
+  event gives the latest state; one before the run's first event is a 404.
+* Children (run detail): runs of this parent whose `run.started` is stamped at or
+  before `as_of.ts` (client clocks).
+* Bounded: at most 50,000 events and 16 MiB of event bodies are folded; a larger
+  history is a 422 naming its size (ask for an earlier point).
+* Cached like the live answer, under its own query string (the `as_of_seq` or `as_of`
+  value as given).
+"""
+
+
 def _q(name: str, schema: dict[str, Any], description: str, repeat: bool = False) -> dict[str, Any]:
     if repeat:
         schema = {"type": "array", "items": schema}
@@ -78,6 +101,13 @@ _WAIT = [
     _q("min_seq", {"type": "integer", "minimum": 0}, "Wait until the run has materialized this event seq."),
     _q("wait_ms", {"type": "integer", "minimum": 0, "maximum": 30000, "default": 10000}, "Longest wait for min_seq."),
 ]
+_AS_OF = [
+    _q("as_of_seq", {"type": "integer", "minimum": 0}, "The state after this event seq (see the description)."),
+    _q("as_of", {"type": "string"}, "The state as of this time: ISO 8601 with a zone, or epoch seconds."),
+]
+_AS_OF_POINT = {"type": "object", "properties": {
+    "seq": {"type": "integer", "description": "the last event seq folded"},
+    "ts": {"type": "number", "description": "its ts (epoch seconds)"}}}
 _MAX_POINTS = _q(
     "max_points",
     {"type": "integer", "minimum": 0, "maximum": 100000},
@@ -86,6 +116,11 @@ _MAX_POINTS = _q(
     "a bucket holding a NaN keeps it as its maximum. A string metric with more points than "
     "max_points is a 400 (strings are not downsampled).",
 )
+
+
+def _described(path_item: dict[str, Any], description: str) -> dict[str, Any]:
+    path_item["get"]["description"] = description
+    return path_item
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -97,7 +132,8 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "Bad parameter", 404: "Not found", 503: "Not ready", 504: "min_seq not reached in time"}
+    text = {400: "Bad parameter", 404: "Not found", 422: "as-of history too large to fold", 503: "Not ready",
+            504: "min_seq not reached in time"}
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
 
 
@@ -202,18 +238,30 @@ def _paths() -> dict[str, Any]:
             ],
             _json({"type": "object", "properties": {"runs": run_array, "total": _INT}}), 400, 404,
         ),
-        "/api/runs/{run_id}": _get(
-            "One run with properties, tags, summaries and child ids", [_RUN_ID, *_WAIT],
-            _cached(_json(_ref("Run"))), 400, 404, 504,
-        ),
-        "/api/runs/{run_id}/metrics": _get(
-            "get_metrics", [
+        "/api/runs/{run_id}": _described(_get(
+            "One run with properties, tags, summaries and child ids; or as of an event or time",
+            [_RUN_ID, *_WAIT, *_AS_OF],
+            _cached(_json({"allOf": [_ref("Run"), {"type": "object", "properties": {
+                "properties": {"type": "object"},
+                "children": {"type": "array", "items": {"type": "string", "format": "uuid"}},
+                "as_of": {**_AS_OF_POINT, "description": "Only with as_of_seq or as_of."}}}]})),
+            400, 404, 422, 504,
+        ), AS_OF_DESCRIPTION),
+        "/api/runs/{run_id}/metrics": _described(_get(
+            "get_metrics; or as of an event or time", [
                 _RUN_ID, *_WAIT, _q("name", _STR, "Only these metrics; repeatable.", True),
-                _q("recursive", _BOOL, "Include descendants: {run_id: {name: value}}."),
+                _q("recursive", _BOOL, "Include descendants: {run_id: {name: value}} (not with as_of_seq/as_of)."),
+                *_AS_OF,
             ],
-            _cached(_json({"oneOf": [_ref("Metrics"), {"type": "object", "additionalProperties": _ref("Metrics")}]})),
-            400, 404, 504,
-        ),
+            _cached(_json({"oneOf": [
+                _ref("Metrics"), {"type": "object", "additionalProperties": _ref("Metrics")},
+                {"type": "object", "description": "With as_of_seq or as_of: the get_metrics shape under `metrics`.",
+                 "properties": {"metrics": _ref("Metrics"), "as_of": _AS_OF_POINT}},
+            ]})),
+            400, 404, 422, 504,
+        ), "With `as_of_seq` or `as_of` the answer is `{\"metrics\": <get_metrics shape>, \"as_of\": {seq, ts}}` as "
+           "of that point, folded from the archived events as for `GET /api/runs/{run_id}` (whose description "
+           "gives the parameters, limits and errors); `recursive` cannot be combined with them."),
         "/api/runs/{run_id}/metrics/{name}": _get(
             "One metric vector", [
                 _RUN_ID, _path("name", "Metric name."), *_WAIT,

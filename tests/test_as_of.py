@@ -16,9 +16,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from processors.materialize import to_datetime
+from query_api import asof
+from query_api.app import create_app
 from runstream import Experiment, Run, Workspace
+from runstream.settings import Settings
 from tests.conftest import unique, wait_for
 
 
@@ -243,3 +247,30 @@ def test_children_as_of(workspace: Workspace) -> None:
     assert child_state["parent_run_id"] == parent.id and child_state["kind"] == "child"
     child.complete()
     parent.complete()
+
+
+async def test_a_fold_past_the_bounds_is_refused_naming_its_size(
+    history: dict[str, Any], services: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In process (the limits lowered): 422 naming the events and bytes, before any body is read."""
+    run, (_, s1, _, _, s4) = history["run"], history["seqs"]
+    async with TestClient(TestServer(create_app(services))) as client:
+        async def get(params: dict[str, Any]) -> tuple[int, Any]:
+            async with client.get(f"/api/runs/{run.id}", params=params) as resp:
+                return resp.status, await resp.json()
+
+        monkeypatch.setattr(asof, "MAX_EVENTS", s1 + 1)
+        assert (await get({"as_of_seq": s1}))[0] == 200
+        status, body = await get({"as_of_seq": s4})
+        assert status == 422, body
+        message = body["error"]["message"]
+        assert f"as_of_seq={s4}" in message and f"{s4 + 1} events" in message and str(asof.MAX_EVENTS) in message
+        monkeypatch.setattr(asof, "MAX_EVENTS", 10**6)
+        monkeypatch.setattr(asof, "MAX_BYTES", 10)
+        status, body = await get({"as_of": "9999-01-01T00:00:00Z"})
+        assert status == 422 and "bytes" in body["error"]["message"], body
+        async with client.get("/api/openapi.json") as resp:
+            doc = await resp.json()
+        params = {p["name"] for p in doc["paths"]["/api/runs/{run_id}"]["get"]["parameters"]}
+        assert {"as_of_seq", "as_of"} <= params
+        assert "422" in doc["paths"]["/api/runs/{run_id}/metrics"]["get"]["responses"]
