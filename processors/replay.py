@@ -33,22 +33,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
+import signal
+import socket
 import sys
+import threading
 import time
+import traceback
 import uuid
 from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import asyncpg
 import orjson
 
 from processors import replay_timescale, store
-from processors.replay_load import (REBUILD_SCHEMA, Loaded, Loader, NextRange, Range, ReplayError,
-                                    connect_writer, load_ranges, no_gc, quote, read_into)
+from processors.replay_load import (REBUILD_SCHEMA, Channel, Loaded, Loader, NextRange, Range, ReplayError,
+                                    connect_writer, load_ranges, no_gc, quote, read_into, serve)
 
 PROJECTIONS = ("experiments", "runs", "tags", "artifacts", "metric_summaries", "metric_rollups",
                "metric_points", "table_rows", "log_lines")
@@ -112,15 +117,15 @@ async def rebuild(database_url: str, *, swap: bool = True, workers: int = 1) -> 
     if workers < 1:
         raise ValueError("workers must be at least 1")
     started = time.perf_counter()
-    procs = list(await asyncio.gather(*[_spawn_worker() for _ in range(workers - 1)]))
-    try:  # the workers import while the tables are made
+    procs = await _start_workers(workers - 1)
+    try:
         with no_gc():
             return await _rebuild(database_url, swap, procs, started)
     finally:
-        await _stop(procs)
+        await asyncio.gather(*(p.stop() for p in procs))
 
 
-async def _rebuild(database_url: str, swap: bool, procs: list[asyncio.subprocess.Process],
+async def _rebuild(database_url: str, swap: bool, procs: list[_Worker],
                    started: float) -> Report:
     source = await asyncpg.connect(database_url)
     target = await connect_writer(database_url)
@@ -233,35 +238,105 @@ def _handing_out(ranges: Sequence[Range]) -> NextRange:
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
-async def _spawn_worker() -> asyncio.subprocess.Process:
-    """A loader process (it waits for its job on stdin), importing this same code."""
+@dataclass
+class _Worker:
+    """A loader process and the JSON-lines channel to it (see replay_load.serve)."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    wait: Callable[[], Awaitable[int]]
+    """Its exit code, once it has exited."""
+    kill: Callable[[], None]
+    exited: bool = False
+
+    async def stop(self) -> None:
+        if not self.exited:
+            self.kill()
+            await self.wait()
+        self.writer.close()
+
+
+async def _start_workers(n: int) -> list[_Worker]:
+    """``n`` loader processes: forked from this one when it runs a single thread (they
+    start at once, with everything imported), else started as ``python -m
+    processors.replay_load`` (fork is not safe in a process with other threads)."""
+    if n and threading.active_count() == 1 and hasattr(os, "fork"):
+        return await _fork_workers(n)
+    return list(await asyncio.gather(*[_spawn_worker() for _ in range(n)]))
+
+
+async def _fork_workers(n: int) -> list[_Worker]:
+    ours: list[socket.socket] = []
+    pids: list[int] = []
+    for _ in range(n):
+        mine, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # the worker: it never returns from here
+            code = 1
+            try:
+                for s in [*ours, mine]:
+                    s.close()
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                signal.set_wakeup_fd(-1)  # not the parent's event loop's
+                code = serve(Channel(theirs.makefile("rb"), theirs.makefile("wb")))
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        theirs.close()
+        ours.append(mine)
+        pids.append(pid)
+    workers = []
+    for mine, pid in zip(ours, pids):
+        reader, writer = await asyncio.open_unix_connection(sock=mine, limit=1 << 30)
+        workers.append(_Worker(reader, writer, _waiter(pid), functools.partial(os.kill, pid, signal.SIGKILL)))
+    return workers
+
+
+def _waiter(pid: int) -> Callable[[], Awaitable[int]]:
+    code: list[int] = []
+
+    async def wait() -> int:
+        if not code:
+            _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+            code.append(os.waitstatus_to_exitcode(status))
+        return code[0]
+    return wait
+
+
+async def _spawn_worker() -> _Worker:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
-    return await asyncio.create_subprocess_exec(sys.executable, "-m", "processors.replay_load", env=env,
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "processors.replay_load", env=env,
                                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                                                 limit=1 << 30)  # the result line lists the runs
+    assert proc.stdin is not None and proc.stdout is not None
+    return _Worker(proc.stdout, proc.stdin, proc.wait, proc.kill)
 
 
 async def _load_parallel(database_url: str, snapshot: str, source: asyncpg.Connection, target: asyncpg.Connection,
-                         procs: list[asyncio.subprocess.Process], ranges: list[tuple[Range, float]]) -> Loaded:
+                         procs: list[_Worker], ranges: list[tuple[Range, float]]) -> Loaded:
     """Load ``ranges`` here (in ``source``'s transaction, the exported snapshot's) and in
     the workers, heaviest first, each range to whichever loader is free; wait for all
     (the first failure stops the rest)."""
     next_range = _handing_out([r for r, _ in sorted(ranges, key=lambda r: -r[1])])
 
-    async def remote(proc: asyncio.subprocess.Process) -> Loaded:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(orjson.dumps({"database_url": database_url, "snapshot": snapshot}) + b"\n")
-        while line := await proc.stdout.readline():
+    async def remote(worker: _Worker) -> Loaded:
+        worker.writer.write(orjson.dumps({"database_url": database_url, "snapshot": snapshot}) + b"\n")
+        while line := await worker.reader.readline():
             message = orjson.loads(line)
             if "next" in message:
-                proc.stdin.write(orjson.dumps(await next_range()) + b"\n")
+                worker.writer.write(orjson.dumps(await next_range()) + b"\n")
             elif "error" in message:
                 raise ReplayError(message["error"])
             else:
+                await worker.wait()
+                worker.exited = True
                 return Loaded(message["events"], message["points"],
                               {k: datetime.fromisoformat(v) for k, v in message["experiments"].items()},
                               set(message["runs"]))
-        raise ReplayError(f"a replay worker exited with code {await proc.wait()}")
+        code = await worker.wait()
+        worker.exited = True
+        raise ReplayError(f"a replay worker exited with code {code}")
 
     tasks = [asyncio.ensure_future(load_ranges(source, target, next_range)),
              *(asyncio.ensure_future(remote(p)) for p in procs)]
@@ -280,13 +355,6 @@ async def _load_parallel(database_url: str, snapshot: str, source: asyncpg.Conne
             if name not in total.experiments or when < total.experiments[name]:
                 total.experiments[name] = when
     return total
-
-
-async def _stop(procs: list[asyncio.subprocess.Process]) -> None:
-    for proc in procs:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
 
 
 async def _write_experiments(conn: asyncpg.Connection, experiments: dict[str, datetime]) -> None:

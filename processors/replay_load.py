@@ -22,7 +22,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any, Awaitable, BinaryIO, Callable, Iterator
 
 import asyncpg
 import msgspec
@@ -218,56 +218,65 @@ async def load_ranges(source: asyncpg.Connection, target: asyncpg.Connection, ne
     return loader.result
 
 
-async def _work(job: dict[str, Any]) -> Loaded:
+class Channel:
+    """The worker's side of its JSON-lines conversation with the coordinator."""
+
+    def __init__(self, incoming: BinaryIO, outgoing: BinaryIO) -> None:
+        self.incoming = incoming
+        self.outgoing = outgoing
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.outgoing.write(orjson.dumps(message) + b"\n")
+        self.outgoing.flush()
+
+    def receive(self) -> Any:
+        line = self.incoming.readline()
+        return orjson.loads(line) if line else None
+
+    async def next_range(self) -> Range | None:
+        self.send({"next": True})
+        bounds = await asyncio.to_thread(self.receive)  # the writes go on meanwhile
+        return None if bounds is None else (bounds[0], bounds[1])
+
+
+async def _work(job: dict[str, Any], channel: Channel) -> Loaded:
     source = await asyncpg.connect(job["database_url"])
     try:
         target = await connect_writer(job["database_url"])
         try:
             async with source.transaction(isolation="repeatable_read", readonly=True):
                 await source.execute(f"SET TRANSACTION SNAPSHOT {quote(job['snapshot'])}")
-                return await load_ranges(source, target, _ask_for_range)
+                return await load_ranges(source, target, channel.next_range)
         finally:
             await target.close()
     finally:
         await source.close()
 
 
-async def _ask_for_range() -> Range | None:
-    _reply({"next": True})
-    line = await asyncio.to_thread(sys.stdin.buffer.readline)
-    bounds = orjson.loads(line) if line else None
-    return None if bounds is None else (bounds[0], bounds[1])
-
-
-def _reply(message: dict[str, Any]) -> None:
-    sys.stdout.buffer.write(orjson.dumps(message) + b"\n")
-    sys.stdout.buffer.flush()
-
-
 def quote(literal: str) -> str:
     return "'" + literal.replace("'", "''") + "'"
 
 
-def worker_main() -> int:
-    """``python -m processors.replay_load``, a loader process; JSON lines both ways.
+def serve(channel: Channel) -> int:
+    """One loader process's work, JSON lines both ways (the exit code is returned).
 
     In: the job (``database_url``, ``snapshot``), then one line per ``{"next": true}`` it
     wrote: a range ``[after, up_to]`` (see :data:`Range`), or null when there is no more.
     Out: ``{"next": true}`` when it wants a range, at last the result (``events``,
     ``points``, ``experiments``, ``runs``) or ``{"error": ...}``."""
-    line = sys.stdin.buffer.readline()
-    if not line:
+    job = channel.receive()
+    if job is None:
         return 0
     gc.disable()  # a short-lived process: see no_gc
     try:
-        loaded = asyncio.run(_work(orjson.loads(line)))
+        loaded = asyncio.run(_work(job, channel))
     except ReplayError as exc:
-        _reply({"error": str(exc)})
+        channel.send({"error": str(exc)})
         return 1
-    _reply({"events": loaded.events, "points": loaded.points, "runs": sorted(loaded.runs),
-            "experiments": {k: v.isoformat() for k, v in loaded.experiments.items()}})
+    channel.send({"events": loaded.events, "points": loaded.points, "runs": sorted(loaded.runs),
+                  "experiments": {k: v.isoformat() for k, v in loaded.experiments.items()}})
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(worker_main())
+if __name__ == "__main__":  # python -m processors.replay_load: a worker on stdin/stdout
+    raise SystemExit(serve(Channel(sys.stdin.buffer, sys.stdout.buffer)))

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -238,12 +241,39 @@ def test_the_command_line_takes_a_number_of_workers(settings: Settings, db: Any,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     for key, value in settings.to_env().items():
         monkeypatch.setenv(key, value)
-    assert replay.main(["--no-swap", "--json", "--workers", "2"]) == 0
+    assert replay.main(["--no-swap", "--json", "--workers", "2"]) == 0  # workers started as processes
     report = orjson.loads(capsys.readouterr().out)
     assert report["swapped"] is False and report["events"] > 0 and report["caught_up"] == 0
     db.execute(f"DROP SCHEMA {REBUILD_SCHEMA} CASCADE")
     with pytest.raises(SystemExit):
         replay.main(["--workers", "0"])
+
+
+def test_as_a_command_of_its_own_it_forks_its_workers(workspace: Workspace, settings: Settings, db: Any) -> None:
+    """``python -m processors.replay`` runs one thread, so its workers are forked (this
+    test process has other threads: here they are started as new processes)."""
+    experiment = unique("replay-fork")
+    ids = log_everything(workspace, experiment)
+    live = snapshot(db, ids, experiment)
+    env = {**os.environ, **settings.to_env()}
+    command = [sys.executable, "-m", "processors.replay", "--no-swap", "--json", "--workers", "3"]
+
+    done = subprocess.run(command, env=env, capture_output=True, timeout=240)
+    assert done.returncode == 0, done.stderr.decode()
+    assert orjson.loads(done.stdout)["events"] > 0
+    assert rebuilt_snapshot(db, ids, experiment) == live
+
+    bogus = uuid.UUID(int=(1 << 128) - 1)
+    db.execute("INSERT INTO events (run_id, seq, ts, type, v, event_id, body, topic, partition, \"offset\") "
+               "VALUES (%s, 0, now(), 'metric.points', 1, %s, %s, 'test-replay-bogus', 0, 0)",
+               (bogus, uuid.uuid4(), b'{"type": "metric.points", "v": 99}'))
+    try:
+        failed = subprocess.run(command, env=env, capture_output=True, timeout=240)
+    finally:
+        db.execute("DELETE FROM events WHERE run_id = %s", (bogus,))
+        db.execute(f"DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE")
+    assert failed.returncode == 1
+    assert b"replay: an archived event cannot be decoded: unsupported version v=99" in failed.stderr
 
 
 def _fixed_weights(points: list[tuple[uuid.UUID, float]]) -> Any:
