@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import os
 import signal
@@ -131,14 +132,17 @@ async def _rebuild(database_url: str, swap: bool, procs: list[_Worker],
     target = await connect_writer(database_url)
     try:
         tables = await _create_tables(target)
-        async with source.transaction(isolation="repeatable_read", readonly=True):
-            if procs:
-                snapshot = await source.fetchval("SELECT pg_export_snapshot()")
-                weights, since = await _archive_shape(source)
-                ranges = _ranges(weights, CHUNKS_PER_LOADER * (len(procs) + 1))
-                bulk = await _load_parallel(database_url, snapshot, source, target, procs, ranges)
-            else:
-                bulk, since = await _load_alone(database_url, source, target)
+        # Not `async with` (see replay_load._work): a failure's error is the one to report.
+        reading = source.transaction(isolation="repeatable_read", readonly=True)
+        await reading.start()
+        if procs:
+            snapshot = await source.fetchval("SELECT pg_export_snapshot()")
+            weights, since = await _archive_shape(source)
+            ranges = _ranges(weights, CHUNKS_PER_LOADER * (len(procs) + 1))
+            bulk = await _load_parallel(database_url, snapshot, source, target, procs, ranges)
+        else:
+            bulk, since = await _load_alone(database_url, source, target)
+        await reading.commit()
         await _write_experiments(target, bulk.experiments)
         for ddl in tables.deferred:
             await target.execute(ddl)
@@ -244,14 +248,19 @@ class _Worker:
 
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    wait: Callable[[], Awaitable[int]]
-    """Its exit code, once it has exited."""
+    reap: Callable[[], Awaitable[int]]
+    """Wait for it to exit (its exit code); one wait however often called or cancelled."""
     kill: Callable[[], None]
-    exited: bool = False
+    exit_code: int | None = None
+
+    async def wait(self) -> int:
+        self.exit_code = await self.reap()
+        return self.exit_code
 
     async def stop(self) -> None:
-        if not self.exited:
-            self.kill()
+        if self.exit_code is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.kill()
             await self.wait()
         self.writer.close()
 
@@ -294,13 +303,13 @@ async def _fork_workers(n: int) -> list[_Worker]:
 
 
 def _waiter(pid: int) -> Callable[[], Awaitable[int]]:
-    code: list[int] = []
+    reaped: asyncio.Future[tuple[int, int]] | None = None
 
     async def wait() -> int:
-        if not code:
-            _, status = await asyncio.to_thread(os.waitpid, pid, 0)
-            code.append(os.waitstatus_to_exitcode(status))
-        return code[0]
+        nonlocal reaped
+        if reaped is None:  # one waitpid: a second would fail, or find another process
+            reaped = asyncio.ensure_future(asyncio.to_thread(os.waitpid, pid, 0))
+        return os.waitstatus_to_exitcode((await asyncio.shield(reaped))[1])
     return wait
 
 
@@ -330,13 +339,10 @@ async def _load_parallel(database_url: str, snapshot: str, source: asyncpg.Conne
                 raise ReplayError(message["error"])
             else:
                 await worker.wait()
-                worker.exited = True
                 return Loaded(message["events"], message["points"],
                               {k: datetime.fromisoformat(v) for k, v in message["experiments"].items()},
                               set(message["runs"]))
-        code = await worker.wait()
-        worker.exited = True
-        raise ReplayError(f"a replay worker exited with code {code}")
+        raise ReplayError(f"a replay worker exited with code {await worker.wait()}")
 
     tasks = [asyncio.ensure_future(load_ranges(source, target, next_range)),
              *(asyncio.ensure_future(remote(p)) for p in procs)]

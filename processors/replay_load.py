@@ -104,11 +104,14 @@ class Loader:
         return self
 
     async def __aexit__(self, exc_type: Any, *_: Any) -> None:
-        if exc_type is None:
-            await self.finish()
-        elif self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+        try:
+            if exc_type is None:
+                await self.finish()
+        finally:
+            if self.task is not None:  # failed or cancelled: stop the writer (its error is not the news)
+                self.task.cancel()
+                await asyncio.gather(self.task, return_exceptions=True)
+                self.task = None
 
     async def add(self, bodies: list[bytes], size: int) -> None:
         self.bodies += bodies
@@ -121,8 +124,8 @@ class Loader:
         await self.flush()
         if self.task is not None:
             await self._put(None)
-            task, self.task = self.task, None
-            await task
+            await self.task
+            self.task = None
         return self.result
 
     async def flush(self) -> None:
@@ -244,9 +247,15 @@ async def _work(job: dict[str, Any], channel: Channel) -> Loaded:
     try:
         target = await connect_writer(job["database_url"])
         try:
-            async with source.transaction(isolation="repeatable_read", readonly=True):
-                await source.execute(f"SET TRANSACTION SNAPSHOT {quote(job['snapshot'])}")
-                return await load_ranges(source, target, channel.next_range)
+            # Not `async with`: after a failure the connection may be broken (a cancelled
+            # fetch), and its ROLLBACK's error would stand in for the failure's; closing the
+            # connection ends the transaction anyway.
+            reading = source.transaction(isolation="repeatable_read", readonly=True)
+            await reading.start()
+            await source.execute(f"SET TRANSACTION SNAPSHOT {quote(job['snapshot'])}")
+            loaded = await load_ranges(source, target, channel.next_range)
+            await reading.commit()
+            return loaded
         finally:
             await target.close()
     finally:
