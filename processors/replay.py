@@ -285,7 +285,6 @@ async def _fork_workers(n: int) -> list[_Worker]:
             try:
                 for s in [*ours, mine]:
                     s.close()
-                signal.signal(signal.SIGINT, signal.default_int_handler)
                 signal.set_wakeup_fd(-1)  # not the parent's event loop's
                 code = serve(Channel(theirs.makefile("rb"), theirs.makefile("wb")))
             except BaseException:
@@ -422,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     except ReplayError as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the workers are stopped; the live tables were not touched
+        print(f"replay: interrupted (the partial rebuild is left in schema {REBUILD_SCHEMA})", file=sys.stderr)
+        return 130
     if args.json:
         sys.stdout.write(orjson.dumps(asdict(report)).decode() + "\n")
     else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import signal
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -273,6 +274,9 @@ def serve(channel: Channel) -> int:
     wrote: a range ``[after, up_to]`` (see :data:`Range`), or null when there is no more.
     Out: ``{"next": true}`` when it wants a range, at last the result (``events``,
     ``points``, ``experiments``, ``runs``) or ``{"error": ...}``."""
+    # Ctrl-C reaches the whole process group: the coordinator stops its workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     job = channel.receive()
     if job is None:
         return 0
