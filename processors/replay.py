@@ -63,6 +63,7 @@ BULK = ("metric_points", "table_rows", "log_lines")
 """Append-only projections: loaded without indexes, indexed afterwards."""
 OLD_SCHEMA = "runstream_replaced"
 
+
 @dataclass(frozen=True)
 class Report:
     events: int
@@ -111,10 +112,9 @@ async def _create_tables(conn: asyncpg.Connection) -> _Tables:
 async def rebuild(database_url: str, *, swap: bool = True, workers: int = 1) -> Report:
     """Rebuild every projection from ``events`` and (``swap``) put the new tables live.
 
-    ``workers`` > 1: the archive is split into that many ranges of ``run_id`` of about
-    equal size, loaded at the same time in the same snapshot: one in this process, each
-    other by a process of its own (``python -m processors.replay_load``). A run's
-    events all go to one of them, in order."""
+    ``workers`` > 1: this process and ``workers - 1`` others load the archive together,
+    in the same snapshot, each taking the next range of ``run_id`` when it is done with
+    one (a run's events all go to one loader, in order)."""
     if workers < 1:
         raise ValueError("workers must be at least 1")
     started = time.perf_counter()

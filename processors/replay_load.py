@@ -1,10 +1,10 @@
 """The loading half of :mod:`processors.replay`: archived bodies → events → rows in the
-rebuild schema, for one range of runs.
+rebuild schema, one range of runs after another.
 
-Used in the replay process itself (one worker, and the catch-up in the swap) and in
-worker processes (``python -m processors.replay_load``: a JSON job on stdin, a JSON
-result on stdout), each of which loads its own range of ``run_id`` on its own
-connections, in the snapshot the coordinator exported.
+Runs in the replay process itself (its own share of the ranges, and the catch-up in the
+swap) and in each worker process (:func:`serve`: forked from the replay process, or
+started as ``python -m processors.replay_load``), each on connections of its own, in the
+snapshot the replay process exported.
 
 Per event the work is the processors' own: :func:`schemas.events.decode`'s schema
 (bodies are decoded a batch at a time as one JSON array of ``Event``, the same type;
