@@ -47,7 +47,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 import asyncpg
 import orjson
@@ -62,6 +62,9 @@ PROJECTIONS = ("experiments", "runs", "tags", "artifacts", "metric_summaries", "
 BULK = ("metric_points", "table_rows", "log_lines")
 """Append-only projections: loaded without indexes, indexed afterwards."""
 OLD_SCHEMA = "runstream_replaced"
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 @dataclass(frozen=True)
@@ -128,20 +131,20 @@ async def rebuild(database_url: str, *, swap: bool = True, workers: int = 1) -> 
 
 async def _rebuild(database_url: str, swap: bool, procs: list[_Worker],
                    started: float) -> Report:
-    source = await asyncpg.connect(database_url)
-    target = await connect_writer(database_url)
+    source, target = await asyncio.gather(asyncpg.connect(database_url), connect_writer(database_url))
     try:
-        tables = await _create_tables(target)
         # Not `async with` (see replay_load._work): a failure's error is the one to report.
         reading = source.transaction(isolation="repeatable_read", readonly=True)
         await reading.start()
-        if procs:
-            snapshot = await source.fetchval("SELECT pg_export_snapshot()")
-            weights, since = await _archive_shape(source)
+        snapshot = await source.fetchval("SELECT pg_export_snapshot()")
+        # The tables are made while the archive's shape is read (in the snapshot).
+        tables, shape = await _both(_create_tables(target), _archive_shape(source) if procs else _nothing())
+        if shape is not None:
+            weights, since = shape
             ranges = _ranges(weights, CHUNKS_PER_LOADER * (len(procs) + 1))
             bulk = await _load_parallel(database_url, snapshot, source, target, procs, ranges)
         else:
-            bulk, since = await _load_alone(database_url, source, target)
+            bulk, since = await _load_alone(database_url, snapshot, source, target)
         await reading.commit()
         await _write_experiments(target, bulk.experiments)
         for ddl in tables.deferred:
@@ -177,10 +180,22 @@ CHUNKS_PER_LOADER = 4
 the loaders finish within about a range of each other."""
 
 
-async def _load_alone(database_url: str, source: asyncpg.Connection,
+async def _nothing() -> None:
+    return None
+
+
+async def _both(a: Awaitable[A], b: Awaitable[B]) -> tuple[A, B]:
+    """Both results; if one fails, its error once the other is done too."""
+    x, y = await asyncio.gather(a, b, return_exceptions=True)
+    for r in (x, y):
+        if isinstance(r, BaseException):
+            raise r
+    return x, y  # type: ignore[return-value]
+
+
+async def _load_alone(database_url: str, snapshot: str, source: asyncpg.Connection,
                       target: asyncpg.Connection) -> tuple[Loaded, HighWater]:
     """Everything in this process; the high water read alongside, in the same snapshot."""
-    snapshot = await source.fetchval("SELECT pg_export_snapshot()")
     high_water = asyncio.ensure_future(_high_water(database_url, snapshot))
     try:
         bulk = await load_ranges(source, target, _handing_out([(None, None)]))
