@@ -411,6 +411,7 @@ async def _swap(conn: asyncpg.Connection, high_water: HighWater,
         await conn.execute(f"DROP SCHEMA {OLD_SCHEMA} CASCADE; DROP SCHEMA {REBUILD_SCHEMA} CASCADE")
         for sql, args in policies:
             await conn.execute(sql, *args)
+        await conn.execute(store.NOTIFY_ANY)  # at commit: the API's cache and live streams re-read
     return loader.result
 
 

@@ -126,6 +126,9 @@ SET "offset" = GREATEST(consumer_offsets."offset", excluded."offset"), updated_a
 # Delivered at commit to every LISTENer (the query API's live endpoint): "<run_id> <last_seq>".
 NOTIFY_RUN = "SELECT pg_notify('runstream_runs', $1)"
 NOTIFY_CHANNEL = "runstream_runs"
+NOTIFY_ANY_PAYLOAD = "*"
+"""The payload that means "any run may have changed" (a replay swapped every projection)."""
+NOTIFY_ANY = f"SELECT pg_notify('runstream_runs', '{NOTIFY_ANY_PAYLOAD}')"
 
 LOAD_OFFSETS = 'SELECT partition, "offset" FROM consumer_offsets WHERE group_id = $1 AND topic = $2'
 

@@ -31,6 +31,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
+from processors.store import NOTIFY_ANY_PAYLOAD, NOTIFY_CHANNEL
 from query_api import queries
 from query_api.cache import CACHE, ResponseCache
 from query_api.errors import BadRequest
@@ -40,7 +41,7 @@ __all__ = ["LISTENER", "Listener", "Subscription", "live", "setup"]
 
 log = logging.getLogger("runstream.query_api.live")
 
-CHANNEL = "runstream_runs"
+CHANNEL = NOTIFY_CHANNEL
 """The channel of ``processors.store.NOTIFY_RUN``."""
 TERMINAL = frozenset({"completed", "failed", "canceled"})
 HEARTBEAT_S = 15.0
@@ -137,8 +138,9 @@ class Listener:
             run_id = uuid.UUID(run_text)
         except ValueError:
             # Not "<run_id> <seq>": whatever changed, the cache cannot tell what; readers re-read.
-            log.warning("malformed %s notification %r: flushing the cache, waking every stream",
-                        CHANNEL, payload[:200])
+            if payload != NOTIFY_ANY_PAYLOAD:  # the replay's "every projection was swapped"
+                log.warning("malformed %s notification %r: flushing the cache, waking every stream",
+                            CHANNEL, payload[:200])
             if self._cache is not None:
                 self._cache.flush()
             self._wake_all()

@@ -288,3 +288,24 @@ def _fixed_weights(points: list[tuple[uuid.UUID, float]]) -> Any:
 def _in(run_id: uuid.UUID, bounds: tuple[str | None, str | None]) -> bool:
     after, up_to = bounds
     return (after is None or run_id > uuid.UUID(after)) and (up_to is None or run_id <= uuid.UUID(up_to))
+
+
+async def test_the_swap_tells_listeners_that_any_run_may_have_changed(workspace: Workspace, settings: Settings,
+                                                                       db: Any) -> None:
+    """The query API's cache and live streams LISTEN on the processors' channel; the swap
+    replaces every projection at once, so it notifies "*" (flush everything) at commit."""
+    import asyncpg
+
+    from processors.store import NOTIFY_ANY_PAYLOAD, NOTIFY_CHANNEL
+
+    log_everything(workspace, unique("replay-notify"))
+    conn = await asyncpg.connect(settings.database_url)
+    payloads: asyncio.Queue[str] = asyncio.Queue()
+    try:
+        await conn.add_listener(NOTIFY_CHANNEL, lambda *args: payloads.put_nowait(args[-1]))
+        await rebuild(settings.database_url)
+        seen: list[str] = []
+        while NOTIFY_ANY_PAYLOAD not in seen:  # the processors' own "<run_id> <seq>" may come first
+            seen.append(await asyncio.wait_for(payloads.get(), timeout=30))
+    finally:
+        await conn.close()
