@@ -24,7 +24,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every row")
-    p.add_argument("--out", type=Path, default=None, help=f"JSON results (default {DEFAULT_OUT}; --quick: none)")
+    p.add_argument("--out", type=Path, default=None, help=f"JSON results (default {DEFAULT_OUT}; with --quick or --only: none)")
     p.add_argument("--state-dir", type=Path, default=Path("/tmp/runstream-bench"),
                    help="where the benchmark's Kafka and PostgreSQL live (wiped at start)")
     p.add_argument("--processors", type=int, default=1, help="processor processes (one consumer group)")
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
 async def run(args: argparse.Namespace) -> int:
     sizes = workloads.QUICK if args.quick else workloads.FULL
-    out = args.out or (None if args.quick else DEFAULT_OUT)
+    out = args.out or (None if args.quick or args.only else DEFAULT_OUT)  # the recorded run is a whole one
     started = time.monotonic()
     print(f"starting Kafka, PostgreSQL, {args.processors} processor(s) and the API in {args.state_dir} ...",
           flush=True)
