@@ -411,15 +411,20 @@ async def concurrent_runs(b: Bench) -> tuple[Row, list[str]]:
     return row, run_ids
 
 
-async def rebuild(b: Bench) -> Row:
-    """processors.replay: rebuild every projection from the events archive, then swap."""
+async def rebuild(b: Bench, *, whole: bool) -> Row:
+    """processors.replay: rebuild every projection from the events archive, then swap.
+
+    Run twice: early, on an archive of (almost only) the one-point events of the rows
+    before it, where the rate in events/s is what SPEC §9 targets; and last, on the whole
+    archive, where most of the work is millions of points in batched events and the rate
+    that says something is points/s."""
     before = await b.pool.fetchval("SELECT count(*) FROM metric_points")
     copied = await b.pool.fetchval("SELECT count(*) FROM metric_points p WHERE NOT EXISTS "
                                    "(SELECT 1 FROM events e WHERE e.run_id = p.run_id)")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "processors.replay", "--json", cwd=REPO, env=b.services.env(),
         stdout=asyncio.subprocess.PIPE)
-    b.profile("replay", proc.pid, 6)
+    b.profile("replay-whole" if whole else "replay", proc.pid, 6)
     out, _ = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"processors.replay exited with {proc.returncode}")
@@ -427,10 +432,14 @@ async def rebuild(b: Bench) -> Row:
     after = await b.pool.fetchval("SELECT count(*) FROM metric_points")
     # The raw-COPY row's points have no events: a rebuild from the log rightly drops them.
     ok = after == before - copied
-    return Row("rebuild", "projection rebuild from the events archive", report["events"] / report["seconds"],
-               "events/s", target=200_000, note="" if ok else f"points before {before - copied}, after {after}",
-               detail={**report, "points_per_s": report["points"] / report["seconds"], "points_check":
-                       "ok" if ok else "failed"})
+    detail = {**report, "events_per_s": report["events"] / report["seconds"],
+              "points_per_s": report["points"] / report["seconds"], "points_check": "ok" if ok else "failed"}
+    note = "" if ok else f"points before {before - copied}, after {after}"
+    if whole:
+        return Row("rebuild_archive", f"projection rebuild, whole archive ({report['events']:,} events, "
+                   f"{report['points']:,} points)", detail["points_per_s"], "points/s", note=note, detail=detail)
+    return Row("rebuild", f"projection rebuild from the events archive ({report['events']:,} events)",
+               detail["events_per_s"], "events/s", target=200_000, note=note, detail=detail)
 
 
 async def api_reads(b: Bench, run_id: str) -> Row:

@@ -16,7 +16,7 @@ import orjson
 from tests.conftest import REPO
 
 ROWS = {"ingest_batched", "ingest_single", "ingest_single_drain", "raw_copy", "latency_p50", "latency_p99",
-        "vector_p50", "vector_p99", "concurrent", "rebuild", "api_reads"}
+        "vector_p50", "vector_p99", "concurrent", "rebuild", "rebuild_archive", "api_reads"}
 
 
 def test_quick_benchmark_measures_every_row(tmp_path: Path) -> None:
@@ -33,4 +33,6 @@ def test_quick_benchmark_measures_every_row(tmp_path: Path) -> None:
     assert [k for k in sorted(ROWS) if not (rows[k]["value"] or 0) > 0] == []
     assert rows["concurrent"]["detail"]["count_check"] == "ok"
     assert rows["rebuild"]["detail"]["points_check"] == "ok"
+    assert rows["rebuild_archive"]["detail"]["points_check"] == "ok"
+    assert [r["key"] for r in doc["rows"] if "machine" not in r["detail"].get("cpu_s", {})] == [], "CPU seconds per row"
     assert doc["meta"]["failures"] == []
