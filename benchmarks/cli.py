@@ -32,6 +32,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mlflow-python", default=None,
                    help="interpreter that has mlflow installed (default: this one, if it has mlflow)")
     p.add_argument("--profile", type=Path, default=None, help="attach py-spy to the services; raw stacks here")
+    p.add_argument("--latency-also", type=float, nargs="*", default=[0.0, 0.25], metavar="FRACTION",
+                   help="latency also at these fractions of the peak (0: the probe alone); default 0 0.25")
     p.add_argument("--only", default="", help=f"comma-separated subset of: {','.join(ROWS)}")
     return p.parse_args(argv)
 
@@ -87,6 +89,8 @@ async def run(args: argparse.Namespace) -> int:
                 batched.ratio, batched.baseline = batched.value / raw.value, "raw COPY"
             peak = batched.value if batched else 100_000.0
             p99 = await measure("latency at half load", lambda: workloads.latency(b, peak), "latency")
+            light = [await measure(f"latency at {f:.0%} load", lambda f=f: workloads.latency(b, peak, f), "latency")
+                     for f in args.latency_also]
             vector = await measure("1M-point vector", lambda: workloads.million_point_vector(b), "vector")
             concurrent = await measure("concurrent runs", lambda: workloads.concurrent_runs(b), "concurrent")
             rebuilt = await measure("projection rebuild, whole archive", lambda: workloads.rebuild(b, whole=True),
@@ -97,7 +101,7 @@ async def run(args: argparse.Namespace) -> int:
                 if vector else None
             same_read = await measure("history of MLflow's size", lambda: history(b, vector[1], sizes.mlflow_history),
                                       "vector") if vector and sizes.mlflow_history < sizes.vector_points else None
-            ours = [batched, single, drain, raw, b.rows.get("latency_p50"), p99, b.rows.get("vector_p50"),
+            ours = [batched, single, drain, raw, b.rows.get("latency_p50"), p99, *light, b.rows.get("vector_p50"),
                     vector and vector[0], full_read, same_read, concurrent and concurrent[0], rebuilt_events, rebuilt,
                     reads]
             rows = [r for r in ours if r is not None]
