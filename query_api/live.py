@@ -80,7 +80,8 @@ class Subscription:
     async def wait(self, timeout: float) -> bool:
         """True if woken within ``timeout`` seconds, False on timeout."""
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: see runstream.sender's pump
+                await self._wake.wait()
         except TimeoutError:
             return False
         return True

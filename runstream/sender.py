@@ -135,8 +135,12 @@ class Sender:
             self._idle = True
             if not self._queue:
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=0.5)
-                except asyncio.TimeoutError:
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
+                    # cancellation that stops this task when the event is set at the same
+                    # moment (the sender's close then waited for a task that never ended).
+                    async with asyncio.timeout(0.5):
+                        await self._wake.wait()
+                except TimeoutError:
                     continue
                 self._wake.clear()
                 await asyncio.sleep(LINGER_S)  # linger: let a burst of log calls fold into one event
