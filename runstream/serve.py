@@ -13,11 +13,10 @@ import gc
 import logging
 import signal
 
-import asyncpg
 from aiohttp import web
 
 from processors.metrics import start_server as start_metrics
-from processors.runner import Processor
+from processors.runner import Processor, pool as processor_pool
 from runstream.settings import Settings
 from schemas.migrate import migrate
 
@@ -57,7 +56,7 @@ async def serve(settings: Settings, *, processors: int = 1, api: bool = True, ga
         runners.append(await _start(create_gateway(settings), settings.gateway_host, settings.gateway_port))
     try:
         if processors:
-            async with asyncpg.create_pool(settings.database_url, min_size=1, max_size=processors + 1) as pool:
+            async with processor_pool(settings, processors + 1) as pool:
                 members = [Processor(settings, pool) for _ in range(processors)]
                 metrics = await start_metrics(members, settings.metrics_host, settings.metrics_port)
                 if metrics is not None:
