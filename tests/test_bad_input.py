@@ -7,7 +7,6 @@ import math
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 

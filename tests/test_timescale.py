@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Iterator
 
 import asyncpg
 import psycopg
