@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import sys
 import time
@@ -89,8 +90,8 @@ async def run(args: argparse.Namespace) -> int:
                 batched.ratio, batched.baseline = batched.value / raw.value, "raw COPY"
             peak = batched.value if batched else 100_000.0
             p99 = await measure("latency at half load", lambda: workloads.latency(b, peak), "latency")
-            light = [await measure(f"latency at {f:.0%} load", lambda f=f: workloads.latency(b, peak, f), "latency")
-                     for f in args.latency_also]
+            light = [await measure(f"latency at {f:.0%} load", functools.partial(workloads.latency, b, peak, f),
+                                   "latency") for f in args.latency_also]
             vector = await measure("1M-point vector", lambda: workloads.million_point_vector(b), "vector")
             concurrent = await measure("concurrent runs", lambda: workloads.concurrent_runs(b), "concurrent")
             rebuilt = await measure("projection rebuild, whole archive", lambda: workloads.rebuild(b, whole=True),

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, TypeVar
 
 import aiohttp
 import orjson
@@ -79,7 +79,7 @@ class Sender:
         if "error" in box:
             raise DeliveryError(str(box["error"])) from box["error"]
 
-    def call(self, fn: Callable[[aiohttp.ClientSession], Awaitable[T]], timeout: float | None = 60) -> T:
+    def call(self, fn: Callable[[aiohttp.ClientSession], Coroutine[Any, Any, T]], timeout: float | None = 60) -> T:
         """Run ``fn(session)`` on the sender's loop (API reads, uploads) and return its result."""
         return asyncio.run_coroutine_threadsafe(fn(self.session), self._loop).result(timeout)
 
