@@ -17,6 +17,8 @@ and update, the tags it would keep, the summaries it would upsert) the way
   bytes of event bodies (uncompressed), counted before any body is read; a larger one is
   refused with a 422 (:class:`AsOfTooLarge`) naming the figures. It runs on a worker
   thread, so the event loop keeps serving.
+* **At most** :data:`FOLDS_AT_ONCE` folds read and fold at the same time per API
+  process (the others wait their turn), so memory stays within a few times the bounds.
 * **Children**: the runs whose parent is this run and whose ``run.started`` is stamped
   no later than the as-of point's ``ts`` (both client clocks: exact when the children
   were started on the same machine as the parent's events, e.g. by ``child_run``).
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Sequence
@@ -37,12 +40,24 @@ from query_api import queries
 from query_api.errors import ApiError, NotFound
 from schemas import events as ev
 
-__all__ = ["MAX_BYTES", "MAX_EVENTS", "AsOf", "AsOfTooLarge", "Fold", "detail", "fold", "metrics"]
+__all__ = ["FOLDS_AT_ONCE", "MAX_BYTES", "MAX_EVENTS", "AsOf", "AsOfTooLarge", "Fold", "detail", "fold", "metrics"]
 
 MAX_EVENTS = 50_000
 """Most archived events one as-of answer folds."""
 MAX_BYTES = 16 << 20
 """Most bytes of archived event bodies (uncompressed) one as-of answer folds."""
+FOLDS_AT_ONCE = 2
+"""Folds running at once in one API process (each holds its bodies and decoded events)."""
+_FOLDS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
+
+
+def _fold_slot() -> asyncio.Semaphore:
+    """The running loop's semaphore of :data:`FOLDS_AT_ONCE` (one per loop: tests run several)."""
+    loop = asyncio.get_running_loop()
+    slot = _FOLDS.get(loop)
+    if slot is None:
+        slot = _FOLDS[loop] = asyncio.Semaphore(FOLDS_AT_ONCE)
+    return slot
 
 
 class AsOfTooLarge(ApiError):
@@ -100,8 +115,9 @@ async def fold(db: queries.Db, run_id: uuid.UUID, last_seq: int, point: AsOf, *,
             f"{point.param}: run {run_id} has {events} events ({size} bytes) up to seq {seq}; an as-of "
             f"state folds at most {MAX_EVENTS} events and {MAX_BYTES} bytes: ask for an earlier point"
         )
-    bodies = await queries.as_of_bodies(db, run_id, seq)
-    return await asyncio.to_thread(_fold, run_id, bodies, columnar)
+    async with _fold_slot():
+        bodies = await queries.as_of_bodies(db, run_id, seq)
+        return await asyncio.to_thread(_fold, run_id, bodies, columnar)
 
 
 def _fold(run_id: uuid.UUID, bodies: Sequence[bytes], columnar: bool) -> Fold:

@@ -7,9 +7,12 @@ Conditions are waited on with deadlines (the SDK's read-your-writes), never with
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
 import urllib.parse
+import threading
+import time
 import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -274,3 +277,39 @@ async def test_a_fold_past_the_bounds_is_refused_naming_its_size(
         params = {p["name"] for p in doc["paths"]["/api/runs/{run_id}"]["get"]["parameters"]}
         assert {"as_of_seq", "as_of"} <= params
         assert "422" in doc["paths"]["/api/runs/{run_id}/metrics"]["get"]["responses"]
+
+
+async def test_at_most_folds_at_once_run_together(history: dict[str, Any], services: Settings,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """In process: five as-of reads at once; the folds run FOLDS_AT_ONCE at a time (the rest
+    wait their turn) and every read is answered."""
+    run, seqs = history["run"], history["seqs"]
+    lock, active, peak, release = threading.Lock(), [0], [0], threading.Event()
+    real_fold = asof._fold
+
+    def counted(*args: Any) -> Any:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        try:
+            release.wait(30)
+            return real_fold(*args)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(asof, "_fold", counted)
+    async with TestClient(TestServer(create_app(services))) as client:
+        async def get(seq: int) -> int:
+            async with client.get(f"/api/runs/{run.id}", params={"as_of_seq": seq},
+                                  headers={"Cache-Control": "no-cache"}) as resp:
+                return resp.status
+
+        reads = [asyncio.ensure_future(get(seq)) for seq in seqs]
+        deadline = time.monotonic() + 30
+        while active[0] < asof.FOLDS_AT_ONCE:  # the first folds have started and hold their slots
+            assert time.monotonic() < deadline, "no fold started"
+            await asyncio.sleep(0.01)  # yield to the server on this loop while polling the counter
+        release.set()
+        assert await asyncio.gather(*reads) == [200] * len(seqs)
+    assert peak[0] == asof.FOLDS_AT_ONCE
