@@ -8,6 +8,8 @@ so tests share the database without truncating it.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import subprocess
 import sys
@@ -15,9 +17,11 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, AsyncIterator, Callable, Iterator, TypeVar
 
+import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 
 from runstream import Workspace, devstack
 from runstream.demo import wait_ready
@@ -120,6 +124,41 @@ def wait_for(condition: Callable[[], T], *, timeout: float = 30, what: str = "co
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {value!r})")
         time.sleep(0.05)
+
+
+async def eventually(condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+    """:func:`wait_for` on the test's event loop: re-check ``condition`` (plain or async)
+    until it returns something truthy, letting the loop run in between."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture()
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An aiohttp client session for the test."""
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture()
+async def local_api(services: Settings) -> AsyncIterator[TestServer]:
+    """A second query API in this process, so a test can reach its listener and cache."""
+    from query_api.app import create_app
+
+    server = TestServer(create_app(services))
+    await server.start_server()
+    try:
+        yield server
+    finally:
+        await server.close()
 
 
 @pytest.fixture()

@@ -11,38 +11,18 @@ Conditions are waited on with deadlines, never with sleeps.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp.test_utils import TestServer
 
-from query_api.app import create_app
 from query_api.cache import CACHE, ResponseCache
 from query_api.live import LISTENER
 from runstream import Experiment, Run, Workspace
-from runstream.settings import Settings
-from tests.conftest import unique
+from tests.conftest import eventually, unique
 
 DEADLINE_S = 30.0
-
-
-@pytest.fixture()
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-async def eventually(condition: Callable[[], Any], what: str, timeout: float = DEADLINE_S) -> Any:
-    """Re-check the async ``condition`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not (result := await condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
-    return result
 
 
 class Reader:
@@ -214,17 +194,6 @@ async def test_min_seq_and_wait_ms_with_a_cached_answer(
     header, body = await api.get(f"/api/runs/{run.id}/metrics/loss", {"min_seq": str(seq + 2), "wait_ms": "20000"})
     assert header == "miss" and body["values"] == [1.0, 2.0, 3.0]
     run.complete()
-
-
-@pytest.fixture()
-async def local_api(services: Settings) -> AsyncIterator[TestServer]:
-    """A second query API in this process, so a test can reach its listener and cache."""
-    server = TestServer(create_app(services))
-    await server.start_server()
-    try:
-        yield server
-    finally:
-        await server.close()
 
 
 async def test_changes_are_not_hidden_while_the_listener_is_down(

@@ -11,7 +11,7 @@ import asyncio
 import statistics
 import time
 import uuid
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 import aiohttp
 import orjson
@@ -24,15 +24,9 @@ from runstream import Experiment, Run, Workspace
 from runstream.errors import ApiError
 from runstream.live import SseParser, follow
 from runstream.settings import Settings
-from tests.conftest import unique
+from tests.conftest import eventually, unique
 
 DEADLINE_S = 30.0
-
-
-@pytest.fixture()
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 class Collector:
@@ -230,17 +224,6 @@ async def test_errors_are_json_before_the_stream_starts(services: Settings, sess
 # ---------------------------------------------------------------- the app's insides
 
 
-@pytest.fixture()
-async def local_api(services: Settings) -> AsyncIterator[TestServer]:
-    """A second query API in this process, so a test can reach its listener."""
-    server = TestServer(create_app(services))
-    await server.start_server()
-    try:
-        yield server
-    finally:
-        await server.close()
-
-
 async def test_listener_reconnects_after_its_connection_drops(
     workspace: Workspace, local_api: TestServer, session: aiohttp.ClientSession, db: Any
 ) -> None:
@@ -363,16 +346,6 @@ async def test_widget_follows_a_run_live(workspace: Workspace, session: aiohttp.
     replay.render()
     assert replay.state == state
     assert replay.metrics.value == details.metrics.value and replay.output.value == details.output.value
-
-
-async def eventually(condition: Callable[[], Any], what: str, timeout: float = DEADLINE_S) -> Any:
-    """Poll ``condition`` on this loop until it holds; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
-    return result
 
 
 def _wait(condition: Callable[[], Any], what: str) -> Any:

@@ -27,7 +27,6 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
-from ingest.producer import EventProducer, ensure_topic
 from processors.metrics import BATCH_SIZE_BUCKETS, Buckets, create_app, start_server
 from processors.runner import Processor
 from runstream.devstack.stack import free_ports
@@ -80,16 +79,6 @@ def lag(families: dict[str, Metric], topic: str) -> dict[int, float]:
             if s.labels["topic"] == topic}
 
 
-async def produce(settings: Settings, messages: list[tuple[str, bytes]]) -> None:
-    await ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions)
-    producer = EventProducer(settings.kafka_bootstrap, settings.topic)
-    await producer.start()
-    try:
-        await producer.send_batch(messages)
-    finally:
-        await producer.stop()
-
-
 def some_runs(experiment: str) -> list[tuple[str, bytes]]:
     """RUNS runs of one run.started and EVENTS_PER_RUN metric.points events each."""
     out = []
@@ -111,7 +100,7 @@ async def test_processor_metrics_count_what_it_wrote(settings: Settings, tmp_pat
     isolated = replace(settings, topic=name, processor_group=name, partitions=4, metrics_port=port)
     messages = some_runs(name)
     total, points = len(messages), RUNS * EVENTS_PER_RUN * POINTS_PER_EVENT
-    await produce(isolated, messages)
+    await events.produce(isolated, messages)
 
     process = start_processor(isolated, tmp_path / "processor.log")
     try:
@@ -121,7 +110,7 @@ async def test_processor_metrics_count_what_it_wrote(settings: Settings, tmp_pat
                  timeout=60, what="every event counted as new")
 
         # The same bytes again (re-sent: duplicates) and one message that is not an event.
-        await produce(isolated, messages)
+        await events.produce(isolated, messages)
         producer = AIOKafkaProducer(bootstrap_servers=isolated.kafka_bootstrap)
         await producer.start()
         try:
@@ -171,7 +160,7 @@ async def test_serve_in_one_process_serves_metrics_too(settings: Settings, tmp_p
                        api_port=api, gateway_port=gateway, api_url=f"http://127.0.0.1:{api}",
                        ingest_url=f"http://127.0.0.1:{gateway}")
     run_id = events.new_run_id()
-    await produce(isolated, [(run_id, events.started(run_id, name))])
+    await events.produce(isolated, [(run_id, events.started(run_id, name))])
     process = start_serve(isolated, "--processors", "2", log=tmp_path / "serve.log")
     try:
         wait_for(lambda: fetch(port), timeout=60, what="/metrics to answer")
@@ -194,7 +183,7 @@ async def test_lag_is_highwater_minus_position_per_partition(settings: Settings)
     name = unique("metrics-lag")
     isolated = replace(settings, topic=name, processor_group=name, partitions=1)
     run_id = events.new_run_id()
-    await produce(isolated, [(run_id, events.started(run_id, name))] +
+    await events.produce(isolated, [(run_id, events.started(run_id, name))] +
                   [(run_id, events.points(run_id, seq, "x", [seq])) for seq in range(1, 10)])
     processor = Processor(isolated, pool=None)  # type: ignore[arg-type]  # nothing is written here
     tp = TopicPartition(name, 0)

@@ -17,8 +17,7 @@ import pytest
 
 from processors import replay
 from processors.replay_load import REBUILD_SCHEMA
-from schemas.migrate import migrate
-from tests.support.pglite import PgliteServer, node_available, start_pglite
+from tests.support.pglite import PgliteServer, migrated_timescale, node_available
 
 pytestmark = pytest.mark.skipif(not node_available(), reason="node and npm are needed for the PGlite TimescaleDB server")
 
@@ -37,9 +36,7 @@ WHERE hypertable_schema = $1 AND hypertable_name IS NOT NULL ORDER BY 1, 2"""
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PgliteServer]:
-    with start_pglite() as server:
-        report = migrate(server.dsn)
-        assert report.timescaledb and report.pending == [], report
+    with migrated_timescale() as server:
         yield server
 
 

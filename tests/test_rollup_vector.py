@@ -11,7 +11,6 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ingest.producer import EventProducer, ensure_topic
 from query_api import queries
 from query_api.downsample import Point, downsample, rollup_shift
 from runstream.settings import Settings
@@ -38,13 +37,7 @@ async def test_rollup_downsampling_equals_the_reference_on_its_grid(services: Se
         batch.append((run_id, points_event(run_id, seq, steps[i:i + 10_000], values[i:i + 10_000])))
     extra = [{"f": "NaN"}, 7.0, {"f": "Infinity"}, 3]  # non-finite values: the per-point path
     batch.append((run_id, points_event(run_id, len(batch), [3 * N + i for i in range(4)], extra)))
-    await ensure_topic(services.kafka_bootstrap, services.topic, services.partitions)
-    producer = EventProducer(services.kafka_bootstrap, services.topic)
-    await producer.start()
-    try:
-        await producer.send_batch(batch)
-    finally:
-        await producer.stop()
+    await events.produce(services, batch)
     wait_for(lambda: db.execute("SELECT count FROM metric_summaries WHERE run_id = %s AND name = 'loss'",
                                 (run_id,)).fetchone() == (N + 4,), timeout=120, what="all points")
 

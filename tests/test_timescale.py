@@ -14,7 +14,7 @@ import pytest
 from query_api import queries
 from query_api.app import init_connection
 from schemas.migrate import migrate
-from tests.support.pglite import PgliteServer, node_available, start_pglite
+from tests.support.pglite import PgliteServer, migrated_timescale, node_available
 
 pytestmark = pytest.mark.skipif(not node_available(), reason="node and npm are needed for the PGlite TimescaleDB server")
 
@@ -23,9 +23,7 @@ STATEMENTS = {name: sql for name, sql in vars(queries).items() if name.isupper()
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PgliteServer]:
-    with start_pglite() as server:
-        report = migrate(server.dsn)
-        assert report.timescaledb and report.pending == [], report
+    with migrated_timescale() as server:
         yield server
 
 

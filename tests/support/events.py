@@ -29,24 +29,29 @@ def new_run_id() -> str:
     return str(uuid7())
 
 
-async def produce_runs(settings: Any, experiment: str, run_ids: list[str], seqs: range,
-                       points_per_event: int) -> None:
-    """Produce the events ``seqs`` of each run straight to Kafka, interleaved across runs:
-    seq 0 is run.started, seq n > 0 carries ``points_per_event`` points (steps continue)."""
+async def produce(settings: Any, messages: list[tuple[str, bytes]]) -> None:
+    """Produce ``(run_id, encoded event)`` pairs straight to the settings' topic, in order."""
     from ingest.producer import EventProducer, ensure_topic
 
     await ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions)
     producer = EventProducer(settings.kafka_bootstrap, settings.topic)
     await producer.start()
     try:
-        batch = []
-        for seq in seqs:
-            first = (seq - 1) * points_per_event
-            batch += [(r, started(r, experiment) if seq == 0 else
-                       points(r, seq, "x", list(range(first, first + points_per_event)))) for r in run_ids]
-        await producer.send_batch(batch)
+        await producer.send_batch(messages)
     finally:
         await producer.stop()
+
+
+async def produce_runs(settings: Any, experiment: str, run_ids: list[str], seqs: range,
+                       points_per_event: int) -> None:
+    """Produce the events ``seqs`` of each run straight to Kafka, interleaved across runs:
+    seq 0 is run.started, seq n > 0 carries ``points_per_event`` points (steps continue)."""
+    batch = []
+    for seq in seqs:
+        first = (seq - 1) * points_per_event
+        batch += [(r, started(r, experiment) if seq == 0 else
+                   points(r, seq, "x", list(range(first, first + points_per_event)))) for r in run_ids]
+    await produce(settings, batch)
 
 
 def assert_exactly_once(db: Any, topic: str, group: str, run_ids: list[str], events_per_run: int,

@@ -29,6 +29,7 @@ What to know (found by experiment, see tests/test_pglite_harness.py):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
@@ -38,7 +39,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterator
 
 HARNESS_DIR = Path(__file__).resolve().parent.parent / "timescale"
 
@@ -167,3 +168,14 @@ def start_pglite(port: int | None = None, *, timeout: float = 60.0) -> PgliteSer
     log = server.stderr()
     server.stop()
     raise PgliteError(f"pglite server ({HARNESS_DIR / 'server.mjs'}) {problem}; stderr:\n{log}")
+
+
+@contextlib.contextmanager
+def migrated_timescale() -> Iterator[PgliteServer]:
+    """A fresh server with every runstream migration applied, the TimescaleDB ones included."""
+    from schemas.migrate import migrate
+
+    with start_pglite() as server:
+        report = migrate(server.dsn)
+        assert report.timescaledb and report.pending == [], report
+        yield server
