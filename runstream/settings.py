@@ -51,6 +51,12 @@ class Settings:
     """Most Kafka messages one processor transaction takes."""
     spool_dir: str = str(Path.home() / ".runstream" / "spool")
     """Where the SDK keeps events it could not send yet."""
+    memory_budget_bytes: int = 64 * 1024 * 1024
+    """Most bytes of encoded, unacknowledged events the SDK keeps in memory; beyond it (and
+    while Kafka or the gateway is unreachable) events go to the outbox in ``spool_dir``."""
+    delivery_timeout: int = 30
+    """Seconds ``complete()``, ``flush()``, ``Workspace.close()`` and interpreter exit wait for
+    delivery; what is still unsent then stays in ``spool_dir`` for ``runstream sync``."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":

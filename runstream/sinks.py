@@ -57,7 +57,7 @@ class WorkspaceSink:
         self._ws._sender.flush(timeout)
 
     def store_blob(self, run: "Run", stream: BinaryIO) -> tuple[str, int]:
-        return self._ws._store_blob(stream)
+        return self._ws._store_blob(stream, run.id)
 
     def status(self, run: "Run", payload: dict[str, Any]) -> None:
         run._event("run.status", payload)

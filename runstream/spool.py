@@ -169,11 +169,17 @@ async def _sync(settings: Settings, dirs: list[Path], report: SyncReport) -> Non
     async with aiohttp.ClientSession() as session:
         transport: Transport = (HttpTransport(settings, session) if settings.transport == "http"
                                 else KafkaTransport(settings))
+        if isinstance(transport, KafkaTransport):  # the SDK's own sender never creates the topic
+            from ingest.producer import ensure_topic
+
+            await ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions)
         await transport.start()
         try:
             for directory in dirs:
                 report.runs.append(directory.name)
                 with _locked(directory):
+                    if not (directory / EVENTS_FILE).is_file():
+                        continue  # a running sender delivered it to its end and removed it meanwhile
                     await _sync_run(settings, session, transport, directory, report)
         finally:
             await transport.close()
@@ -181,7 +187,7 @@ async def _sync(settings: Settings, dirs: list[Path], report: SyncReport) -> Non
 
 async def _sync_run(settings: Settings, session: aiohttp.ClientSession, transport: Any,
                     directory: Path, report: SyncReport) -> None:
-    state = _read_state(directory)
+    state = read_state(directory)
     report.already += state["events"]
     with open(directory / EVENTS_FILE, "rb") as f:
         f.seek(state["offset"])
@@ -197,7 +203,7 @@ async def _sync_run(settings: Settings, session: aiohttp.ClientSession, transpor
         await (await transport.send([(e.run_id, line) for e, line in zip(decoded, batch)]))
         offset += sum(len(line) + 1 for line in batch)
         state = {"offset": offset, "events": state["events"] + len(batch)}
-        _write_state(directory, state)
+        write_state(directory, state)
         report.sent += len(batch)
 
 
@@ -219,7 +225,16 @@ def _blobs(events: list[ev.Event]) -> Iterator[str]:
 async def _upload_blob(settings: Settings, session: aiohttp.ClientSession, directory: Path, sha: str) -> int:
     """Put one spooled artifact where the query API reads it; 1 if it was uploaded."""
     source = LocalBlobStore(directory / BLOBS_DIR).path_for(sha)
+    url = f"{settings.ingest_url.rstrip('/')}/api/v1/blobs/{sha}"
     if not source.is_file():
+        # A sender's outbox holds only the bytes it could not store: the rest are in the store.
+        if settings.transport != "http":
+            stored = LocalBlobStore(settings.blob_dir).exists(sha)
+        else:
+            async with session.head(url) as resp:
+                stored = resp.status == 200
+        if stored:
+            return 0
         raise RunstreamError(f"sync: {directory.name} refers to artifact bytes {sha} missing from {source.parent}")
     if settings.transport != "http":
         target = LocalBlobStore(settings.blob_dir)
@@ -227,7 +242,6 @@ async def _upload_blob(settings: Settings, session: aiohttp.ClientSession, direc
             return 0
         await asyncio.to_thread(target.put_file, source)
         return 1
-    url = f"{settings.ingest_url.rstrip('/')}/api/v1/blobs/{sha}"
     data = await asyncio.to_thread(source.read_bytes)
     async with session.put(url, data=data) as resp:
         if resp.status >= 400:
@@ -235,7 +249,7 @@ async def _upload_blob(settings: Settings, session: aiohttp.ClientSession, direc
     return 1
 
 
-def _read_state(directory: Path) -> dict[str, int]:
+def read_state(directory: Path) -> dict[str, int]:
     try:
         state = orjson.loads((directory / SYNCED_FILE).read_bytes())
         return {"offset": int(state["offset"]), "events": int(state["events"])}
@@ -246,7 +260,7 @@ def _read_state(directory: Path) -> dict[str, int]:
                              "delete it to send the whole run again (duplicates are dropped)") from None
 
 
-def _write_state(directory: Path, state: dict[str, int]) -> None:
+def write_state(directory: Path, state: dict[str, int]) -> None:
     tmp = directory / (SYNCED_FILE + ".tmp")
     with open(tmp, "wb") as f:
         f.write(orjson.dumps(state))
@@ -262,9 +276,14 @@ class _locked:
         self._path = directory / ".sync.lock"
 
     def __enter__(self) -> None:
-        self._fd = os.open(self._path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            self._fd: int | None = os.open(self._path, os.O_CREAT | os.O_RDWR, 0o600)
+        except FileNotFoundError:  # the folder is gone (a sender's outbox, delivered and removed)
+            self._fd = None
+            return
         fcntl.flock(self._fd, fcntl.LOCK_EX)
 
     def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-        os.close(self._fd)
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)

@@ -7,10 +7,14 @@ from typing import Protocol
 
 import aiohttp
 
-from ingest.producer import EventProducer, ensure_topic
+from ingest.producer import EventProducer
 from runstream.errors import DeliveryError
 from runstream.settings import Settings
 from schemas.limits import MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES
+
+
+POST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
+"""A gateway that stopped answering fails a POST (which is then retried) instead of hanging it."""
 
 
 class Transport(Protocol):
@@ -21,23 +25,36 @@ class Transport(Protocol):
 
 
 class KafkaTransport:
+    """Produces straight to Kafka. :meth:`start` does not create the topic (``runstream
+    serve``, the processors, the gateway and ``runstream sync`` do): the SDK never waits
+    on an admin request, and a broker that is down only makes :meth:`start` fail."""
+
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        # No producer linger: the sender already lingers (LINGER_S) and hands each fold over
-        # in one go, so the batches are as large as they get; a second linger only adds latency.
-        self._producer = EventProducer(settings.kafka_bootstrap, settings.topic, client_id="runstream-sdk",
-                                       linger_ms=0)
+        self._producer: EventProducer | None = None
 
     async def start(self) -> None:
-        await ensure_topic(self._settings.kafka_bootstrap, self._settings.topic, self._settings.partitions)
-        await self._producer.start()
+        # No producer linger: the sender already lingers (LINGER_S) and hands each fold over
+        # in one go, so the batches are as large as they get; a second linger only adds latency.
+        producer = EventProducer(self._settings.kafka_bootstrap, self._settings.topic, client_id="runstream-sdk",
+                                 linger_ms=0)
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()  # a failed start leaves connections and tasks behind otherwise
+            raise
+        self._producer = producer
 
     async def send(self, events: list[tuple[str, bytes]]) -> "asyncio.Future[None]":
+        if self._producer is None:
+            raise ConnectionError("the Kafka producer is not started")
         futures = [await self._producer.enqueue(run_id, value) for run_id, value in events]
         return asyncio.ensure_future(_all(futures))
 
     async def close(self) -> None:
-        await self._producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
 
 
 async def _all(futures: list["asyncio.Future[object]"]) -> None:
@@ -71,7 +88,8 @@ class HttpTransport:
 
     async def _post(self, values: list[bytes]) -> None:
         body = b"[" + b",".join(values) + b"]"
-        async with self._session.post(self._url, data=body, headers={"Content-Type": "application/json"}) as resp:
+        async with self._session.post(self._url, data=body, headers={"Content-Type": "application/json"},
+                                      timeout=POST_TIMEOUT) as resp:
             if resp.status == 202:
                 return
             text = await resp.text()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import aiohttp
 import orjson
 
 from ingest.blobstore import LocalBlobStore
@@ -60,24 +62,39 @@ class Workspace:
     def _api(self) -> ApiClient:
         return ApiClient(self._sender, self.settings.api_url, self.token)
 
-    def _store_blob(self, stream: BinaryIO) -> tuple[str, int]:
-        """Put bytes in the artifact store: the shared directory, or via the gateway over HTTP."""
+    def _store_blob(self, stream: BinaryIO, run_id: str | None = None) -> tuple[str, int]:
+        """Put bytes in the artifact store: the shared directory, or via the gateway over HTTP.
+        With the gateway unreachable the bytes of ``run_id``'s artifact go to its outbox
+        folder and are uploaded before the event that refers to them."""
         if self.settings.transport != "http":
             return LocalBlobStore(self.settings.blob_dir).put_stream(stream)
         data = stream.read()
         sha = hashlib.sha256(data).hexdigest()
         url = f"{self.settings.ingest_url.rstrip('/')}/api/v1/blobs/{sha}"
+        sender = self._sender
 
         async def put(session: Any) -> None:
-            async with session.put(url, data=data) as resp:
+            async with session.put(url, data=data, timeout=aiohttp.ClientTimeout(total=60, sock_connect=10)) as resp:
+                if resp.status >= 500:
+                    raise ConnectionError(f"gateway answered {resp.status}: {await resp.text()}")
                 if resp.status >= 400:
                     raise RunstreamError(f"artifact upload failed ({resp.status}): {await resp.text()}")
 
-        self._sender.call(put, timeout=None)
+        if run_id is not None and sender.down:
+            return sender.store_blob_in_outbox(run_id, data)
+        try:
+            sender.call(put, timeout=None)
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            if run_id is None:
+                raise RunstreamError(f"artifact upload failed: {exc}") from exc
+            sender.report_outage(exc)
+            return sender.store_blob_in_outbox(run_id, data)
         return sha, len(data)
 
-    def close(self, timeout: float = 30) -> None:
-        """Deliver what is queued and stop this process's sender (done at exit anyway)."""
+    def close(self, timeout: float | None = None) -> None:
+        """Deliver what is queued and stop this process's sender (done at exit anyway); waits
+        at most ``timeout`` (default ``settings.delivery_timeout``), then leaves what is
+        undelivered in the outbox (``settings.spool_dir``) for ``runstream sync``."""
         close_sender(self.settings, timeout)
 
     def __repr__(self) -> str:
