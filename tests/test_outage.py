@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 import pytest
 
 from runstream import Experiment, Workspace
@@ -267,12 +268,12 @@ MEMORY_SCRIPT = """
 
 
 def test_memory_stays_bounded_during_an_outage(services: Settings, tmp_path: Path) -> None:
-    """3M points logged flat out against a closed port with an 8 MiB budget: RSS grows by
+    """1.5M points logged flat out against a closed port with an 8 MiB budget: RSS grows by
     less than a few budgets (it grew about 44 MB per million points before the outbox)."""
     budget = 8 * 1024 * 1024
     env = script_env(services, kafka_bootstrap=f"127.0.0.1:{closed_port()}", spool_dir=str(tmp_path / "outbox"),
                      memory_budget_bytes=budget, delivery_timeout=1)
-    done = run_script(tmp_path, MEMORY_SCRIPT, env, "3000000", timeout=300)
+    done = run_script(tmp_path, MEMORY_SCRIPT, env, "1500000", timeout=300)
     assert done.returncode == 0, done.stderr
     base, peak = map(int, done.stdout.split())
     assert peak - base < 4 * budget, f"RSS grew {(peak - base) / 2**20:.1f} MiB"
@@ -328,3 +329,66 @@ def test_an_event_that_cannot_be_encoded_is_contained(workspace: Workspace, db: 
     assert points(db, bad.id, "x") == [(i, float(i)) for i in range(200)]  # the two bad points took steps 100, 101 ...
     # ... that log() then assigned again (the direct put skipped log's step counter): 200 distinct steps
 
+
+
+PAUSE_SCRIPT = """
+    import sys, time
+    from pathlib import Path
+    from runstream import Experiment, Workspace
+
+    signals = Path(sys.argv[1])
+    run = Experiment(Workspace(), sys.argv[2]).start_logging()
+    print(run.id, flush=True)
+    for i in range(10_000):
+        run.log("loss", i * 0.5)
+    run.flush()
+    (signals / "delivered").touch()
+    while not (signals / "paused").exists():  # the test SIGSTOPs the broker meanwhile
+        time.sleep(0.02)
+    for i in range(10_000, 20_000):
+        run.log("loss", i * 0.5)
+    started = time.monotonic()
+    run.complete()
+    print(f"complete {time.monotonic() - started:.1f}", flush=True)
+"""
+
+
+def broker_process(bootstrap: str) -> psutil.Process:
+    """The Kafka broker listening on the first bootstrap address."""
+    port = int(bootstrap.split(",")[0].rsplit(":", 1)[1])
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+            return psutil.Process(conn.pid)
+    raise AssertionError(f"no process listens on {bootstrap}")
+
+
+def test_broker_paused_when_the_run_completes(services: Settings, db: Any, tmp_path: Path) -> None:
+    """The broker SIGSTOPped mid-run: complete() returns after the delivery timeout (it blocked
+    past 150 s before), exit adds no wait; the rest is in the outbox and sync delivers it once."""
+    signals, spool = tmp_path / "signals", tmp_path / "outbox"
+    signals.mkdir()
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(PAUSE_SCRIPT))
+    env = script_env(services, spool_dir=str(spool), delivery_timeout=4)
+    proc = subprocess.Popen([sys.executable, str(script), str(signals), unique("paused")], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    broker = broker_process(services.kafka_bootstrap)
+    try:
+        wait_for(lambda: (signals / "delivered").exists() or proc.poll() is not None, what="the first half")
+        broker.suspend()
+        (signals / "paused").touch()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        broker.resume()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    run_id, waited = out.split()[0], float(out.split()[-1])
+    assert waited < 4 + 5, out
+    assert f"runstream sync {spool}" in err, err
+    sync_cli(services, spool)
+    row = wait_for(lambda: (r := run_row(db, run_id)) and r[0] == "completed" and r, timeout=90,
+                   what="the completed run")
+    assert archive(db, run_id) == [(seq, 1) for seq in range(row[1] + 1)]
+    assert first_delivery_order(db, run_id) == list(range(row[1] + 1))
+    assert points(db, run_id, "loss") == [(i, i * 0.5) for i in range(20_000)]
