@@ -521,10 +521,14 @@ class Sender:
         events = runs = 0
         for rob in self._outbox.values():
             n = rob.undelivered()
-            rob.close()
             if n:
+                rob.close()
                 events += n
                 runs += 1
+            elif rob.blobs_pending <= 0:
+                rob.remove()  # delivered to its end: nothing for `runstream sync` to do
+            else:
+                rob.close()
         self._outbox.clear()
         return (events, runs) if events else None
 

@@ -118,6 +118,7 @@ def test_kafka_unreachable_from_the_start(services: Settings, db: Any, tmp_path:
     assert waited < 3 + 5 and elapsed < 60, done.stdout  # complete() gave up after the 3 s timeout
     assert done.stderr.count(UNREACHABLE) == 1, done.stderr
     assert f"runstream sync {spool}" in done.stderr
+    assert len(done.stderr.splitlines()) <= 3, done.stderr  # unreachable, complete() gave up, exit: no per-retry lines
 
     events = outbox_events(spool, run_id)
     assert [e["seq"] for e in events] == list(range(len(events)))
@@ -268,15 +269,15 @@ MEMORY_SCRIPT = """
 
 
 def test_memory_stays_bounded_during_an_outage(services: Settings, tmp_path: Path) -> None:
-    """1.5M points logged flat out against a closed port with an 8 MiB budget: RSS grows by
-    less than a few budgets (it grew about 44 MB per million points before the outbox)."""
+    """1M points logged flat out against a closed port with an 8 MiB budget: RSS grows by less
+    than three budgets (it grew about 44 MB per million points before the outbox)."""
     budget = 8 * 1024 * 1024
     env = script_env(services, kafka_bootstrap=f"127.0.0.1:{closed_port()}", spool_dir=str(tmp_path / "outbox"),
                      memory_budget_bytes=budget, delivery_timeout=1)
-    done = run_script(tmp_path, MEMORY_SCRIPT, env, "1500000", timeout=300)
+    done = run_script(tmp_path, MEMORY_SCRIPT, env, "1000000", timeout=300)
     assert done.returncode == 0, done.stderr
     base, peak = map(int, done.stdout.split())
-    assert peak - base < 4 * budget, f"RSS grew {(peak - base) / 2**20:.1f} MiB"
+    assert peak - base < 3 * budget, f"RSS grew {(peak - base) / 2**20:.1f} MiB"
     assert done.stderr.count(UNREACHABLE) == 1, done.stderr
 
 
@@ -334,6 +335,7 @@ def test_an_event_that_cannot_be_encoded_is_contained(workspace: Workspace, db: 
 PAUSE_SCRIPT = """
     import sys, time
     from pathlib import Path
+    import psutil
     from runstream import Experiment, Workspace
 
     signals = Path(sys.argv[1])
@@ -345,11 +347,16 @@ PAUSE_SCRIPT = """
     (signals / "delivered").touch()
     while not (signals / "paused").exists():  # the test SIGSTOPs the broker meanwhile
         time.sleep(0.02)
-    for i in range(10_000, 20_000):
+    proc = psutil.Process()
+    base = peak = proc.memory_info().rss
+    for i in range(10_000, int(sys.argv[3])):
         run.log("loss", i * 0.5)
+        if i % 50_000 == 0:
+            peak = max(peak, proc.memory_info().rss)
+    peak = max(peak, proc.memory_info().rss)
     started = time.monotonic()
     run.complete()
-    print(f"complete {time.monotonic() - started:.1f}", flush=True)
+    print(base, peak, f"{time.monotonic() - started:.1f}", flush=True)
 """
 
 
@@ -363,32 +370,35 @@ def broker_process(bootstrap: str) -> psutil.Process:
 
 
 def test_broker_paused_when_the_run_completes(services: Settings, db: Any, tmp_path: Path) -> None:
-    """The broker SIGSTOPped mid-run: complete() returns after the delivery timeout (it blocked
-    past 150 s before), exit adds no wait; the rest is in the outbox and sync delivers it once."""
-    signals, spool = tmp_path / "signals", tmp_path / "outbox"
+    """The broker SIGSTOPped mid-run: 600k points logged into the pause stay within a 4 MiB
+    budget (memory, then the outbox); complete() returns after the delivery timeout (it
+    blocked past 150 s before) and exit adds no wait; sync delivers the rest once, in order."""
+    signals, spool, n, budget = tmp_path / "signals", tmp_path / "outbox", 600_000, 4 * 1024 * 1024
     signals.mkdir()
     script = tmp_path / "train.py"
     script.write_text(textwrap.dedent(PAUSE_SCRIPT))
-    env = script_env(services, spool_dir=str(spool), delivery_timeout=4)
-    proc = subprocess.Popen([sys.executable, str(script), str(signals), unique("paused")], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = script_env(services, spool_dir=str(spool), delivery_timeout=4, memory_budget_bytes=budget)
+    proc = subprocess.Popen([sys.executable, str(script), str(signals), unique("paused"), str(n)], env=env,
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     broker = broker_process(services.kafka_bootstrap)
     try:
         wait_for(lambda: (signals / "delivered").exists() or proc.poll() is not None, what="the first half")
         broker.suspend()
         (signals / "paused").touch()
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=180)
     finally:
         broker.resume()
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    run_id, waited = out.split()[0], float(out.split()[-1])
-    assert waited < 4 + 5, out
+    run_id, base, peak, waited = out.split()
+    assert float(waited) < 4 + 5, out
+    # the budget, aiokafka's copies of what it holds (a batch per partition) and the allocator's slack
+    assert int(peak) - int(base) < 3 * budget + 8 * 2**20, f"RSS grew {(int(peak) - int(base)) / 2**20:.1f} MiB"
     assert f"runstream sync {spool}" in err, err
     sync_cli(services, spool)
-    row = wait_for(lambda: (r := run_row(db, run_id)) and r[0] == "completed" and r, timeout=90,
+    row = wait_for(lambda: (r := run_row(db, run_id)) and r[0] == "completed" and r, timeout=120,
                    what="the completed run")
     assert archive(db, run_id) == [(seq, 1) for seq in range(row[1] + 1)]
     assert first_delivery_order(db, run_id) == list(range(row[1] + 1))
-    assert points(db, run_id, "loss") == [(i, i * 0.5) for i in range(20_000)]
+    assert points(db, run_id, "loss") == [(i, i * 0.5) for i in range(n)]
