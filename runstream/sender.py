@@ -432,7 +432,7 @@ class Sender:
 
     async def _drain_once(self) -> bool:
         from runstream.outbox import blob_lines
-        from runstream.spool import _upload_blob
+        from runstream.spool import _blobs, _upload_blob
         from schemas import events as ev
 
         progressed = False
@@ -452,10 +452,8 @@ class Sender:
                         progressed = True
                         self._check_waiters()
                     continue
-                for line in blob_lines(lines):
-                    e = ev.decode(line)
-                    sha = e.payload.sha256 if isinstance(e, ev.ArtifactRecorded) else e.payload.artifact.sha256  # type: ignore[attr-defined]
-                    await _upload_blob(self.settings, self.session, rob.dir, sha)
+                for sha in dict.fromkeys(_blobs([ev.decode(line) for line in blob_lines(lines)])):
+                    await _upload_blob(self.settings, self.session, rob.dir, sha)  # before the events that refer to it
                 await (await self.transport.send([(run_id, line) for line in lines]))
                 rob.delivered_offset = rob.delivered(state, lines)
             finally:

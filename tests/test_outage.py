@@ -84,6 +84,18 @@ def run_row(db: Any, run_id: str) -> tuple[str, int] | None:
     return db.execute("SELECT status, last_seq FROM runs WHERE run_id = %s", (run_id,)).fetchone()
 
 
+def completed(db: Any, run_id: str, timeout: float = 60) -> tuple[str, int]:
+    """Wait until the run is materialized as completed; its (status, last_seq)."""
+
+    def check() -> tuple[str, int] | None:
+        row = run_row(db, run_id)
+        return row if row is not None and row[0] == "completed" else None
+
+    row = wait_for(check, timeout=timeout, what=f"run {run_id} completed")
+    assert row is not None
+    return row
+
+
 LOGGING_SCRIPT = """
     import sys, time
     from runstream import Experiment, Workspace
@@ -239,7 +251,7 @@ def test_gateway_down_while_an_http_script_logs(services: Settings, db: Any, tmp
     run_id, total = out.split()
     assert int(total) == 20_000
     assert err.count(UNREACHABLE) <= 2, err  # once per outage
-    row = wait_for(lambda: (r := run_row(db, run_id)) and r[0] == "completed" and r, what="the completed run")
+    row = completed(db, run_id)
     seqs = archive(db, run_id)
     assert seqs == [(seq, 1) for seq in range(row[1] + 1)]
     assert first_delivery_order(db, run_id) == list(range(row[1] + 1))
@@ -296,7 +308,7 @@ def test_over_budget_runs_go_through_the_outbox_in_order(services: Settings, db:
     finally:
         ws.close()
     for run in runs:
-        row = wait_for(lambda: (r := run_row(db, run.id)) and r[0] == "completed" and r, what="a completed run")
+        row = completed(db, run.id)
         assert row[1] == run._seq - 1
         assert archive(db, run.id) == [(seq, 1) for seq in range(run._seq)]
         assert first_delivery_order(db, run.id) == list(range(run._seq))
@@ -324,7 +336,7 @@ def test_an_event_that_cannot_be_encoded_is_contained(workspace: Workspace, db: 
     reports = [r.getMessage() for r in caplog.records if "could not be encoded" in r.getMessage()]
     assert len(reports) == 1 and bad.id in reports[0], reports
     for run in (bad, good):
-        wait_for(lambda: (r := run_row(db, run.id)) and r[0] == "completed", what="the completed run")
+        completed(db, run.id)
         assert archive(db, run.id) == [(seq, 1) for seq in range(run._seq)]  # no seq gap
     assert [v for _, v in points(db, good.id, "x")] == [float(i) for i in range(200)]
     assert points(db, bad.id, "x") == [(i, float(i)) for i in range(200)]  # the two bad points took steps 100, 101 ...
@@ -397,8 +409,7 @@ def test_broker_paused_when_the_run_completes(services: Settings, db: Any, tmp_p
     assert int(peak) - int(base) < 3 * budget + 8 * 2**20, f"RSS grew {(int(peak) - int(base)) / 2**20:.1f} MiB"
     assert f"runstream sync {spool}" in err, err
     sync_cli(services, spool)
-    row = wait_for(lambda: (r := run_row(db, run_id)) and r[0] == "completed" and r, timeout=120,
-                   what="the completed run")
+    row = completed(db, run_id, timeout=120)
     assert archive(db, run_id) == [(seq, 1) for seq in range(row[1] + 1)]
     assert first_delivery_order(db, run_id) == list(range(row[1] + 1))
     assert points(db, run_id, "loss") == [(i, i * 0.5) for i in range(n)]
