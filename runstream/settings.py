@@ -51,6 +51,10 @@ class Settings:
     """Most Kafka messages one processor transaction takes."""
     spool_dir: str = str(Path.home() / ".runstream" / "spool")
     """Where the SDK keeps events it could not send yet."""
+    materialize_timeout: float = 10.0
+    """Longest time, in seconds, ``run.complete()``/``fail()``/``cancel()``/``flush()`` wait after
+    the acks for the query API to have materialized the run (read-your-writes across
+    processes); then they return with a warning. 0 skips the wait."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
@@ -62,9 +66,10 @@ class Settings:
             if raw is None:
                 continue
             try:
-                values[f.name] = int(raw) if f.type in (int, "int") else raw
+                values[f.name] = int(raw) if f.type in (int, "int") else float(raw) if f.type in (float, "float") else raw
             except ValueError:
-                raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not an integer") from None
+                kind = "an integer" if f.type in (int, "int") else "a number"
+                raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not {kind}") from None
         return replace(cls(**values), **overrides)  # type: ignore[arg-type]
 
     def to_env(self) -> dict[str, str]:

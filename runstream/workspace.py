@@ -6,7 +6,7 @@ import hashlib
 import os
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
@@ -15,6 +15,9 @@ from runstream.api import ApiClient
 from runstream.errors import RunstreamError
 from runstream.sender import Sender, close_sender, sender_for
 from runstream.settings import Settings
+
+if TYPE_CHECKING:
+    from runstream.run import Run
 
 CONFIG_FILES = ("runstream.json", ".runstream/config.json")
 
@@ -75,6 +78,12 @@ class Workspace:
 
         self._sender.call(put, timeout=None)
         return sha, len(data)
+
+    def get_run(self, run_id: str) -> "Run":
+        """Azure ML's ``Workspace.get_run``: the run ``run_id`` opened for reading (see ``Run.get``)."""
+        from runstream.run import Run
+
+        return Run.get(self, run_id)
 
     def close(self, timeout: float = 30) -> None:
         """Deliver what is queued and stop this process's sender (done at exit anyway)."""
