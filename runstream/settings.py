@@ -80,3 +80,9 @@ class Settings:
     def env_names() -> set[str]:
         """Every environment variable this module reads."""
         return {ENV_PREFIX + f.name.upper() for f in fields(Settings)}
+
+    @staticmethod
+    def env_is_set(env: Mapping[str, str] | None = None) -> bool:
+        """Whether any of :meth:`env_names` is set (in ``env``, default the process's environment)."""
+        env = os.environ if env is None else env
+        return any(name in env for name in Settings.env_names())
