@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import mimetypes
 import os
 import threading
@@ -47,6 +48,7 @@ class Run:
         self._ws = experiment.workspace
         self._sink: Sink = _sink if _sink is not None else WorkspaceSink(self._ws)
         self._seq = 0
+        self._readable_seq = -1  # the last seq the query API confirmed materialized (Run._await_readable)
         self._steps: dict[str, int] = {}
         self._lock = threading.Lock()
         self._children: list[Run] = []
@@ -405,13 +407,14 @@ class Run:
         deadline = time.monotonic() + bound
         for run in (self, *self._all_local_children()):
             last = run._seq - 1  # everything the sender stamped is acknowledged by now
-            if last < 0:
+            if last <= run._readable_seq:  # nothing logged since its own complete()/flush() (or ever)
                 continue
             try:
                 self._ws._api.wait_for_seq(run.id, last, max(0.0, deadline - time.monotonic()))
             except Exception as exc:  # unreachable, too slow, an error answer: never fail the caller
                 _warn_not_readable(run, last, bound, exc)
                 return
+            run._readable_seq = last
 
     def _all_local_children(self) -> list["Run"]:
         out = []
@@ -442,7 +445,7 @@ class Run:
 WARN_EVERY_S = 60.0
 """Least time between two read-your-writes warnings of a process (a training loop that
 flushes every epoch while the API is down is told once a minute, not every epoch)."""
-_last_warning = -WARN_EVERY_S
+_last_warning = -math.inf
 
 
 def _warn_not_readable(run: Run, last_seq: int, bound: float, exc: Exception) -> None:
