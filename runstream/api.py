@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,10 @@ import orjson
 from runstream.errors import ApiError
 from runstream.sender import Sender
 from schemas import values
+
+
+MAX_WAIT_MS = 30_000
+"""The longest ``wait_ms`` the query API accepts (``query_api.handlers.MAX_WAIT_MS``)."""
 
 
 class ApiClient:
@@ -32,6 +38,34 @@ class ApiClient:
                 return orjson.loads(body)
 
         return self._sender.call(fetch)
+
+    def wait_for_seq(self, run_id: str, min_seq: int, timeout: float) -> None:
+        """Return once the API has materialized ``run_id`` up to event ``min_seq``.
+
+        Asks ``GET /api/runs/{run_id}?min_seq=...&wait_ms=...`` (the server waits), again
+        while it answers 504 (not there yet) or 503 (database down) and time is left.
+        Raises :class:`TimeoutError` after ``timeout`` seconds (a hung API included),
+        :class:`ApiError` for another error answer and ``aiohttp.ClientError`` (or
+        ``OSError``) if the API cannot be reached.
+        """
+        deadline = time.monotonic() + timeout
+        url = f"{self._base}/api/runs/{run_id}"
+
+        async def fetch(session: aiohttp.ClientSession) -> None:
+            while (remaining := deadline - time.monotonic()) > 0:
+                params = {"min_seq": str(min_seq), "wait_ms": str(min(int(remaining * 1000), MAX_WAIT_MS))}
+                async with asyncio.timeout(remaining):  # bounds a server that never answers too
+                    async with session.get(url, params=params, headers=self._headers) as resp:
+                        body = await resp.read()
+                if resp.status < 400:
+                    return
+                if resp.status not in (503, 504):
+                    raise ApiError(resp.status, _message(body))
+                await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+            raise TimeoutError(f"run {run_id} not materialized up to seq {min_seq} within {timeout:g} s")
+
+        # The loop-side timeout ends the request; this one bounds a sender loop that is busy.
+        self._sender.call(fetch, timeout=timeout + 1)
 
     def download(self, path: str, target: Path, **params: Any) -> None:
         async def fetch(session: aiohttp.ClientSession) -> None:

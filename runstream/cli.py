@@ -39,10 +39,12 @@ def _service() -> None:
 
 @services_app.command("up")
 def services_up(state_dir: Optional[Path] = STATE_DIR, fresh: bool = typer.Option(False, help="Wipe data first.")) -> None:
-    """Start Kafka (KRaft) and PostgreSQL on 127.0.0.1 and print their RUNSTREAM_* variables."""
-    from runstream import devstack
+    """Start Kafka (KRaft) and PostgreSQL on 127.0.0.1 and print their RUNSTREAM_* variables
+    (also recorded in ~/.runstream/config.json, where a plain Workspace() finds them)."""
+    from runstream import devstack, localstack
 
     info = devstack.up(_state_dir(state_dir), kafka_port=9092, pg_port=5432, fresh=fresh)
+    localstack.write(info.state_dir, {"kafka_bootstrap": info.kafka_bootstrap, "database_url": info.database_url})
     for key, value in info.env().items():
         typer.echo(f"export {key}={value}")
 
@@ -50,11 +52,12 @@ def services_up(state_dir: Optional[Path] = STATE_DIR, fresh: bool = typer.Optio
 @services_app.command("down")
 def services_down(state_dir: Optional[Path] = STATE_DIR) -> None:
     """Stop the local services and a demo's background `serve` (safe when nothing runs)."""
-    from runstream import devstack
+    from runstream import devstack, localstack
     from runstream.demo import stop_background_serve
 
     stop_background_serve(_state_dir(state_dir))
     devstack.down(_state_dir(state_dir))
+    localstack.forget(_state_dir(state_dir))
 
 
 @services_app.command("status")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from runstream import localstack
 from runstream.settings import Settings
 from runstream.workspace import Workspace
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 """The repository's examples (the demo runs from a source checkout)."""
+LOCAL_STACK_SETTINGS = ("kafka_bootstrap", "database_url", "blob_dir", "api_url", "ingest_url")
+"""What the demo records in ``~/.runstream/config.json`` for clients (``runstream.localstack``)."""
 
 
 def run_sweep(ws: Workspace, experiment_name: str, model_dir: Path) -> list[dict[str, Any]]:
@@ -138,6 +141,9 @@ def main(state_dir: Path, keep_running: bool = True) -> None:
     server = start_background_serve(state_dir, settings)
     try:
         wait_ready(settings, server)
+        if keep_running:  # a plain Workspace() in another shell finds these services
+            recorded = {k: getattr(settings, k) for k in LOCAL_STACK_SETTINGS}
+            localstack.write(state_dir, {**recorded, "blob_dir": str(Path(settings.blob_dir).resolve())})
         ready = time.monotonic()
         experiment = f"train-on-local-{time.strftime('%Y%m%d-%H%M%S')}"
         ws = Workspace(settings=settings)
@@ -168,6 +174,7 @@ def main(state_dir: Path, keep_running: bool = True) -> None:
         if not keep_running:
             stop_background_serve(state_dir)
             devstack.down(state_dir)
+            localstack.forget(state_dir)
 
 
 def _ports() -> tuple[int, int]:

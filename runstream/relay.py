@@ -142,7 +142,7 @@ class RelayServer:
                 elif "flush" in message:
                     error = None
                     try:
-                        run.flush()
+                        run._flush()  # the script waits for the API itself (Run._await_readable)
                     except Exception as exc:
                         error = str(exc)
                     send_frame(conn, {"flushed": message["flush"], "seq": run._seq, "error": error})

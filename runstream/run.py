@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import logging
+import math
 import mimetypes
 import os
 import threading
@@ -24,6 +26,9 @@ from schemas import limits
 
 if TYPE_CHECKING:
     from runstream.experiment import Experiment
+    from runstream.workspace import Workspace
+
+log = logging.getLogger("runstream.run")
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
 
@@ -43,6 +48,7 @@ class Run:
         self._ws = experiment.workspace
         self._sink: Sink = _sink if _sink is not None else WorkspaceSink(self._ws)
         self._seq = 0
+        self._readable_seq = -1  # the last seq the query API confirmed materialized (Run._await_readable)
         self._steps: dict[str, int] = {}
         self._lock = threading.Lock()
         self._children: list[Run] = []
@@ -77,16 +83,30 @@ class Run:
         return context.get_context(allow_offline)
 
     def complete(self) -> None:
-        """Mark the run completed and wait until all its events are acknowledged."""
+        """Mark the run completed and :meth:`flush`: when this returns, any process that
+        opens the run (``Run.get``, ``Workspace.get_run``, ``Run(experiment, id)``) sees
+        it completed with everything logged before."""
         self._status("completed")
 
     def fail(self, error_details: Any = None) -> None:
-        """Mark the run failed (with the error's text) and flush."""
+        """Mark the run failed (with the error's text) and :meth:`flush`."""
         self._status("failed", None if error_details is None else str(error_details)[-65_536:])
 
     def cancel(self) -> None:
-        """Mark the run canceled (a submitted run's ``cancel`` also stops its script)."""
+        """Mark the run canceled (a submitted run's ``cancel`` also stops its script) and :meth:`flush`."""
         self._status("canceled")
+
+    @staticmethod
+    def get(workspace: "Workspace", run_id: str) -> "Run":
+        """Azure ML's ``Run.get``: open ``run_id`` for reading, whatever its experiment
+        (asked of the query API); :class:`RunstreamError` if the API does not know it."""
+        from runstream.experiment import Experiment
+
+        try:
+            detail = workspace._api.get(f"/runs/{run_id}")
+        except ApiError as exc:
+            raise RunstreamError(f"run {run_id!r}: {exc.message}") from exc
+        return Run(Experiment(workspace, detail["experiment"]), detail["run_id"], _name=detail.get("name"))
 
     def _status(self, status: str, error: str | None = None) -> None:
         self._check_writable()
@@ -100,12 +120,26 @@ class Run:
 
     def flush(self, timeout: float | None = None) -> None:
         """Return when every event logged so far (by any run of this workspace) is acknowledged
-        (for an offline run: written to the spool)."""
+        (for an offline run: written to the spool), and then, read-your-writes across
+        processes, when the query API has materialized this run and its child runs up to
+        their last event: any process that opens them sees everything logged before.
+
+        That second wait is bounded by ``settings.materialize_timeout`` (10 s by default;
+        0 skips it); if the API cannot be reached or is not there in time, this returns
+        anyway with a warning. It is skipped when the events were not all delivered (an
+        offline run; a sink whose ``flush`` returns False)."""
+        if self._flush(timeout):
+            self._await_readable()
+
+    def _flush(self, timeout: float | None = None) -> bool:
+        """Flush the sink (and a submitted script's own child runs'); False if a sink
+        reports that some events were left undelivered (its ``flush`` returned False)."""
         self._wait_pending(timeout)
-        self._sink.flush(timeout)
+        delivered = self._sink.flush(timeout) is not False
         children = self._sink.child_sink()
         if children is not self._sink and self._children:  # a submitted script's own child runs
-            children.flush(timeout)
+            delivered = children.flush(timeout) is not False and delivered
+        return delivered
 
     def __enter__(self) -> "Run":
         return self
@@ -357,11 +391,30 @@ class Run:
         if not self._sink.online:
             raise RunstreamError(f"run {self.id} is offline: its events are in the local spool; upload them with "
                                  f"`runstream sync`, then read it as Run(experiment, {self.id!r})")
-        self.flush()
+        self._flush()
         runs = [self] + (self._all_local_children() if recursive else [])
         for run in runs:
             if run._seq:
                 run._read_raw(f"/runs/{run.id}", min_seq=run._seq - 1)
+
+    def _await_readable(self) -> None:
+        """After a flush: wait until the query API has materialized this run and its local
+        child runs up to their last seq, within ``settings.materialize_timeout`` in all.
+        Never raises: a wait that fails or runs out is reported by one warning."""
+        bound = self._ws.settings.materialize_timeout
+        if not self._sink.online or not bound > 0:
+            return
+        deadline = time.monotonic() + bound
+        for run in (self, *self._all_local_children()):
+            last = run._seq - 1  # everything the sender stamped is acknowledged by now
+            if last <= run._readable_seq:  # nothing logged since its own complete()/flush() (or ever)
+                continue
+            try:
+                self._ws._api.wait_for_seq(run.id, last, max(0.0, deadline - time.monotonic()))
+            except Exception as exc:  # unreachable, too slow, an error answer: never fail the caller
+                _warn_not_readable(run, last, bound, exc)
+                return
+            run._readable_seq = last
 
     def _all_local_children(self) -> list["Run"]:
         out = []
@@ -387,3 +440,21 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run(experiment={self.experiment.name!r}, id={self.id!r}, name={self.name!r})"
+
+
+WARN_EVERY_S = 60.0
+"""Least time between two read-your-writes warnings of a process (a training loop that
+flushes every epoch while the API is down is told once a minute, not every epoch)."""
+_last_warning = -math.inf
+
+
+def _warn_not_readable(run: Run, last_seq: int, bound: float, exc: Exception) -> None:
+    global _last_warning
+    now = time.monotonic()
+    if now - _last_warning < WARN_EVERY_S:
+        return
+    _last_warning = now
+    reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    log.warning("runstream: run %s is delivered but the query API (%s) did not confirm it readable up to seq %d "
+                "within materialize_timeout=%g s (%s); other processes may not see its last events yet",
+                run.id, run._ws.settings.api_url, last_seq, bound, reason)

@@ -102,17 +102,18 @@ class Sender:
             self._idle = False
             self._loop.call_soon_threadsafe(self._wake.set)
 
-    def flush(self, timeout: float | None = None) -> None:
-        """Return when every event queued so far is acknowledged, waiting at most ``timeout``
+    def flush(self, timeout: float | None = None) -> bool:
+        """Return True when every event queued so far is acknowledged, waiting at most ``timeout``
         seconds (default ``settings.delivery_timeout``). In an outage it returns after the
         timeout, or at once if an earlier flush already timed out during the same outage,
         with every such event written (and fsynced) to the outbox, and says so in a
         warning; the sender keeps delivering the outbox in the background while the
         process lives, and ``runstream sync`` delivers what is left after it ends.
-        Raises DeliveryError only if the gateway rejected events as invalid."""
-        self._flush(self.settings.delivery_timeout if timeout is None else timeout, warn=True)
+        Returns False when events were left in the outbox. Raises DeliveryError only if the
+        gateway rejected events as invalid."""
+        return self._flush(self.settings.delivery_timeout if timeout is None else timeout, warn=True)
 
-    def _flush(self, timeout: float, warn: bool) -> None:
+    def _flush(self, timeout: float, warn: bool) -> bool:
         done = threading.Event()
         box: dict[str, BaseException] = {}
         self.put(None, (FLUSH, done, box))  # type: ignore[arg-type]
@@ -120,7 +121,7 @@ class Sender:
         if waited and done.wait(timeout):
             if "error" in box:
                 raise DeliveryError(str(box["error"])) from box["error"]
-            return
+            return True
         events, runs = asyncio.run_coroutine_threadsafe(self._persist(), self._loop).result()
         self._gave_up = self._down
         if events and waited and warn:
@@ -130,6 +131,7 @@ class Sender:
                         self.settings.spool_dir, self.settings.spool_dir)
         if "error" in box:
             raise DeliveryError(str(box["error"])) from box["error"]
+        return not events
 
     def call(self, fn: Callable[[aiohttp.ClientSession], Coroutine[Any, Any, T]], timeout: float | None = 60) -> T:
         """Run ``fn(session)`` on the sender's loop (API reads, uploads) and return its result."""

@@ -57,6 +57,10 @@ class Settings:
     delivery_timeout: int = 30
     """Seconds ``complete()``, ``flush()``, ``Workspace.close()`` and interpreter exit wait for
     delivery; what is still unsent then stays in ``spool_dir`` for ``runstream sync``."""
+    materialize_timeout: float = 10.0
+    """Longest time, in seconds, ``run.complete()``/``fail()``/``cancel()``/``flush()`` wait after
+    the acks for the query API to have materialized the run (read-your-writes across
+    processes); then they return with a warning. 0 skips the wait."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
@@ -68,9 +72,10 @@ class Settings:
             if raw is None:
                 continue
             try:
-                values[f.name] = int(raw) if f.type in (int, "int") else raw
+                values[f.name] = int(raw) if f.type in (int, "int") else float(raw) if f.type in (float, "float") else raw
             except ValueError:
-                raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not an integer") from None
+                kind = "an integer" if f.type in (int, "int") else "a number"
+                raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not {kind}") from None
         return replace(cls(**values), **overrides)  # type: ignore[arg-type]
 
     def to_env(self) -> dict[str, str]:
@@ -81,3 +86,9 @@ class Settings:
     def env_names() -> set[str]:
         """Every environment variable this module reads."""
         return {ENV_PREFIX + f.name.upper() for f in fields(Settings)}
+
+    @staticmethod
+    def env_is_set(env: Mapping[str, str] | None = None) -> bool:
+        """Whether any of :meth:`env_names` is set (in ``env``, default the process's environment)."""
+        env = os.environ if env is None else env
+        return any(name in env for name in Settings.env_names())

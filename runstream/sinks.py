@@ -29,8 +29,10 @@ class Sink(Protocol):
     def put(self, run: "Run", item: tuple[Any, ...]) -> None:
         """Queue one item of ``run``; never waits on the network."""
 
-    def flush(self, timeout: float | None = None) -> None:
-        """Return when every item queued so far is durably delivered (acknowledged or on disk)."""
+    def flush(self, timeout: float | None = None) -> bool | None:
+        """Return when every item queued so far is durably delivered (acknowledged or on disk).
+        False means some were kept back undelivered (e.g. in a disk outbox during an outage):
+        ``Run.flush`` then does not wait for the query API to show them."""
 
     def store_blob(self, run: "Run", stream: BinaryIO) -> tuple[str, int]:
         """Store an artifact's bytes where readers of ``run`` will find them; ``(sha256, size)``."""
@@ -53,8 +55,8 @@ class WorkspaceSink:
     def put(self, run: "Run", item: tuple[Any, ...]) -> None:
         self._ws._sender.put(run, item)
 
-    def flush(self, timeout: float | None = None) -> None:
-        self._ws._sender.flush(timeout)
+    def flush(self, timeout: float | None = None) -> bool:
+        return self._ws._sender.flush(timeout)
 
     def store_blob(self, run: "Run", stream: BinaryIO) -> tuple[str, int]:
         return self._ws._store_blob(stream, run.id)

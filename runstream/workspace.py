@@ -7,28 +7,37 @@ import hashlib
 import os
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import aiohttp
 import orjson
 
 from ingest.blobstore import LocalBlobStore
+from runstream import localstack
 from runstream.api import ApiClient
 from runstream.errors import RunstreamError
 from runstream.sender import Sender, close_sender, sender_for
 from runstream.settings import Settings
+
+if TYPE_CHECKING:
+    from runstream.run import Run
 
 CONFIG_FILES = ("runstream.json", ".runstream/config.json")
 
 
 class Workspace:
     """``Workspace(url=..., token=...)`` or ``Workspace.from_config()``; unset values come
-    from ``RUNSTREAM_*`` environment variables, then defaults (see runstream.settings)."""
+    from ``RUNSTREAM_*`` environment variables, then defaults (see runstream.settings).
+    With neither ``url``, ``settings`` nor any ``RUNSTREAM_*`` setting in the environment,
+    a running local stack's ``~/.runstream/config.json`` (``runstream services up`` or
+    ``runstream demo``) comes before the defaults: ``Workspace()`` finds that stack."""
 
     def __init__(self, url: str | None = None, token: str | None = None, *,
                  settings: Settings | None = None, **overrides: Any) -> None:
         if url is not None:
             overrides["api_url"] = url
+        elif settings is None and not Settings.env_is_set():
+            overrides = {**(localstack.running_config() or {}), **overrides}
         self.settings = settings or Settings.from_env(**overrides)
         if settings is not None and overrides:
             self.settings = Settings.from_env({}, **{**_as_dict(settings), **overrides})
@@ -36,8 +45,12 @@ class Workspace:
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> "Workspace":
-        """Read a JSON config (``runstream.json`` or ``.runstream/config.json`` found from the
-        current directory upwards, or ``path``); its keys are Settings field names."""
+        """Read a JSON config whose keys are Settings field names (and ``token``). Looked up
+        in this order, the first found wins: ``path``; ``runstream.json`` or
+        ``.runstream/config.json`` from the current directory upwards; ``RUNSTREAM_*``
+        environment variables (no file); ``~/.runstream/config.json`` of a running local
+        stack (written by ``runstream services up`` / ``runstream demo``, removed by
+        ``runstream services down``). A config file's values win over the environment."""
         file = Path(path) if path is not None else _find_config()
         values: dict[str, Any] = {}
         if file is not None:
@@ -49,8 +62,12 @@ class Workspace:
             unknown = set(values) - known
             if unknown:
                 raise RunstreamError(f"{file}: unknown settings {sorted(unknown)}; known: {sorted(known)}")
-        elif path is None and not any(k.startswith("RUNSTREAM_") for k in os.environ):
-            raise RunstreamError(f"no workspace config found ({' or '.join(CONFIG_FILES)}) and no RUNSTREAM_* variables set")
+        elif path is None and not Settings.env_is_set():
+            values = localstack.running_config() or {}
+            if not values:
+                raise RunstreamError(f"no workspace config found ({' or '.join(CONFIG_FILES)} from {Path.cwd()} "
+                                     f"upwards), no RUNSTREAM_* variables set and no running local stack "
+                                     f"({localstack.config_path()}; start one with `runstream services up`)")
         token = values.pop("token", None)
         return cls(token=token, settings=Settings.from_env(**{**values, **overrides}))
 
@@ -91,6 +108,12 @@ class Workspace:
             return sender.store_blob_in_outbox(run_id, data)
         return sha, len(data)
 
+    def get_run(self, run_id: str) -> "Run":
+        """Azure ML's ``Workspace.get_run``: the run ``run_id`` opened for reading (see ``Run.get``)."""
+        from runstream.run import Run
+
+        return Run.get(self, run_id)
+
     def close(self, timeout: float | None = None) -> None:
         """Deliver what is queued and stop this process's sender (done at exit anyway); waits
         at most ``timeout`` (default ``settings.delivery_timeout``), then leaves what is
@@ -103,9 +126,10 @@ class Workspace:
 
 def _find_config() -> Path | None:
     here = Path.cwd()
+    home = localstack.config_path().resolve()  # found from inside $HOME it is still the local stack's: last
     for directory in (here, *here.parents):
         for name in CONFIG_FILES:
-            if (directory / name).is_file():
+            if (directory / name).is_file() and (directory / name).resolve() != home:
                 return directory / name
     return None
 
