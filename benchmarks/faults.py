@@ -215,19 +215,25 @@ def expected_sum(workload: Workload) -> float:
         if workload.steps else 0.0
 
 
-def wait_stored(stack: FaultStack, workload: Workload, timeout_s: float) -> tuple[Counts, float | None]:
-    """Wait until every planned point is stored (or ``timeout_s`` passes); returns the last
-    counts and when they became complete (monotonic), None if they never did. A count the
-    database cannot answer right now (it may be the fault) is retried."""
-    deadline = time.monotonic() + timeout_s
+def wait_stored(stack: FaultStack, workload: Workload, timeout_s: float,
+                stall_s: float | None = None) -> tuple[Counts, float | None]:
+    """Wait until every planned point is stored (or ``timeout_s`` passes, or with
+    ``stall_s`` the count has not moved for that long); returns the last counts and when
+    they became complete (monotonic), None if they never did. A count the database cannot
+    answer right now (it may be the fault) is retried."""
+    now = time.monotonic()
+    deadline, moved_at = now + timeout_s, now
     last = Counts(0, 0, 0.0)
     while True:
         try:
-            last = count(stack.settings.database_url, workload.experiment)
+            current = count(stack.settings.database_url, workload.experiment)
+            if current != last:
+                last, moved_at = current, time.monotonic()
         except psycopg.OperationalError:
             pass
         if last.distinct >= workload.planned:
             return last, time.monotonic()
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline or (stall_s is not None and now - moved_at > stall_s):
             return last, None
         time.sleep(0.2)  # poll interval of the database count
