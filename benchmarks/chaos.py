@@ -166,8 +166,11 @@ def finish(stack: FaultStack, workload: Workload, result: Result, sizes: Sizes, 
     result.script = "hung (killed)" if report.get("hung") else f"exit {report.get('returncode')}"
     if report.get("error"):
         result.notes.append(f"script: {report['error']}"[:300])
-    if report.get("peak_rss_bytes"):
-        result.notes.append(f"script peak RSS {report['peak_rss_bytes'] / 2**20:.0f} MiB")
+    if report.get("peak_rss_bytes") and result.scenario == "outage-memory":
+        before = report.get("rss_before_bytes") or 0
+        result.notes.append(f"script peak RSS {report['peak_rss_bytes'] / 2**20:.0f} MiB"
+                            + (f" ({(report['peak_rss_bytes'] - before) / 2**20:+.0f} MiB over its RSS once the "
+                               f"runs had started)" if before else ""))
     settle_from = time.monotonic()
     counts, complete_at = wait_stored(stack, workload, sizes.settle_s, stall_s=sizes.stall_s)
     if complete_at is not None:  # anything still in flight lands before copies are counted

@@ -7,8 +7,9 @@ database can be checked per (run, name, step) and by the value sum. With ``--rat
 loop is paced to about P points/s (so a fault lands mid-stream); ``--progress`` gets the
 number of points logged so far, rewritten about every 0.1 s. Prints one JSON object:
 ``run_ids``, ``points``, ``steps``, ``names``, ``max_log_s`` (slowest ``log()``, also
-``start_logging``), ``max_complete_s``, ``peak_rss_bytes``, ``error`` (an exception the
-SDK raised into the script, which then exits 1).
+``start_logging``), ``max_complete_s``, ``rss_before_bytes`` (once the runs started),
+``peak_rss_bytes``, ``error`` (an exception the SDK raised into the script, which then
+exits 1).
 """
 
 from __future__ import annotations
@@ -33,6 +34,14 @@ def _progress(path: Path | None, logged: int) -> None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(str(logged))
         tmp.replace(path)
+
+
+def _rss() -> int:
+    """This process's resident set now (bytes; 0 where /proc is missing)."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(exp.start_logging(name=f"chaos-{i}"))
             max_log = max(max_log, perf() - t)
         out["run_ids"] = [r.id for r in runs]
+        out["rss_before_bytes"] = _rss()
         _progress(args.progress, 0)
         t0 = last_progress = time.monotonic()
         logged = 0

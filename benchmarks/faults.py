@@ -113,10 +113,23 @@ def start_stack(state_dir: Path, *, brokers: int = 1, gateway: bool = True, part
         stack.start_processor()
         if gateway:
             stack.start_gateway()
+        warm_up(stack)
     except BaseException:
         stack.close()
         raise
     return stack
+
+
+def warm_up(stack: FaultStack, timeout_s: float = 120) -> None:
+    """Log a few points end to end and wait until they are stored, so a fault never lands
+    while the processor is still starting (that would measure its start-up, not the fault)."""
+    workload = Workload(stack, f"warm-up-{os.getpid()}-{time.monotonic_ns()}", points=4, runs=1, names=1)
+    report = workload.result(timeout_s)
+    if report["returncode"] != 0:
+        raise RuntimeError(f"the warm-up script failed: {report}")
+    if wait_stored(stack, workload, timeout_s)[1] is None:
+        raise RuntimeError(f"the processor did not store the warm-up points in {timeout_s:.0f} s "
+                           f"(see {stack.state_dir / 'processor.log'})")
 
 
 def _alive(pid: int) -> bool:

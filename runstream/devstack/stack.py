@@ -193,11 +193,9 @@ def _broker_pids(state_dir: Path, record: dict[str, Any], node_id: int) -> set[i
 
 
 def _kafka_pids(state_dir: Path, record: dict[str, Any]) -> set[int]:
+    """Every running broker of the state dir (found by its properties file; the record may be gone)."""
     props = _all_props(state_dir)
-    hints = [b.get("pid") for b in _brokers(record)]
-    found = _pids(lambda a: any(kafka.is_broker_cmdline(a, p) for p in props), hints[0] if hints else None)
-    return found | {h for h in hints[1:] if h and _alive(h) and any(kafka.is_broker_cmdline(_cmdline(h), p)
-                                                                    for p in props)}
+    return _pids(lambda a: any(kafka.is_broker_cmdline(a, p) for p in props))
 
 
 def _brokers(record: dict[str, Any]) -> list[dict[str, Any]]:
