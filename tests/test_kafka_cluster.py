@@ -60,9 +60,13 @@ def test_the_record_and_status_list_every_broker(cluster: FaultStack) -> None:
 def test_topics_are_replicated_three_ways_with_two_in_sync(cluster: FaultStack) -> None:
     topic = unique("replicated")
     asyncio.run(ensure_topic(cluster.settings.kafka_bootstrap, topic, 4))
-    # Topic creation reaches every broker's metadata a moment after create_topics returns.
-    partitions, configs = wait_until(lambda: (d := asyncio.run(_describe(cluster.settings.kafka_bootstrap, topic)))[0]
-                                     and d, 30, f"{topic} in the metadata")
+    # Topic creation reaches every broker's metadata a moment after create_topics returns
+    # (until then a broker describes no partitions, or the topic's configs with an error).
+    def described() -> tuple[list[Any], dict[str, str]] | None:
+        partitions, configs = asyncio.run(_describe(cluster.settings.kafka_bootstrap, topic))
+        return (partitions, configs) if partitions and "min.insync.replicas" in configs else None
+
+    partitions, configs = wait_until(described, 30, f"{topic} in the metadata")
     assert len(partitions) == 4 and all(len(p["replicas"]) == 3 for p in partitions)
     assert configs["min.insync.replicas"] == "2"
     # Kafka's own topic of consumer offsets (the processor's group created it) too.
