@@ -33,3 +33,5 @@ test: install
 services-down:
 	-$(BIN)/runstream services down
 	-$(BIN)/runstream services down --state-dir .state/test-stack
+	-$(BIN)/runstream services down --state-dir .state/test-stack-faults
+	-$(BIN)/runstream services down --state-dir .state/test-stack-cluster

@@ -38,12 +38,14 @@ def _service() -> None:
 
 
 @services_app.command("up")
-def services_up(state_dir: Optional[Path] = STATE_DIR, fresh: bool = typer.Option(False, help="Wipe data first.")) -> None:
+def services_up(state_dir: Optional[Path] = STATE_DIR, fresh: bool = typer.Option(False, help="Wipe data first."),
+                brokers: int = typer.Option(1, min=1, help="Kafka nodes; 3 make a replicated cluster "
+                                                           "(topic replication 3, min.insync.replicas 2).")) -> None:
     """Start Kafka (KRaft) and PostgreSQL on 127.0.0.1 and print their RUNSTREAM_* variables
     (also recorded in ~/.runstream/config.json, where a plain Workspace() finds them)."""
     from runstream import devstack, localstack
 
-    info = devstack.up(_state_dir(state_dir), kafka_port=9092, pg_port=5432, fresh=fresh)
+    info = devstack.up(_state_dir(state_dir), kafka_port=9092, pg_port=5432, fresh=fresh, brokers=brokers)
     localstack.write(info.state_dir, {"kafka_bootstrap": info.kafka_bootstrap, "database_url": info.database_url})
     for key, value in info.env().items():
         typer.echo(f"export {key}={value}")
@@ -64,7 +66,10 @@ def services_down(state_dir: Optional[Path] = STATE_DIR) -> None:
 def services_status(state_dir: Optional[Path] = STATE_DIR) -> None:
     from runstream import devstack
 
+    from runstream.devstack.stack import broker_status, render_brokers
+
     info = devstack.read_info(_state_dir(state_dir))
+    typer.echo(render_brokers(broker_status(_state_dir(state_dir))), nl=False)
     typer.echo("not running" if info is None else json.dumps(info.env(), indent=2))
 
 
@@ -159,6 +164,14 @@ def replay(ctx: typer.Context) -> None:
 def bench(ctx: typer.Context) -> None:
     """Measure the pipeline against SPEC §9 and MLflow; prints a table (options: runstream bench --help)."""
     from benchmarks.cli import main
+
+    raise typer.Exit(main(ctx.args))
+
+
+@app.command(context_settings=_PASS_THROUGH, add_help_option=False)
+def chaos(ctx: typer.Context) -> None:
+    """Inject each fault into a real stack under a known workload; prints the loss table (options: runstream chaos --help)."""
+    from benchmarks.chaos import main
 
     raise typer.Exit(main(ctx.args))
 

@@ -104,3 +104,38 @@ def test_a_formatted_kafka_data_dir_keeps_its_cluster_id(tmp_path: Path) -> None
     assert kafka.existing_cluster_id(tmp_path) is None
     (tmp_path / "meta.properties").write_text("#\nnode.id=1\ncluster.id=abcDEF123\nversion=1\n")
     assert kafka.existing_cluster_id(tmp_path) == "abcDEF123"
+
+
+def test_cluster_node_properties_replicate_everything_three_ways() -> None:
+    voters = {1: 19093, 2: 19095, 3: 19097}
+    text = kafka.render_server_properties(Path("/d/kafka-data-2"), 19094, 19095, node_id=2, voters=voters)
+    props = dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    assert props["node.id"] == "2"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:19093,2@127.0.0.1:19095,3@127.0.0.1:19097"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19094,CONTROLLER://127.0.0.1:19095"
+    for key in ("default.replication.factor", "offsets.topic.replication.factor",
+                "transaction.state.log.replication.factor"):
+        assert props[key] == "3", key
+    assert props["min.insync.replicas"] == props["transaction.state.log.min.isr"] == "2"
+    assert int(props["broker.session.timeout.ms"]) < 9000  # a dead node is fenced quickly
+    # A single node keeps every factor at 1 and Kafka's default failure detection.
+    single = kafka.render_server_properties(Path("/d"), 1, 2)
+    assert "default.replication.factor=1" in single and "broker.session.timeout.ms" not in single
+
+
+def test_min_insync_replicas_is_a_majority_from_three() -> None:
+    from ingest.producer import min_insync_replicas
+
+    assert [min_insync_replicas(n) for n in (1, 2, 3, 5)] == [1, 1, 2, 3]
+
+
+def test_ports_for_a_cluster_are_distinct(tmp_path: Path) -> None:
+    nodes, pg_port = stack._pick_ports(tmp_path, None, None, brokers=3)
+    ports = [p for node in nodes for p in node] + [pg_port]
+    assert len(nodes) == 3 and len(set(ports)) == 7
+
+
+def test_broker_status_of_an_empty_state_dir(tmp_path: Path) -> None:
+    assert stack.broker_status(tmp_path) == []
+    with pytest.raises(stack.DevstackError, match="no broker 2"):
+        stack.start_broker(tmp_path, 2)

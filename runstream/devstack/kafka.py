@@ -1,7 +1,8 @@
-"""A single-node Apache Kafka 3.9.1 (KRaft, broker + controller) from Maven Central jars.
+"""Apache Kafka 3.9.1 (KRaft) from Maven Central jars: one node, or a cluster of combined nodes.
 
 Jars are resolved once by Maven from ``kafka-pom.xml`` into a cache directory outside
-the work tree; the broker is one ``java ... kafka.Kafka server.properties`` process.
+the work tree; each node is one ``java ... kafka.Kafka server.properties`` process acting
+as broker and controller (a cluster of N nodes is an N-voter controller quorum).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Coroutine
 
+from ingest.producer import min_insync_replicas
+
 KAFKA_VERSION = "3.9.1"
 HERE = Path(__file__).resolve().parent
 POM = HERE / "kafka-pom.xml"
@@ -26,6 +29,8 @@ LOG4J = HERE / "log4j.properties"
 MAIN_JAR = f"kafka_2.13-{KAFKA_VERSION}.jar"
 MARKER = ".complete"
 HEAP = ("-Xms256m", "-Xmx768m")
+CLUSTER_HEAP = ("-Xms128m", "-Xmx512m")
+"""Per node of a multi-node cluster: three JVMs share the machine with everything else."""
 JVM_OPTS = (
     "-server",
     "-XX:+UseG1GC",
@@ -92,12 +97,22 @@ def random_cluster_id() -> str:
             return cid
 
 
-def render_server_properties(data_dir: Path, port: int, controller_port: int, *, partitions: int = 4) -> str:
-    """``server.properties`` of a one-node KRaft broker+controller listening on 127.0.0.1."""
+def render_server_properties(data_dir: Path, port: int, controller_port: int, *, partitions: int = 4,
+                             node_id: int = 1, voters: dict[int, int] | None = None) -> str:
+    """``server.properties`` of one KRaft broker+controller node listening on 127.0.0.1.
+
+    ``voters`` maps every node id of the cluster to its controller port (default: this
+    node alone). With three or more nodes every replication setting becomes 3 with a
+    minimum of 2 in sync, the internal topics (consumer offsets, transaction state)
+    included, and a dead node is fenced within seconds (failover in a test's time).
+    """
+    voters = voters or {node_id: controller_port}
+    replicas = min(3, len(voters))
+    min_isr = min_insync_replicas(replicas)
     props = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "node.id": str(node_id),
+        "controller.quorum.voters": ",".join(f"{n}@127.0.0.1:{p}" for n, p in sorted(voters.items())),
         "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
         "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
         "controller.listener.names": "CONTROLLER",
@@ -105,12 +120,12 @@ def render_server_properties(data_dir: Path, port: int, controller_port: int, *,
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         "log.dirs": str(data_dir),
         "num.partitions": str(partitions),
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
-        "offsets.topic.replication.factor": "1",
+        "default.replication.factor": str(replicas),
+        "min.insync.replicas": str(min_isr),
+        "offsets.topic.replication.factor": str(replicas),
         "offsets.topic.num.partitions": "4",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": str(min_isr),
         "transaction.state.log.num.partitions": "4",
         "group.initial.rebalance.delay.ms": "0",
         "auto.create.topics.enable": "true",
@@ -119,6 +134,15 @@ def render_server_properties(data_dir: Path, port: int, controller_port: int, *,
         "num.io.threads": "4",
         "log.retention.hours": "168",
     }
+    if len(voters) > 1:
+        props.update({
+            # Defaults fence a dead node after 9 s and drop a silent follower from the ISR
+            # after 30 s; acks=all writes to its partitions wait that long. Loopback needs less.
+            "broker.heartbeat.interval.ms": "500",
+            "broker.session.timeout.ms": "3000",
+            "replica.lag.time.max.ms": "5000",
+            "unclean.leader.election.enable": "false",
+        })
     return "# Rendered by runstream.devstack; rewritten on every start.\n" + "".join(
         f"{k}={v}\n" for k, v in props.items()
     )
@@ -151,19 +175,20 @@ def existing_cluster_id(data_dir: Path) -> str | None:
     return None
 
 
-def format_storage(jars: Path, props: Path, log: Path, data_dir: Path) -> subprocess.Popen[bytes]:
-    """Start ``kafka.tools.StorageTool format`` (a new cluster id, or the one ``data_dir``
-    already has, so a restart on kept data works); the caller waits for it."""
-    cluster_id = existing_cluster_id(data_dir) or random_cluster_id()
+def format_storage(jars: Path, props: Path, log: Path, data_dir: Path,
+                   cluster_id: str | None = None) -> subprocess.Popen[bytes]:
+    """Start ``kafka.tools.StorageTool format`` (the one ``data_dir`` already has, so a
+    restart on kept data works, else ``cluster_id`` or a new one); the caller waits for it."""
+    cluster_id = existing_cluster_id(data_dir) or cluster_id or random_cluster_id()
     cmd = [java(), "-Xmx256m", *_classpath_args(jars), "kafka.tools.StorageTool",
            "format", "-t", cluster_id, "-c", str(props), "--ignore-formatted"]
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
 
 
-def start(jars: Path, props: Path, log: Path) -> subprocess.Popen[bytes]:
+def start(jars: Path, props: Path, log: Path, *, heap: tuple[str, ...] = HEAP) -> subprocess.Popen[bytes]:
     """Start the broker in its own session (it outlives the caller); output goes to ``log``."""
-    cmd = [java(), *HEAP, *JVM_OPTS, *_classpath_args(jars), "kafka.Kafka", str(props)]
+    cmd = [java(), *heap, *JVM_OPTS, *_classpath_args(jars), "kafka.Kafka", str(props)]
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, cwd=props.parent, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -174,25 +199,26 @@ def is_broker_cmdline(args: list[str], props: Path) -> bool:
     return "kafka.Kafka" in args and str(props) in args
 
 
-async def _metadata(bootstrap: str) -> bool:
+async def _metadata(bootstrap: str, brokers: int) -> bool:
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
     try:
         await admin.start()
-        return bool((await admin.describe_cluster())["brokers"])
+        return len((await admin.describe_cluster())["brokers"]) >= brokers
     finally:
         await admin.close()
 
 
-def probe(port: int) -> bool:
-    """True when the broker on 127.0.0.1:``port`` answers a metadata request listing itself."""
+def probe(port: int, brokers: int = 1) -> bool:
+    """True when the broker on 127.0.0.1:``port`` answers a metadata request listing at
+    least ``brokers`` live brokers (itself included)."""
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
     except OSError:
         return False
     try:
-        return _run(asyncio.wait_for(_metadata(f"127.0.0.1:{port}"), 10))
+        return _run(asyncio.wait_for(_metadata(f"127.0.0.1:{port}", brokers), 10))
     except Exception:
         return False
 

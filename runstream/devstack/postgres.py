@@ -157,9 +157,10 @@ def is_postmaster_cmdline(args: list[str], data_dir: Path) -> bool:
     return bool(args) and Path(args[0]).name in ("postgres", "postmaster") and str(data_dir) in args
 
 
-def stop(bin_dir: Path, data_dir: Path, timeout_s: float = 60) -> bool:
-    """``pg_ctl stop -m fast``; True when the server is down afterwards (or was not running)."""
-    cmd = [str(bin_dir / "pg_ctl"), "stop", "-D", str(data_dir), "-m", "fast", "-w", "-t", str(int(timeout_s))]
+def stop(bin_dir: Path, data_dir: Path, timeout_s: float = 60, *, mode: str = "fast") -> bool:
+    """``pg_ctl stop -m MODE`` (fast, or immediate: a crash without a checkpoint); True
+    when the server is down afterwards (or was not running)."""
+    cmd = [str(bin_dir / "pg_ctl"), "stop", "-D", str(data_dir), "-m", mode, "-w", "-t", str(int(timeout_s))]
     res = subprocess.run(as_pg_user(cmd), cwd="/", stdin=subprocess.DEVNULL, capture_output=True, text=True)
     return res.returncode == 0 or "Is server running?" in res.stderr
 

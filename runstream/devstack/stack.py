@@ -1,8 +1,10 @@
-"""Start, stop and describe the development stack: one Kafka broker and one PostgreSQL.
+"""Start, stop and describe the development stack: Kafka (one broker, or a cluster) and PostgreSQL.
 
-State lives in one directory: ``stack.json`` (pids, ports, urls; written as each service
-starts, so ``down`` works from another process and after a crash), ``env`` (KEY=VALUE
-lines), ``server.properties``, ``kafka.log``, ``kafka-data/`` and ``pg/`` (the cluster).
+State lives in one directory: ``stack.json`` (pids, ports, urls, one entry per broker in
+``brokers``; written as each service starts, so ``down`` works from another process and
+after a crash), ``env`` (KEY=VALUE lines), ``server.properties``, ``kafka.log``,
+``kafka-data/`` (broker 1; brokers 2.. use ``server-N.properties``, ``kafka-N.log``,
+``kafka-data-N/``) and ``pg/`` (the PostgreSQL cluster).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -41,6 +44,8 @@ class StackInfo:
     state_dir: Path
     kafka_bootstrap: str
     database_url: str
+    brokers: int = 1
+    """Kafka brokers in the cluster (each a combined broker + controller node)."""
 
     def env(self) -> dict[str, str]:
         """The ``RUNSTREAM_*`` variables pointing clients at this stack."""
@@ -155,6 +160,18 @@ def _paths(state_dir: Path) -> dict[str, Path]:
             "kafka_log": state_dir / "kafka.log", "kafka_data": state_dir / "kafka-data"}
 
 
+def _node_paths(state_dir: Path, node_id: int) -> dict[str, Path]:
+    """Properties, log and data directory of broker ``node_id`` (node 1 keeps the one-broker names)."""
+    suffix = "" if node_id == 1 else f"-{node_id}"
+    return {"props": state_dir / f"server{suffix}.properties", "log": state_dir / f"kafka{suffix}.log",
+            "data": state_dir / f"kafka-data{suffix}"}
+
+
+def _all_props(state_dir: Path) -> list[Path]:
+    """Every broker properties file the state dir may have (also of an earlier, larger cluster)."""
+    return [_paths(state_dir)["props"], *sorted(state_dir.glob("server-*.properties"))]
+
+
 def _load(state_dir: Path) -> dict[str, Any]:
     try:
         return dict(json.loads(_paths(state_dir)["json"].read_text()))
@@ -169,9 +186,23 @@ def _save(state_dir: Path, record: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def _broker_pids(state_dir: Path, record: dict[str, Any], node_id: int) -> set[int]:
+    props = _node_paths(state_dir, node_id)["props"]
+    hint = next((b.get("pid") for b in _brokers(record) if b["node_id"] == node_id), None)
+    return _pids(lambda a: kafka.is_broker_cmdline(a, props), hint)
+
+
 def _kafka_pids(state_dir: Path, record: dict[str, Any]) -> set[int]:
-    props = _paths(state_dir)["props"]
-    return _pids(lambda a: kafka.is_broker_cmdline(a, props), record.get("kafka", {}).get("pid"))
+    """Every running broker of the state dir (found by its properties file; the record may be gone)."""
+    props = _all_props(state_dir)
+    return _pids(lambda a: any(kafka.is_broker_cmdline(a, p) for p in props))
+
+
+def _brokers(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The record's brokers (a record written before clusters existed has only ``kafka``)."""
+    if "brokers" in record:
+        return list(record["brokers"])
+    return [{"node_id": 1, **record["kafka"]}] if "kafka" in record else []
 
 
 def _pg_roots(state_dir: Path, record: dict[str, Any]) -> Iterator[Path]:
@@ -192,9 +223,49 @@ def read_info(state_dir: Path) -> StackInfo | None:
     if not rec.get("ready"):
         return None
     pg_data = Path(rec["postgres"]["root"]) / "data"
-    if not _kafka_pids(state_dir, rec) or not _pg_pids(pg_data, rec["postgres"].get("pid")):
+    nodes = [b["node_id"] for b in _brokers(rec)]
+    if not all(_broker_pids(state_dir, rec, n) for n in nodes) or not _pg_pids(pg_data, rec["postgres"].get("pid")):
         return None
-    return StackInfo(state_dir, rec["kafka_bootstrap"], rec["database_url"])
+    return StackInfo(state_dir, rec["kafka_bootstrap"], rec["database_url"], len(nodes))
+
+
+def broker_status(state_dir: Path) -> list[dict[str, Any]]:
+    """Each recorded broker: ``node_id``, ``port``, ``controller_port``, ``pid`` (None when
+    it is not running) and ``log``."""
+    state_dir = Path(state_dir).resolve()
+    rec = _load(state_dir)
+    out = []
+    for b in _brokers(rec):
+        pids = _broker_pids(state_dir, rec, b["node_id"])
+        out.append({**b, "pid": min(pids) if pids else None})
+    return out
+
+
+def start_broker(state_dir: Path, node_id: int, *, timeout_s: float = READY_TIMEOUT_S) -> int:
+    """Start broker ``node_id`` of the stack again on its kept data (after a crash or a
+    kill); returns its pid once it answers a metadata request. A running one is left alone."""
+    state_dir = Path(state_dir).resolve()
+    rec = _load(state_dir)
+    brokers = _brokers(rec)
+    entry = next((b for b in brokers if b["node_id"] == node_id), None)
+    if entry is None:
+        raise DevstackError(f"no broker {node_id} in {state_dir} (brokers: {[b['node_id'] for b in brokers]})")
+    if running := _broker_pids(state_dir, rec, node_id):
+        return min(running)
+    paths = _node_paths(state_dir, node_id)
+    heap = kafka.HEAP if len(brokers) == 1 else kafka.CLUSTER_HEAP
+    proc = kafka.start(kafka.resolve_jars(), paths["props"], paths["log"], heap=heap)
+    _children.append(proc)
+    entry["pid"] = proc.pid
+    rec["brokers"] = [entry if b["node_id"] == node_id else b for b in brokers]
+    if node_id == 1:
+        rec.setdefault("kafka", {})["pid"] = proc.pid
+    _save(state_dir, rec)
+    if not _wait_until(lambda: proc.poll() is not None or kafka.probe(entry["port"]), time.monotonic() + timeout_s):
+        raise DevstackError(f"broker {node_id} did not answer in {timeout_s} s\n{_tail(paths['log'])}")
+    if proc.returncode is not None:
+        raise DevstackError(f"broker {node_id} exited with {proc.returncode}\n{_tail(paths['log'])}")
+    return proc.pid
 
 
 def down(state_dir: Path) -> None:
@@ -206,9 +277,11 @@ def down(state_dir: Path) -> None:
     """
     state_dir = Path(state_dir).resolve()
     rec = _load(state_dir)
-    for pid in _kafka_pids(state_dir, rec):
-        log.info("stopping kafka (pid %d)", pid)
-        _terminate(pid, signal.SIGTERM, 20.0)
+    brokers = sorted(_kafka_pids(state_dir, rec))
+    if brokers:  # all at once: one by one, the last nodes of a cluster wait for a lost quorum
+        log.info("stopping kafka (pid %s)", ",".join(map(str, brokers)))
+        with ThreadPoolExecutor(len(brokers)) as pool:
+            list(pool.map(lambda pid: _terminate(pid, signal.SIGTERM, 20.0), brokers))
     for root in _pg_roots(state_dir, rec):
         data_dir = root / "data"
         pids = _pg_pids(data_dir, rec.get("postgres", {}).get("pid"))
@@ -226,38 +299,50 @@ def down(state_dir: Path) -> None:
 
 
 def _wipe(state_dir: Path) -> None:
-    shutil.rmtree(_paths(state_dir)["kafka_data"], ignore_errors=True)
+    for data in [_paths(state_dir)["kafka_data"], *state_dir.glob("kafka-data-*")]:
+        shutil.rmtree(data, ignore_errors=True)
     for root in postgres.candidate_roots(state_dir):
         shutil.rmtree(root, ignore_errors=True)
-    _paths(state_dir)["kafka_log"].unlink(missing_ok=True)
+    for log_file in [_paths(state_dir)["kafka_log"], *state_dir.glob("kafka-*.log")]:
+        log_file.unlink(missing_ok=True)
+    for props in _all_props(state_dir)[1:]:
+        props.unlink(missing_ok=True)
 
 
-def _pick_ports(state_dir: Path, kafka_port: int | None, pg_port: int | None) -> tuple[int, int, int]:
-    spare = free_ports(3)
-    ports = (kafka_port or spare[0], spare[1], pg_port or spare[2])
+def _pick_ports(state_dir: Path, kafka_port: int | None, pg_port: int | None,
+                brokers: int = 1) -> tuple[list[tuple[int, int]], int]:
+    """(broker port, controller port) per node, and the PostgreSQL port."""
+    spare = free_ports(2 * brokers + 1)
     for name, port in (("kafka", kafka_port), ("postgres", pg_port)):
         if port is not None and not port_is_free(port):
             raise DevstackError(f"{name} port 127.0.0.1:{port} is in use (state dir {state_dir})")
-    return ports
+    spare = [p for p in spare if p not in (kafka_port, pg_port)]
+    nodes = [(kafka_port or spare.pop(), spare.pop())] + [(spare.pop(), spare.pop()) for _ in range(brokers - 1)]
+    return nodes, pg_port or spare.pop()
 
 
 def up(state_dir: Path, *, kafka_port: int | None = None, pg_port: int | None = None,
-       fresh: bool = True) -> StackInfo:
+       fresh: bool = True, brokers: int = 1) -> StackInfo:
     """Start Kafka and PostgreSQL for ``state_dir`` and return where they answer.
 
+    ``brokers`` Kafka nodes (each a broker and a controller; 3 make a 3-voter quorum that
+    survives losing one node) listen on loopback; ``kafka_port`` is the first node's.
     ``None`` ports pick free loopback ports. A stack already running in ``state_dir`` is
     stopped first when ``fresh`` (then the data dirs are wiped); with ``fresh=False`` a
-    running, healthy stack is reused as is when the requested ports match, otherwise it
-    is restarted on its existing data. Waits up to 120 s for both services; on failure
-    prints the service's log tail, stops what was started and raises :class:`DevstackError`.
+    running, healthy stack is reused as is when the requested ports and broker count
+    match, otherwise it is restarted on its existing data. Waits up to 120 s for every
+    service; on failure prints the service's log tail, stops what was started and raises
+    :class:`DevstackError`.
     """
+    if brokers < 1:
+        raise DevstackError(f"brokers must be at least 1, not {brokers}")
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     if not fresh and (info := read_info(state_dir)) is not None:
         old = _load(state_dir)
         k_old, p_old = old["kafka"]["port"], old["postgres"]["port"]
-        if kafka_port in (None, k_old) and pg_port in (None, p_old) \
-                and kafka.probe(k_old) and postgres.probe(info.database_url):
+        if kafka_port in (None, k_old) and pg_port in (None, p_old) and info.brokers == brokers \
+                and kafka.probe(k_old, brokers) and postgres.probe(info.database_url):
             log.info("reusing the running stack in %s", state_dir)
             return info
     down(state_dir)
@@ -270,27 +355,45 @@ def up(state_dir: Path, *, kafka_port: int | None = None, pg_port: int | None = 
     except RuntimeError as exc:
         raise DevstackError(str(exc)) from exc
     log.info("kafka jars ready in %.1fs", time.monotonic() - t0)
-    k_port, c_port, p_port = _pick_ports(state_dir, kafka_port, pg_port)
+    nodes, p_port = _pick_ports(state_dir, kafka_port, pg_port, brokers)
+    voters = {i: c for i, (_, c) in enumerate(nodes, start=1)}
+    entries = [{"node_id": i, "port": k, "controller_port": c, **{key: str(path) for key, path in
+                                                                  _node_paths(state_dir, i).items()}}
+               for i, (k, c) in enumerate(nodes, start=1)]
+    k_port, c_port = nodes[0]
     paths = _paths(state_dir)
     record: dict[str, Any] = {"state_dir": str(state_dir), "ready": False,
-                              "kafka_bootstrap": f"127.0.0.1:{k_port}", "database_url": postgres.database_url(p_port),
-                              "kafka": {"port": k_port, "controller_port": c_port, "log": str(paths["kafka_log"])}}
+                              "kafka_bootstrap": ",".join(f"127.0.0.1:{k}" for k, _ in nodes),
+                              "database_url": postgres.database_url(p_port),
+                              "kafka": {"port": k_port, "controller_port": c_port, "log": str(paths["kafka_log"])},
+                              "brokers": entries}
     deadline = time.monotonic() + READY_TIMEOUT_S
     current_log = paths["kafka_log"]
-    fmt: subprocess.Popen[bytes] | None = None
+    formats: list[subprocess.Popen[bytes]] = []
     try:
-        paths["kafka_data"].mkdir(exist_ok=True)
-        paths["props"].write_text(kafka.render_server_properties(paths["kafka_data"], k_port, c_port))
-        fmt = kafka.format_storage(jars, paths["props"], paths["kafka_log"], paths["kafka_data"])
-        _children.append(fmt)
+        # Every node of a cluster must be formatted with the same cluster id.
+        cluster_id = kafka.existing_cluster_id(paths["kafka_data"]) or kafka.random_cluster_id()
+        for entry in entries:
+            node = _node_paths(state_dir, entry["node_id"])
+            node["data"].mkdir(exist_ok=True)
+            node["props"].write_text(kafka.render_server_properties(
+                node["data"], entry["port"], entry["controller_port"], node_id=entry["node_id"], voters=voters))
+            formats.append(kafka.format_storage(jars, node["props"], node["log"], node["data"], cluster_id))
+        _children.extend(formats)
         root = postgres.prepare_root(state_dir)
         record["postgres"] = {"port": p_port, "root": str(root), "log": str(root / "postgres.log")}
-        postgres.initdb(bin_dir, root / "data")  # runs while the StorageTool JVM formats
-        if fmt.wait(timeout=max(1.0, deadline - time.monotonic())) != 0:
-            raise DevstackError(f"kafka storage format failed ({fmt.returncode})")
-        broker = kafka.start(jars, paths["props"], paths["kafka_log"])
-        _children.append(broker)
-        record["kafka"]["pid"] = broker.pid
+        postgres.initdb(bin_dir, root / "data")  # runs while the StorageTool JVMs format
+        for fmt in formats:
+            if fmt.wait(timeout=max(1.0, deadline - time.monotonic())) != 0:
+                raise DevstackError(f"kafka storage format failed ({fmt.returncode})")
+        heap = kafka.HEAP if brokers == 1 else kafka.CLUSTER_HEAP
+        started = []
+        for entry in entries:
+            node = _node_paths(state_dir, entry["node_id"])
+            started.append(kafka.start(jars, node["props"], node["log"], heap=heap))
+            entry["pid"] = started[-1].pid
+        _children.extend(started)
+        record["kafka"]["pid"] = started[0].pid
         _save(state_dir, record)
         current_log = root / "postgres.log"
         postgres.start(bin_dir, root, p_port, deadline - time.monotonic())
@@ -302,14 +405,17 @@ def up(state_dir: Path, *, kafka_port: int | None = None, pg_port: int | None = 
         postgres.ensure_database(p_port)
         log.info("postgres ready on port %d after %.1fs", p_port, time.monotonic() - t0)
         current_log = paths["kafka_log"]
-        if not _wait_until(lambda: broker.poll() is not None or kafka.probe(k_port), deadline):
-            raise DevstackError("kafka did not answer a metadata request in time")
-        if broker.returncode is not None:
-            raise DevstackError(f"kafka exited with {broker.returncode}")
-        log.info("kafka ready on port %d after %.1fs", k_port, time.monotonic() - t0)
+        exited = lambda: next((p for p in started if p.poll() is not None), None)  # noqa: E731
+        if not _wait_until(lambda: exited() is not None or kafka.probe(k_port, brokers), deadline):
+            raise DevstackError(f"kafka did not answer a metadata request listing {brokers} broker(s) in time")
+        if (dead := exited()) is not None:
+            current_log = Path(entries[started.index(dead)]["log"])
+            raise DevstackError(f"kafka exited with {dead.returncode}")
+        log.info("kafka ready on port(s) %s after %.1fs", ",".join(str(k) for k, _ in nodes), time.monotonic() - t0)
     except BaseException as exc:
-        if fmt is not None and fmt.poll() is None:
-            fmt.kill()
+        for fmt in formats:
+            if fmt.poll() is None:
+                fmt.kill()
         tail = _tail(current_log)
         print(f"runstream.devstack: start failed: {exc}\n--- tail of {current_log} ---\n{tail}", file=sys.stderr)
         down(state_dir)
@@ -318,7 +424,7 @@ def up(state_dir: Path, *, kafka_port: int | None = None, pg_port: int | None = 
         raise
     record["ready"] = True
     _save(state_dir, record)
-    info = StackInfo(state_dir, record["kafka_bootstrap"], record["database_url"])
+    info = StackInfo(state_dir, record["kafka_bootstrap"], record["database_url"], brokers)
     paths["env"].write_text(render_env(info.env()))
     return info
 
@@ -332,13 +438,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=None, help="default: $RUNSTREAM_STATE_DIR or ./.state/stack")
     parser.add_argument("--kafka-port", type=int, default=None)
     parser.add_argument("--pg-port", type=int, default=None)
+    parser.add_argument("--brokers", type=int, default=1, help="Kafka nodes (3: a replicated cluster)")
     parser.add_argument("--keep", action="store_true", help="up: reuse a running stack / keep existing data")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     state_dir = args.state_dir or default_state_dir()
     if args.command == "up":
         try:
-            info = up(state_dir, kafka_port=args.kafka_port, pg_port=args.pg_port, fresh=not args.keep)
+            info = up(state_dir, kafka_port=args.kafka_port, pg_port=args.pg_port, fresh=not args.keep,
+                      brokers=args.brokers)
         except DevstackError as exc:  # up() already printed the log tail, if any
             print(f"runstream.devstack: up failed: {str(exc).splitlines()[0]}", file=sys.stderr)
             return 1
@@ -348,8 +456,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         down(state_dir)
         return 0
     running = read_info(state_dir)
+    sys.stdout.write(render_brokers(broker_status(state_dir)))
     if running is None:
         print(f"not running ({Path(state_dir).resolve()})")
         return 1
     sys.stdout.write(f"running ({running.state_dir})\n" + render_env(running.env(), export=True))
     return 0
+
+
+def render_brokers(brokers: list[dict[str, Any]]) -> str:
+    """One ``# broker N 127.0.0.1:PORT pid P|down`` line per broker (shell comments)."""
+    return "".join(f"# broker {b['node_id']} 127.0.0.1:{b['port']} "
+                   f"{'pid ' + str(b['pid']) if b['pid'] else 'down'}\n" for b in brokers)
