@@ -33,6 +33,7 @@ from runstream.errors import DeliveryError, RunstreamError
 from runstream.sender import FLUSH, encode_items
 from runstream.settings import Settings
 from schemas import events as ev
+from schemas.blobs import blob_path
 
 if TYPE_CHECKING:
     from runstream.run import Run
@@ -218,7 +219,7 @@ def _blobs(events: list[ev.Event]) -> Iterator[str]:
 
 async def _upload_blob(settings: Settings, session: aiohttp.ClientSession, directory: Path, sha: str) -> int:
     """Put one spooled artifact where the query API reads it; 1 if it was uploaded."""
-    source = LocalBlobStore(directory / BLOBS_DIR).path_for(sha)
+    source = blob_path(directory / BLOBS_DIR, sha)
     if not source.is_file():
         raise RunstreamError(f"sync: {directory.name} refers to artifact bytes {sha} missing from {source.parent}")
     if settings.transport != "http":
