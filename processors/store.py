@@ -16,7 +16,7 @@ import msgspec
 from processors.columnar import copy_data
 from processors.materialize import Materialized, materialize, to_datetime
 from schemas import events as ev
-from schemas import notify
+from schemas.notify import ANY, CHANNEL, run_payload
 
 # The archive insert goes through a per-session staging table: asyncpg's binary COPY of
 # plain records costs the client about a third of encoding the same values as ten
@@ -126,8 +126,8 @@ SET "offset" = GREATEST(consumer_offsets."offset", excluded."offset"), updated_a
 
 # Delivered at commit to every LISTENer (the query API's live endpoint and cache); the
 # channel and payloads are the contract's (schemas.notify).
-NOTIFY_RUN = f"SELECT pg_notify('{notify.CHANNEL}', $1)"
-NOTIFY_ANY = f"SELECT pg_notify('{notify.CHANNEL}', '{notify.ANY}')"
+NOTIFY_RUN = f"SELECT pg_notify('{CHANNEL}', $1)"
+NOTIFY_ANY = f"SELECT pg_notify('{CHANNEL}', '{ANY}')"
 
 LOAD_OFFSETS = 'SELECT partition, "offset" FROM consumer_offsets WHERE group_id = $1 AND topic = $2'
 
@@ -233,7 +233,7 @@ async def write_projections(conn: asyncpg.Connection, m: Materialized, *, notify
     if m.rollups or m.rollup_blocks:
         await conn.execute(UPSERT_ROLLUP, *m.rollup_rows())
     if notify:
-        await _many(conn, NOTIFY_RUN, [(notify.run_payload(run_id, c.last_seq),) for run_id, c in sorted(m.runs.items())])
+        await _many(conn, NOTIFY_RUN, [(run_payload(run_id, c.last_seq),) for run_id, c in sorted(m.runs.items())])
 
 
 async def _chunks(data: bytes, size: int = 1 << 20) -> AsyncIterator[memoryview]:

@@ -136,7 +136,7 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "Bad parameter", 404: "Not found", 422: "as-of history too large to fold", 503: "Not ready",
             504: "min_seq not reached in time"}
-    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+    return {str(c): _json(_ref("ErrorResponse"), text[c]) for c in codes}
 
 
 def _get(summary: str, params: list[dict[str, Any]], ok: dict[str, Any], *errors: int) -> dict[str, Any]:

@@ -72,7 +72,7 @@ class ErrorBody(TypedDict):
     message: str
 
 
-class Error(TypedDict):
+class ErrorResponse(TypedDict):
     """Every error answer; a bad parameter's message names the parameter and its value."""
 
     error: ErrorBody
@@ -146,7 +146,7 @@ class AsOf(TypedDict):
 class RunDetail(Run):
     """``/api/runs/{run_id}``: a run with properties and child ids."""
 
-    properties: dict[str, Any]
+    properties: dict[str, Value]
     children: list[uuid.UUID]
     as_of: NotRequired[AsOf]
     """Only with ``as_of_seq`` or ``as_of``."""
@@ -238,13 +238,13 @@ class LiveEnd(TypedDict):
 
 
 RESPONSES: tuple[Any, ...] = (
-    Error, Health, Experiments, RunsPage, RunDetail, MetricsAsOf, Vector, Table, Files, EventsPage, LogsPage,
+    ErrorResponse, Health, Experiments, RunsPage, RunDetail, MetricsAsOf, Vector, Table, Files, EventsPage, LogsPage,
     Compare, LiveEnd, RunEvent, ImageRef,
 )
 """Every named shape; with their members they make the OpenAPI components."""
 
 ALIASES: dict[str, Any] = {
-    "Value": Value, "Columns": Columns, "MetricShape": MetricShape, "Metrics": Metrics, "MetricsByRun": MetricsByRun,
+    "Status": Status, "TerminalStatus": TerminalStatus, "Value": Value, "Columns": Columns, "MetricShape": MetricShape, "Metrics": Metrics, "MetricsByRun": MetricsByRun,
 }
 """Unnamed types (unions, maps) the TypeScript side gets under these names."""
 
