@@ -175,7 +175,7 @@ def _paths() -> dict[str, Any]:
             "Runs of an experiment, filtered, ordered and paged",
             [
                 _path("name", "Experiment name."),
-                _q("status", {"enum": sorted(STATUSES)}, f"{', '.join(sorted(STATUSES))}; repeat or comma-separate.", True),
+                _q("status", _STR, f"{', '.join(sorted(STATUSES))}; repeat or comma-separate.", True),
                 _q("tag", _STR, "`key` (has the tag) or `key:value`; repeatable, all must match.", True),
                 _q("metric", _STR, "`name<op>number`, op one of < <= > >= = !=, against the metric's last "
                    "value; repeatable, all must hold.", True),

@@ -244,7 +244,8 @@ RESPONSES: tuple[Any, ...] = (
 """Every named shape; with their members they make the OpenAPI components."""
 
 ALIASES: dict[str, Any] = {
-    "Status": Status, "TerminalStatus": TerminalStatus, "Value": Value, "Columns": Columns, "MetricShape": MetricShape, "Metrics": Metrics, "MetricsByRun": MetricsByRun,
+    "Status": Status, "TerminalStatus": TerminalStatus, "Value": Value, "Columns": Columns,
+    "MetricShape": MetricShape, "Metrics": Metrics, "MetricsByRun": MetricsByRun,
 }
 """Unnamed types (unions, maps) the TypeScript side gets under these names."""
 
