@@ -35,7 +35,7 @@ from query_api import queries
 from query_api.cache import CACHE, ResponseCache
 from query_api.errors import BadRequest
 from query_api.handlers import POOL, SETTINGS, query_int, run_scope
-from schemas import notify
+from schemas import api, notify
 from schemas.events import TERMINAL_STATUSES
 
 __all__ = ["LISTENER", "Listener", "Subscription", "live", "setup"]
@@ -294,7 +294,8 @@ async def _stream(
             if len(rows) < PAGE:
                 break
         if state is not None and state["status"] in TERMINAL_STATUSES and last >= state["last_seq"]:
-            end = orjson.dumps({"status": state["status"], "last_seq": state["last_seq"]})
+            end_data: api.LiveEnd = {"status": state["status"], "last_seq": state["last_seq"]}
+            end = orjson.dumps(end_data)
             await response.write(b"event: end\ndata: " + end + b"\n\n")
             return
         if not await sub.wait(HEARTBEAT_S):
