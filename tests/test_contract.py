@@ -235,3 +235,18 @@ def test_the_metrics_answers_are_told_apart_by_their_parameters_not_their_shape(
         "schema"]
     assert "oneOf" not in schema and len(schema["anyOf"]) == 3
     jsonschema.Draft202012Validator({**schema, "components": doc["components"]}).validate({})
+
+
+async def test_the_gateway_refuses_blob_addresses_that_are_no_sha256(
+    workspace: Workspace, session: aiohttp.ClientSession
+) -> None:
+    """Both blob routes check the address before it becomes a path in the store (a 400,
+    not a lookup of some other file)."""
+    blobs_url = f"{workspace.settings.ingest_url.rstrip('/')}/api/v1/blobs"
+    for bad in ["AB" + "0" * 62, "ab" * 31, "x" * 64, "0" * 63 + "-"]:
+        async with session.head(f"{blobs_url}/{bad}") as resp:
+            assert resp.status == 400, bad
+        async with session.put(f"{blobs_url}/{bad}", data=b"x") as resp:
+            assert resp.status == 400 and "not a lowercase hex sha256" in (await resp.json())["error"]["message"]
+    async with session.head(f"{blobs_url}/{'0' * 64}") as resp:
+        assert resp.status == 404
