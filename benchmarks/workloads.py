@@ -29,6 +29,7 @@ from benchmarks import cpu
 from benchmarks.results import Row
 from benchmarks.services import REPO, Services
 from ingest.producer import EventProducer, ensure_topic
+from schemas import notify
 
 POLL_S = 0.02
 
@@ -290,9 +291,9 @@ async def latency(b: Bench, peak_rate: float, load_fraction: float = 0.5) -> Row
     committed: dict[int, float] = {}  # probe run's seq -> when its commit was announced
 
     def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        run, _, seq = payload.partition(" ")
-        if run == probe.id:
-            committed.setdefault(int(seq), time.time())
+        run = notify.parse(payload)
+        if run is not None and run.run_id == probe_id:
+            committed.setdefault(run.last_seq, time.time())
 
     def log_probes(stop: threading.Event) -> None:
         step = 0
@@ -303,7 +304,7 @@ async def latency(b: Bench, peak_rate: float, load_fraction: float = 0.5) -> Row
             stop.wait(0.01)  # the probe's cadence: one point per 10 ms
 
     listen = await asyncpg.connect(b.settings.database_url)
-    await listen.add_listener("runstream_runs", on_notify)
+    await listen.add_listener(notify.CHANNEL, on_notify)
     stop = threading.Event()
     thread = threading.Thread(target=log_probes, args=(stop,), daemon=True)
     try:

@@ -1,6 +1,6 @@
 """Content-addressed artifact store on a local directory.
 
-A blob lives at ``<root>/<sha[:2]>/<sha[2:4]>/<sha>``; writing the same bytes twice is
+A blob lives where :func:`schemas.blobs.blob_path` puts it; writing the same bytes twice is
 free and never corrupts a reader (write to a temp file, then atomic rename). The
 functions are synchronous file I/O: async callers run them in a thread.
 """
@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from schemas.blobs import blob_path
 from schemas.limits import MAX_ARTIFACT_BYTES
 
 _CHUNK = 1024 * 1024
@@ -27,7 +28,8 @@ class LocalBlobStore:
         self.root = Path(root)
 
     def path_for(self, sha256: str) -> Path:
-        return self.root / sha256[:2] / sha256[2:4] / sha256
+        """Where the blob ``sha256`` is (or would be) stored; ``ValueError`` if it is no sha256."""
+        return blob_path(self.root, sha256)
 
     def exists(self, sha256: str) -> bool:
         return self.path_for(sha256).is_file()

@@ -10,7 +10,6 @@ acknowledged them. ``PUT /api/v1/blobs/{sha256}`` stores an artifact's bytes.
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any, AsyncIterator
 
 import msgspec
@@ -22,11 +21,11 @@ from ingest.producer import EventProducer, ensure_topic
 from query_api.errors import BadRequest, PayloadTooLarge, Unavailable, Unprocessable, error_middleware, json_response
 from runstream.settings import Settings
 from schemas import events
+from schemas.blobs import is_sha256
 from schemas.limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES
 
 PRODUCER = web.AppKey("producer", EventProducer)
 BLOBS = web.AppKey("blobs", LocalBlobStore)
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 
 
@@ -63,10 +62,16 @@ async def post_events(request: web.Request) -> web.Response:
     return json_response({"accepted": len(accepted)}, status=202)
 
 
-async def put_blob(request: web.Request) -> web.Response:
+def _blob_address(request: web.Request) -> str:
+    """The path's sha256, or 400 (no other text becomes a path in the store)."""
     sha = request.match_info["sha256"]
-    if not _SHA256.match(sha):
+    if not is_sha256(sha):
         raise BadRequest(f"blob address {sha!r} is not a lowercase hex sha256")
+    return sha
+
+
+async def put_blob(request: web.Request) -> web.Response:
+    sha = _blob_address(request)
     store = request.app[BLOBS]
     if store.exists(sha):
         return json_response({"sha256": sha, "stored": False})
@@ -83,7 +88,7 @@ async def put_blob(request: web.Request) -> web.Response:
 
 
 async def head_blob(request: web.Request) -> web.Response:
-    return web.Response(status=200 if request.app[BLOBS].exists(request.match_info["sha256"]) else 404)
+    return web.Response(status=200 if request.app[BLOBS].exists(_blob_address(request)) else 404)
 
 
 async def health(request: web.Request) -> web.Response:

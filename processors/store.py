@@ -16,6 +16,7 @@ import msgspec
 from processors.columnar import copy_data
 from processors.materialize import Materialized, materialize, to_datetime
 from schemas import events as ev
+from schemas.notify import ANY, CHANNEL, run_payload
 
 # The archive insert goes through a per-session staging table: asyncpg's binary COPY of
 # plain records costs the client about a third of encoding the same values as ten
@@ -123,12 +124,10 @@ ON CONFLICT (group_id, topic, partition) DO UPDATE
 SET "offset" = GREATEST(consumer_offsets."offset", excluded."offset"), updated_at = now()
 """
 
-# Delivered at commit to every LISTENer (the query API's live endpoint): "<run_id> <last_seq>".
-NOTIFY_RUN = "SELECT pg_notify('runstream_runs', $1)"
-NOTIFY_CHANNEL = "runstream_runs"
-NOTIFY_ANY_PAYLOAD = "*"
-"""The payload that means "any run may have changed" (a replay swapped every projection)."""
-NOTIFY_ANY = f"SELECT pg_notify('runstream_runs', '{NOTIFY_ANY_PAYLOAD}')"
+# Delivered at commit to every LISTENer (the query API's live endpoint and cache); the
+# channel and payloads are the contract's (schemas.notify).
+NOTIFY_RUN = f"SELECT pg_notify('{CHANNEL}', $1)"
+NOTIFY_ANY = f"SELECT pg_notify('{CHANNEL}', '{ANY}')"
 
 LOAD_OFFSETS = 'SELECT partition, "offset" FROM consumer_offsets WHERE group_id = $1 AND topic = $2'
 
@@ -234,7 +233,7 @@ async def write_projections(conn: asyncpg.Connection, m: Materialized, *, notify
     if m.rollups or m.rollup_blocks:
         await conn.execute(UPSERT_ROLLUP, *m.rollup_rows())
     if notify:
-        await _many(conn, NOTIFY_RUN, [(f"{run_id} {c.last_seq}",) for run_id, c in sorted(m.runs.items())])
+        await _many(conn, NOTIFY_RUN, [(run_payload(run_id, c.last_seq),) for run_id, c in sorted(m.runs.items())])
 
 
 async def _chunks(data: bytes, size: int = 1 << 20) -> AsyncIterator[memoryview]:

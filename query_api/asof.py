@@ -38,6 +38,7 @@ import orjson
 from processors.materialize import Materialized, RunChange, materialize, to_datetime
 from query_api import queries
 from query_api.errors import ApiError, NotFound
+from schemas import api
 from schemas import events as ev
 
 __all__ = ["FOLDS_AT_ONCE", "MAX_BYTES", "MAX_EVENTS", "AsOf", "AsOfTooLarge", "Fold", "detail", "fold", "metrics"]
@@ -126,11 +127,11 @@ def _fold(run_id: uuid.UUID, bodies: Sequence[bytes], columnar: bool) -> Fold:
     return Fold(run_id, materialize(batch, columnar=columnar), last.seq, last.ts)
 
 
-def _as_of(f: Fold) -> dict[str, Any]:
+def _as_of(f: Fold) -> api.AsOf:
     return {"seq": f.seq, "ts": f.ts}
 
 
-def detail(f: Fold, children: list[uuid.UUID]) -> dict[str, Any]:
+def detail(f: Fold, children: list[uuid.UUID]) -> api.RunDetail:
     """The run detail (``queries.run_detail``'s shape) as of the fold, plus ``as_of``."""
     change = f.change
     if change.started is None:
@@ -165,7 +166,7 @@ def detail(f: Fold, children: list[uuid.UUID]) -> dict[str, Any]:
     }
 
 
-def metrics(f: Fold, names: Sequence[str] = ()) -> dict[str, Any]:
+def metrics(f: Fold, names: Sequence[str] = ()) -> api.MetricsAsOf:
     """``{"metrics": <get_metrics shape>, "as_of": {...}}`` as of the fold (which must be
     materialized with ``columnar=False``: the vectors come from ``m.points``)."""
     m, wanted = f.m, set(names)

@@ -3,8 +3,8 @@
 A cached answer is the exact JSON body the handler produced for one request (path and
 query string, minus ``min_seq``/``wait_ms``), together with the runs it depends on and
 the run's ``last_seq`` it reflects (at least). It is dropped when the processors commit
-anything for one of those runs: ``processors.store.NOTIFY_RUN`` sends ``"<run_id>
-<last_seq>"`` on channel ``runstream_runs`` at commit, and the live endpoint's one
+anything for one of those runs: the processors send ``"<run_id> <last_seq>"`` on
+:data:`schemas.notify.CHANNEL` at commit, and the live endpoint's one
 ``LISTEN`` connection (:class:`query_api.live.Listener`) hands each notification to
 :meth:`ResponseCache.notified`.
 

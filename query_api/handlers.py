@@ -16,7 +16,6 @@ import re
 import typing
 import uuid
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping, NamedTuple
 from urllib.parse import quote
 
@@ -29,14 +28,14 @@ from query_api.cache import CACHE
 from query_api.downsample import MIN_MAX_POINTS
 from query_api.errors import BadRequest, NotFound, NotReady, json_response
 from runstream.settings import Settings
-from schemas.events import RunStatusPayload
+from schemas.blobs import blob_path, is_sha256
+from schemas.events import STATUSES
 
 POOL = web.AppKey("pool", asyncpg.Pool)
 """The application's asyncpg pool (opened and closed by ``app.pg_pool``)."""
 SETTINGS = web.AppKey("settings", Settings)
 """The settings the application was created with."""
 
-STATUSES = frozenset(typing.get_args(typing.get_type_hints(RunStatusPayload)["status"]))
 MAX_LIMIT = 1000
 MAX_POINTS_CAP = 100_000
 MAX_WAIT_MS = 30_000
@@ -44,7 +43,6 @@ DEFAULT_WAIT_MS = 10_000
 MAX_COMPARE_RUNS = 100
 READY_TIMEOUT_S = 5.0
 _METRIC_FILTER = re.compile(r"^(?P<name>.+?)(?P<op><=|>=|!=|==|<|>|=)(?P<value>[^<>=!]+)$", re.S)
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 # ---------------------------------------------------------------- parameters
@@ -376,13 +374,12 @@ async def file_download(request: web.Request) -> web.FileResponse:
     run_id = await run_scope(request)
     record = await queries.artifact(request.app[POOL], run_id, request.match_info["path"])
     sha = record["sha256"]
-    blob = Path(request.app[SETTINGS].blob_dir, sha[:2], sha[2:4], sha)
-    if not _SHA256.match(sha) or not await asyncio.to_thread(blob.is_file):
+    if not is_sha256(sha) or not await asyncio.to_thread(blob_path(request.app[SETTINGS].blob_dir, sha).is_file):
         raise NotFound(f"the bytes of file {record['path']!r} (sha256 {sha}) are missing from the blob store")
     name = record["path"].rsplit("/", 1)[-1]
     ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
     return web.FileResponse(
-        blob,
+        blob_path(request.app[SETTINGS].blob_dir, sha),
         headers={
             "Content-Type": record["content_type"],
             "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}",

@@ -1,7 +1,7 @@
 """Live updates of a run: ``GET /api/runs/{run_id}/live`` as Server-Sent Events.
 
 One asyncpg connection per app ``LISTEN``s on the channel the processors notify after
-each committed batch (``processors.store.NOTIFY_RUN``: ``"<run_id> <last_seq>"``). The
+each committed batch (:mod:`schemas.notify`: ``"<run_id> <last_seq>"``). The
 :class:`Listener` wakes the subscribers of that run; each subscriber then reads the
 archived events after the last one it sent and writes one SSE message per event::
 
@@ -31,19 +31,17 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from processors.store import NOTIFY_ANY_PAYLOAD, NOTIFY_CHANNEL
 from query_api import queries
 from query_api.cache import CACHE, ResponseCache
 from query_api.errors import BadRequest
 from query_api.handlers import POOL, SETTINGS, query_int, run_scope
+from schemas import api, notify
+from schemas.events import TERMINAL_STATUSES
 
 __all__ = ["LISTENER", "Listener", "Subscription", "live", "setup"]
 
 log = logging.getLogger("runstream.query_api.live")
 
-CHANNEL = NOTIFY_CHANNEL
-"""The channel of ``processors.store.NOTIFY_RUN``."""
-TERMINAL = frozenset({"completed", "failed", "canceled"})
 HEARTBEAT_S = 15.0
 """Idle time after which a comment line is sent (keeps proxies and clients from timing out)."""
 PAGE = 500
@@ -134,18 +132,19 @@ class Listener:
                 sub.notify()
 
     def _on_notification(self, conn: object, pid: int, channel: str, payload: str) -> None:
-        run_text, _, _ = payload.partition(" ")
         try:
-            run_id = uuid.UUID(run_text)
-        except ValueError:
-            # Not "<run_id> <seq>": whatever changed, the cache cannot tell what; readers re-read.
-            if payload != NOTIFY_ANY_PAYLOAD:  # the replay's "every projection was swapped"
-                log.warning("malformed %s notification %r: flushing the cache, waking every stream",
-                            CHANNEL, payload[:200])
+            committed = notify.parse(payload)
+        except ValueError as exc:
+            log.warning("%s: flushing the cache, waking every stream", exc)
+            committed = None
+        if committed is None:
+            # "*" (the replay swapped every projection) or malformed: whatever changed, the
+            # cache cannot tell what; readers re-read.
             if self._cache is not None:
                 self._cache.flush()
             self._wake_all()
             return
+        run_id = committed.run_id
         if self._cache is not None:
             self._cache.notified(run_id)
         for sub in self._subs.get(run_id, ()):
@@ -168,7 +167,7 @@ class Listener:
             self._conn = conn
             try:
                 conn.add_termination_listener(lambda _conn: self._lost(lost))
-                await conn.add_listener(CHANNEL, self._on_notification)
+                await conn.add_listener(notify.CHANNEL, self._on_notification)
                 self.connected.set()
                 if self._cache is not None:
                     self._cache.listening()
@@ -294,8 +293,9 @@ async def _stream(
                 last = rows[-1]["seq"]
             if len(rows) < PAGE:
                 break
-        if state is not None and state["status"] in TERMINAL and last >= state["last_seq"]:
-            end = orjson.dumps({"status": state["status"], "last_seq": state["last_seq"]})
+        if state is not None and state["status"] in TERMINAL_STATUSES and last >= state["last_seq"]:
+            end_data: api.LiveEnd = {"status": state["status"], "last_seq": state["last_seq"]}
+            end = orjson.dumps(end_data)
             await response.write(b"event: end\ndata: " + end + b"\n\n")
             return
         if not await sub.wait(HEARTBEAT_S):

@@ -1,4 +1,7 @@
-"""The OpenAPI 3.1 document of the query API, assembled by hand (served at /api/openapi.json).
+"""The OpenAPI 3.1 document of the query API (served at /api/openapi.json).
+
+Paths and parameters are written here; every response schema is generated from the
+contract's answer types (:mod:`schemas.api`), which the query API builds.
 
 Conventions stated once here and in ``info.description``: database timestamps are ISO
 8601 strings; point and event times are float seconds since the epoch (the client's
@@ -9,6 +12,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Any
+
+from schemas import api
+from schemas.events import STATUSES, TERMINAL_STATUSES
 
 __all__ = ["document"]
 
@@ -38,20 +44,20 @@ new event within a second of its being materialized. One message per event:
 
     id: <seq>
     event: <event type: run.started, run.status, metric.points, log.lines, ...>
-    data: <the event object as sent: type, v, event_id, run_id, seq, ts, payload>
+    data: <the event object as sent: type, v, event_id, run_id, seq, ts, payload (RunEvent)>
 
 The stream opens with `retry: 1000`; an idle stream carries a `: heartbeat` comment every
-15 s. When the run has reached a terminal status (completed, failed, canceled) and every
+15 s. When the run has reached a terminal status ({terminal}) and every
 event up to its last materialized seq was sent, a final message
 
     event: end
-    data: {"status": "<terminal status>", "last_seq": N}
+    data: {"status": "<terminal status>", "last_seq": N}   (LiveEnd)
 
 is sent and the stream closes. A stream that closes without `end` (server shutdown, lost
 connection) is resumed by reconnecting with `Last-Event-ID: <last id received>`: no event
 is repeated or skipped. An unknown run is a 404 (JSON) before the stream starts; with
 `min_seq=0` a run not materialized yet is waited for up to `wait_ms` (then 504).
-"""
+""".replace("{terminal}", ", ".join(sorted(TERMINAL_STATUSES)))
 
 
 AS_OF_DESCRIPTION = """With `as_of_seq` or `as_of` (not both): the run as it was after one of its
@@ -93,7 +99,6 @@ def _path(name: str, description: str, fmt: str | None = None) -> dict[str, Any]
     return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
 
 
-_INT = {"type": "integer"}
 _STR = {"type": "string"}
 _BOOL = {"type": "boolean"}
 _RUN_ID = _path("run_id", "The run's id.", "uuid")
@@ -105,9 +110,6 @@ _AS_OF = [
     _q("as_of_seq", {"type": "integer", "minimum": 0}, "The state after this event seq (see the description)."),
     _q("as_of", {"type": "string"}, "The state as of this time: ISO 8601 with a zone, or epoch seconds."),
 ]
-_AS_OF_POINT = {"type": "object", "properties": {
-    "seq": {"type": "integer", "description": "the last event seq folded"},
-    "ts": {"type": "number", "description": "its ts (epoch seconds)"}}}
 _MAX_POINTS = _q(
     "max_points",
     {"type": "integer", "minimum": 0, "maximum": 100000},
@@ -134,7 +136,7 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "Bad parameter", 404: "Not found", 422: "as-of history too large to fold", 503: "Not ready",
             504: "min_seq not reached in time"}
-    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+    return {str(c): _json(_ref("ErrorResponse"), text[c]) for c in codes}
 
 
 def _get(summary: str, params: list[dict[str, Any]], ok: dict[str, Any], *errors: int) -> dict[str, Any]:
@@ -152,79 +154,28 @@ def _cached(ok: dict[str, Any]) -> dict[str, Any]:
     return {**ok, "headers": _X_CACHE}
 
 
-_VALUE: dict[str, Any] = {
-    "description": 'A metric value; non-finite floats as {"f": "NaN" | "Infinity" | "-Infinity"}.',
-    "anyOf": [
-        {"type": ["number", "integer", "boolean", "string", "null"]},
-        {"type": "object", "properties": {"f": {"enum": ["NaN", "Infinity", "-Infinity"]}}, "required": ["f"]},
-    ],
-}
-_TIME = {"type": ["string", "null"], "format": "date-time"}
-_SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "properties": {"error": {"type": "object", "properties": {"status": _INT, "message": _STR}}},
-    },
-    "Value": _VALUE,
-    "Summary": {
-        "type": "object",
-        "properties": {
-            "kind": {"enum": ["scalar", "list", "table", "image"]},
-            "last": _ref("Value"), "min": _ref("Value"), "max": _ref("Value"),
-            "count": _INT, "last_step": {"type": ["integer", "null"]}, "description": {"type": ["string", "null"]},
-        },
-    },
-    "Run": {
-        "type": "object",
-        "properties": {
-            "run_id": {"type": "string", "format": "uuid"}, "name": {"type": ["string", "null"]},
-            "experiment": _STR, "status": _STR, "kind": _STR, "error": {"type": ["string", "null"]},
-            "parent_run_id": {"type": ["string", "null"], "format": "uuid"},
-            "started_at": _TIME, "ended_at": _TIME, "updated_at": _TIME,
-            "duration_s": {"type": ["number", "null"], "description": "null until the run ends"},
-            "last_seq": _INT,
-            "tags": {"type": "object", "additionalProperties": {"type": ["string", "null"]}},
-            "metrics": {"type": "object", "additionalProperties": _ref("Summary")},
-        },
-    },
-    "Vector": {
-        "type": "object",
-        "properties": {
-            "name": _STR, "kind": {"enum": ["scalar", "list"]},
-            "count": {"type": "integer", "description": "points in the step range before downsampling"},
-            "steps": {"type": "array", "items": _INT},
-            "values": {"type": "array", "items": _ref("Value")},
-            "times": {"type": "array", "items": {"type": "number"}, "description": "epoch seconds"},
-            "downsampled": _BOOL,
-        },
-    },
-    "Columns": {"type": "object", "additionalProperties": {"type": "array", "items": _ref("Value")}},
-    "Metrics": {
-        "type": "object",
-        "description": "get_metrics shapes: a Value if logged once, a list if repeated or log_list, "
-        "Columns for tables, {artifact, sha256} for images.",
-        "additionalProperties": True,
-    },
-}
+_METRICS = {"anyOf": [
+    {**api.response_schema(api.Metrics), "description": "The run's metrics: name -> get_metrics shape."},
+    {**api.response_schema(api.MetricsByRun), "description": "With recursive: run id -> its metrics."},
+    {**_ref("MetricsAsOf"), "description": "With as_of_seq or as_of."},
+]}
+"""Which one is given follows from the parameters (an empty object is all three)."""
 
 
 def _paths() -> dict[str, Any]:
-    run_array = {"type": "array", "items": _ref("Run")}
     return {
-        "/api/health": _get("Liveness", [], _json({"type": "object"})),
-        "/api/ready": _get("Readiness: database answers and is migrated", [], _json({"type": "object"}), 503),
+        "/api/health": _get("Liveness", [], _json(_ref("Health"))),
+        "/api/ready": _get("Readiness: database answers and is migrated", [], _json(_ref("Health")), 503),
         "/api/openapi.json": _get("This document", [], _json({"type": "object"})),
         "/api/experiments": _get(
             "Experiments with run count and last activity", [],
-            _json({"type": "object", "properties": {"experiments": {"type": "array", "items": {
-                "type": "object", "properties": {"name": _STR, "created_at": _TIME, "run_count": _INT,
-                                                 "last_activity": _TIME}}}}}),
+            _json(_ref("Experiments")),
         ),
         "/api/experiments/{name}/runs": _get(
             "Runs of an experiment, filtered, ordered and paged",
             [
                 _path("name", "Experiment name."),
-                _q("status", _STR, "running, completed, failed, canceled; repeat or comma-separate.", True),
+                _q("status", _STR, f"{', '.join(sorted(STATUSES))}; repeat or comma-separate.", True),
                 _q("tag", _STR, "`key` (has the tag) or `key:value`; repeatable, all must match.", True),
                 _q("metric", _STR, "`name<op>number`, op one of < <= > >= = !=, against the metric's last "
                    "value; repeatable, all must hold.", True),
@@ -236,15 +187,12 @@ def _paths() -> dict[str, Any]:
                 _q("parent", _STR, "`none` = top-level runs only; a run id = its children."),
                 _q("columns", _STR, "Only these metric summaries per run (default all); repeatable.", True),
             ],
-            _json({"type": "object", "properties": {"runs": run_array, "total": _INT}}), 400, 404,
+            _json(_ref("RunsPage")), 400, 404,
         ),
         "/api/runs/{run_id}": _described(_get(
             "One run with properties, tags, summaries and child ids; or as of an event or time",
             [_RUN_ID, *_WAIT, *_AS_OF],
-            _cached(_json({"allOf": [_ref("Run"), {"type": "object", "properties": {
-                "properties": {"type": "object"},
-                "children": {"type": "array", "items": {"type": "string", "format": "uuid"}},
-                "as_of": {**_AS_OF_POINT, "description": "Only with as_of_seq or as_of."}}}]})),
+            _cached(_json(_ref("RunDetail"))),
             400, 404, 422, 504,
         ), AS_OF_DESCRIPTION),
         "/api/runs/{run_id}/metrics": _described(_get(
@@ -253,11 +201,7 @@ def _paths() -> dict[str, Any]:
                 _q("recursive", _BOOL, "Include descendants: {run_id: {name: value}} (not with as_of_seq/as_of)."),
                 *_AS_OF,
             ],
-            _cached(_json({"oneOf": [
-                _ref("Metrics"), {"type": "object", "additionalProperties": _ref("Metrics")},
-                {"type": "object", "description": "With as_of_seq or as_of: the get_metrics shape under `metrics`.",
-                 "properties": {"metrics": _ref("Metrics"), "as_of": _AS_OF_POINT}},
-            ]})),
+            _cached(_json(_METRICS)),
             400, 404, 422, 504,
         ), "With `as_of_seq` or `as_of` the answer is `{\"metrics\": <get_metrics shape>, \"as_of\": {seq, ts}}` as "
            "of that point, folded from the archived events as for `GET /api/runs/{run_id}` (whose description "
@@ -273,15 +217,12 @@ def _paths() -> dict[str, Any]:
         "/api/runs/{run_id}/tables/{name}": _get(
             "A table metric as column lists (rows in logging order)",
             [_RUN_ID, _path("name", "Table name."), *_WAIT],
-            _cached(_json({"type": "object", "properties": {"name": _STR, "columns": _ref("Columns"),
-                                                            "rows": _INT}})),
+            _cached(_json(_ref("Table"))),
             400, 404, 504,
         ),
         "/api/runs/{run_id}/files": _get(
             "The run's files", [_RUN_ID, *_WAIT],
-            _json({"type": "object", "properties": {"files": {"type": "array", "items": {
-                "type": "object", "properties": {"path": _STR, "size": _INT, "sha256": _STR,
-                                                 "content_type": _STR, "created_at": _TIME}}}}}),
+            _json(_ref("Files")),
             400, 404, 504,
         ),
         "/api/runs/{run_id}/files/{path}": _get(
@@ -295,10 +236,7 @@ def _paths() -> dict[str, Any]:
                 _q("after_seq", {"type": "integer", "minimum": -1, "default": -1}, "Events with a greater seq."),
                 _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
             ],
-            _json({"type": "object", "properties": {
-                "events": {"type": "array", "items": {"type": "object", "description": "The event as sent "
-                           "(type, v, event_id, run_id, seq, ts, payload)."}},
-                "next_after_seq": {"type": ["integer", "null"]}}}),
+            _json(_ref("EventsPage")),
             400, 404, 504,
         ),
         "/api/runs/{run_id}/logs": _get(
@@ -309,10 +247,7 @@ def _paths() -> dict[str, Any]:
                    "event after_seq (default: after all its lines)."),
                 _q("limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}, "Page size."),
             ],
-            _json({"type": "object", "properties": {
-                "lines": {"type": "array", "items": {"type": "object", "properties": {
-                    "seq": _INT, "idx": _INT, "ts": _TIME, "stream": _STR, "line": _STR}}},
-                "next_after_seq": {"type": ["integer", "null"]}, "next_after_idx": {"type": ["integer", "null"]}}}),
+            _json(_ref("LogsPage")),
             400, 404, 504,
         ),
         "/api/runs/{run_id}/live": {"get": {
@@ -339,9 +274,7 @@ def _paths() -> dict[str, Any]:
                 _q("vectors", _BOOL, "Also return each scalar/list metric's downsampled vector."),
                 {**_MAX_POINTS, "schema": {"type": "integer", "minimum": 0, "maximum": 100000, "default": 1000}},
             ],
-            _json({"type": "object", "properties": {"runs": {"type": "array", "items": {
-                "allOf": [_ref("Run"), {"type": "object", "properties": {
-                    "vectors": {"type": "object", "additionalProperties": _ref("Vector")}}}]}}}}),
+            _json(_ref("Compare")),
             400, 404,
         ),
     }
@@ -354,5 +287,5 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "runstream query API", "version": "1", "description": DESCRIPTION},
         "paths": _paths(),
-        "components": {"schemas": _SCHEMAS},
+        "components": {"schemas": api.components()},
     }

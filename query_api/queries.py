@@ -13,13 +13,14 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Mapping, Sequence, TypeAlias
+from typing import Any, Literal, Mapping, Sequence, TypeAlias, cast
 
 import asyncpg
 import orjson
 
 from query_api import downsample as ds
 from query_api.errors import BadRequest, NotFound, WaitTimeout
+from schemas import api
 from schemas.values import encode
 
 Db: TypeAlias = "asyncpg.Pool[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]"
@@ -315,7 +316,7 @@ def _point(r: asyncpg.Record) -> ds.Point:
     return ds.Point(r["step"], r["time"], r["value"], r["text"], r["kind"])
 
 
-def _summary(r: asyncpg.Record) -> dict[str, Any]:
+def _summary(r: asyncpg.Record) -> api.Summary:
     return summary_of(r["kind"], r["description"], r["count"], r["last_step"], r["last_value"], r["last_text"],
                        r["last_kind"], r["min_value"], r["max_value"])
 
@@ -323,9 +324,9 @@ def _summary(r: asyncpg.Record) -> dict[str, Any]:
 def summary_of(
     kind: str, description: str | None, count: int, last_step: int | None, last_value: float | None,
     last_text: str | None, last_kind: int | None, min_value: float | None, max_value: float | None,
-) -> dict[str, Any]:
+) -> api.Summary:
     return {
-        "kind": kind,
+        "kind": kind,  # type: ignore[typeddict-item]  # the column holds only the Summary kinds
         "last": value(last_kind, last_value, last_text),
         "min": None if min_value is None else encode(min_value),
         "max": None if max_value is None else encode(max_value),
@@ -335,7 +336,7 @@ def summary_of(
     }
 
 
-def run_of(r: Mapping[str, Any]) -> dict[str, Any]:
+def run_of(r: Mapping[str, Any]) -> api.RunRecord:
     """A ``runs`` row (or a mapping with its columns) in the API's shape."""
     started, ended = r["started_at"], r["ended_at"]
     return {
@@ -424,7 +425,7 @@ async def _tags_and_summaries(
     return tags, summaries
 
 
-async def run_detail(db: Db, run_id: uuid.UUID, min_seq: int | None = None, wait_ms: int = 0) -> dict[str, Any]:
+async def run_detail(db: Db, run_id: uuid.UUID, min_seq: int | None = None, wait_ms: int = 0) -> api.RunDetail:
     """One run with its properties, tags, metric summaries and child run ids.
 
     One statement when the run is there (and has reached ``min_seq``, if given);
@@ -491,7 +492,7 @@ class RunFilter:
         )
 
 
-async def runs_page(db: Db, f: RunFilter) -> dict[str, Any]:
+async def runs_page(db: Db, f: RunFilter) -> api.RunsPage:
     """``{"runs": [...], "total": N}`` for one experiment, filtered, ordered and paged."""
     if not await db.fetchval(EXPERIMENT_EXISTS, f.experiment):
         raise NotFound(f"experiment {f.experiment!r} not found")
@@ -500,7 +501,7 @@ async def runs_page(db: Db, f: RunFilter) -> dict[str, Any]:
     total = rows[0]["total"] if rows else (await db.fetchval(RUNS_COUNT, *args) if f.offset else 0)
     ids = [r["run_id"] for r in rows]
     tags, summaries = await _tags_and_summaries(db, ids, f.columns)
-    runs = [{**run_of(r), "tags": tags[r["run_id"]], "metrics": summaries[r["run_id"]]} for r in rows]
+    runs: list[api.Run] = [{**run_of(r), "tags": tags[r["run_id"]], "metrics": summaries[r["run_id"]]} for r in rows]
     return {"runs": runs, "total": total}
 
 
@@ -561,7 +562,9 @@ def metric_shape(
     return value(last_kind, last_value, last_text)
 
 
-def _vector(name: str, kind: str, count: int, points: Sequence[ds.Point], downsampled: bool) -> dict[str, Any]:
+def _vector(
+    name: str, kind: Literal["scalar", "list"], count: int, points: Sequence[ds.Point], downsampled: bool
+) -> api.Vector:
     return {
         "name": name,
         "kind": kind,
@@ -580,7 +583,7 @@ async def metric_vector(
     from_step: int | None = None,
     to_step: int | None = None,
     max_points: int = 0,
-) -> dict[str, Any]:
+) -> api.Vector:
     """One metric's points in ``[from_step, to_step]``; with ``max_points`` > 0 and more
     points than that, downsampled in SQL to per-bucket min/max plus first and last."""
     summary = await db.fetchrow(SUMMARY_ONE, run_id, name)
@@ -639,7 +642,7 @@ async def _rollup_buckets(
     return buckets
 
 
-async def table(db: Db, run_id: uuid.UUID, name: str) -> dict[str, Any]:
+async def table(db: Db, run_id: uuid.UUID, name: str) -> api.Table:
     """A table metric (``log_row``/``log_table``) as column lists."""
     summary = await db.fetchrow(SUMMARY_ONE, run_id, name)
     if summary is None or summary["kind"] != "table":
@@ -651,16 +654,16 @@ async def table(db: Db, run_id: uuid.UUID, name: str) -> dict[str, Any]:
 
 async def compare(
     db: Db, run_ids: list[uuid.UUID], names: Sequence[str], vectors: bool, max_points: int
-) -> dict[str, Any]:
+) -> api.Compare:
     """Summaries (and optionally downsampled vectors) of chosen metrics for many runs."""
     found = {r["run_id"]: r for r in await db.fetch(RUNS_BY_IDS, run_ids)}
     missing = [str(rid) for rid in run_ids if rid not in found]
     if missing:
         raise NotFound(f"runs not found: {', '.join(missing)}")
     _, summaries = await _tags_and_summaries(db, run_ids, names)
-    out = []
+    out: list[api.CompareRun] = []
     for rid in run_ids:
-        entry = {**run_of(found[rid]), "metrics": summaries[rid]}
+        entry: api.CompareRun = {**run_of(found[rid]), "metrics": summaries[rid]}
         if vectors:
             entry["vectors"] = {
                 name: await metric_vector(db, rid, name, max_points=max_points)
@@ -687,7 +690,7 @@ async def artifact(db: Db, run_id: uuid.UUID, path: str) -> dict[str, Any]:
     return dict(r)
 
 
-async def events_page(db: Db, run_id: uuid.UUID, after_seq: int, limit: int) -> dict[str, Any]:
+async def events_page(db: Db, run_id: uuid.UUID, after_seq: int, limit: int) -> api.EventsPage:
     """Archived events with ``seq > after_seq``, each the whole event object as sent."""
     rows = await db.fetch(EVENTS_PAGE, run_id, after_seq, limit)
     return {
@@ -720,12 +723,12 @@ async def as_of_children(db: Db, run_id: uuid.UUID, when: datetime) -> list[uuid
 
 async def log_lines_page(
     db: Db, run_id: uuid.UUID, after_seq: int, after_idx: int, limit: int
-) -> dict[str, Any]:
+) -> api.LogsPage:
     """Captured output lines after the cursor ``(after_seq, after_idx)``."""
     rows = await db.fetch(LOG_LINES_PAGE, run_id, after_seq, after_idx, limit)
     more = len(rows) == limit
     return {
-        "lines": [dict(r) for r in rows],
+        "lines": [cast(api.LogLine, dict(r)) for r in rows],  # the columns are LogLine's
         "next_after_seq": rows[-1]["seq"] if more else None,
         "next_after_idx": rows[-1]["idx"] if more else None,
     }

@@ -84,12 +84,19 @@ def migrate() -> None:
 
 
 @app.command()
-def schema(output: Path = typer.Option(Path(__file__).resolve().parent.parent / "schemas" / "json" / "events.schema.json")) -> None:
-    """Write the published JSON Schema of the events."""
+def schema(output: Path = typer.Option(Path(__file__).resolve().parent.parent / "schemas" / "json" / "events.schema.json"),
+           ts: bool = typer.Option(False, "--ts", help="Also write the UI's types to ui/src/contract.ts.")) -> None:
+    """Write the published JSON Schema of the events (and with --ts the UI's TypeScript types)."""
     from schemas.events import json_schema
 
     output.write_text(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
     typer.echo(f"wrote {output}")
+    if ts:
+        from schemas.typescript import typescript
+
+        target = Path(__file__).resolve().parent.parent / "ui" / "src" / "contract.ts"
+        target.write_text(typescript())
+        typer.echo(f"wrote {target}")
 
 
 @app.command()

@@ -15,10 +15,10 @@ import aiohttp
 import orjson
 
 from runstream.errors import ApiError
+from schemas.events import TERMINAL_STATUSES
 
-__all__ = ["follow", "SseParser", "TERMINAL_STATUSES"]
+__all__ = ["follow", "SseParser"]
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
 MAX_FAILURES = 6
 """Consecutive connection attempts that may fail (without any event between) before giving up."""
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 5.0

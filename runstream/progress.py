@@ -20,13 +20,13 @@ import aiohttp
 import orjson
 
 from runstream.errors import ApiError, RunstreamError
+from schemas.events import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
     from runstream.run import Run
 
 __all__ = ["RunFailedError", "follow_events", "wait_for_completion", "POLL_INTERVAL_S"]
 
-TERMINAL = frozenset({"completed", "failed", "canceled"})
 POLL_INTERVAL_S = 0.25
 """Between two reads of the polling fallback when nothing new arrived."""
 WAIT_MS = 30_000
@@ -129,7 +129,7 @@ async def _poll(session: aiohttp.ClientSession, api_url: str, run_id: str,
                 yield event
             if page["next_after_seq"] is None:
                 break
-        if state["status"] in TERMINAL and last >= state["last_seq"]:
+        if state["status"] in TERMINAL_STATUSES and last >= state["last_seq"]:
             return
         await asyncio.sleep(POLL_INTERVAL_S)
 

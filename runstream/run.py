@@ -23,14 +23,13 @@ from runstream.errors import ApiError, LimitError, RunstreamError
 from runstream.sender import EVENT, POINT, ROW
 from runstream.sinks import Sink, WorkspaceSink
 from schemas import limits
+from schemas.events import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
     from runstream.experiment import Experiment
     from runstream.workspace import Workspace
 
 log = logging.getLogger("runstream.run")
-
-TERMINAL_STATUSES = frozenset({"completed", "failed", "canceled"})
 
 
 class Run:

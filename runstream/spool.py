@@ -33,6 +33,7 @@ from runstream.errors import DeliveryError, RunstreamError
 from runstream.sender import FLUSH, encode_items
 from runstream.settings import Settings
 from schemas import events as ev
+from schemas.blobs import blob_path
 
 if TYPE_CHECKING:
     from runstream.run import Run
@@ -224,7 +225,7 @@ def _blobs(events: list[ev.Event]) -> Iterator[str]:
 
 async def _upload_blob(settings: Settings, session: aiohttp.ClientSession, directory: Path, sha: str) -> int:
     """Put one spooled artifact where the query API reads it; 1 if it was uploaded."""
-    source = LocalBlobStore(directory / BLOBS_DIR).path_for(sha)
+    source = blob_path(directory / BLOBS_DIR, sha)
     url = f"{settings.ingest_url.rstrip('/')}/api/v1/blobs/{sha}"
     if not source.is_file():
         # A sender's outbox holds only the bytes it could not store: the rest are in the store.

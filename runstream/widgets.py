@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 import aiohttp
 
 from runstream.errors import RunstreamError
-from runstream.live import TERMINAL_STATUSES, follow
+from runstream.live import follow
+from schemas.events import TERMINAL_STATUSES
 from schemas.values import decode
 
 try:

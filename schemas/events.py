@@ -15,15 +15,17 @@ this build does not know, naming them. The published JSON Schema
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import msgspec
 from msgspec import Meta, Struct
 
-from schemas import limits
+from schemas import blobs, limits
 
 __all__ = [
     "EVENT_TYPES",
+    "STATUSES",
+    "TERMINAL_STATUSES",
     "SCHEMA_VERSION",
     "Event",
     "EventError",
@@ -65,16 +67,33 @@ class _Payload(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     cost the garbage collector nothing."""
 
 
+RunKind = Literal["interactive", "submitted", "child", "offline"]
+"""How a run was started."""
+
+
 class RunStartedPayload(_Payload):
     experiment: Name
     name: Annotated[str, Meta(max_length=limits.MAX_NAME_LENGTH)] | None = None
     parent_run_id: Uuid | None = None
     properties: Annotated[dict[Name, Value], Meta(max_length=limits.MAX_PROPERTIES)] = {}
-    kind: Literal["interactive", "submitted", "child", "offline"] = "interactive"
+    kind: RunKind = "interactive"
+
+
+Status = Literal["running", "completed", "failed", "canceled"]
+"""A run's status; every status but ``running`` is terminal."""
+TerminalStatus = Literal["completed", "failed", "canceled"]
+"""The statuses a run ends with (checked against :data:`Status` below)."""
+
+STATUSES: frozenset[str] = frozenset(get_args(Status))
+"""Every run status."""
+TERMINAL_STATUSES: frozenset[str] = STATUSES - {"running"}
+"""The statuses after which a run records nothing more (its live stream ends)."""
+if TERMINAL_STATUSES != frozenset(get_args(TerminalStatus)):  # the Literal is for type checkers; keep it derived
+    raise AssertionError(f"TerminalStatus must be Status minus running: {sorted(TERMINAL_STATUSES)}")
 
 
 class RunStatusPayload(_Payload):
-    status: Literal["running", "completed", "failed", "canceled"]
+    status: Status
     error: Annotated[str, Meta(max_length=65_536)] | None = None
 
 
@@ -133,7 +152,7 @@ class MetricTablePayload(_Payload):
             raise ValueError(f"table {self.name!r}: columns have different lengths {sorted(lengths)}")
 
 
-Sha256 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+Sha256 = Annotated[str, Meta(pattern=blobs.SHA256_PATTERN)]
 ArtifactPath = Annotated[str, Meta(min_length=1, max_length=limits.MAX_ARTIFACT_PATH_LENGTH)]
 
 
@@ -159,8 +178,12 @@ class TagRemovedPayload(_Payload):
     key: Annotated[str, Meta(min_length=1, max_length=limits.MAX_TAG_KEY_LENGTH)]
 
 
+LogStream = Literal["stdout", "stderr", "log"]
+"""Where a captured output line came from."""
+
+
 class LogLinesPayload(_Payload):
-    stream: Literal["stdout", "stderr", "log"]
+    stream: LogStream
     lines: Annotated[
         list[Annotated[str, Meta(max_length=limits.MAX_LOG_LINE_LENGTH)]],
         Meta(min_length=1, max_length=limits.MAX_LOG_LINES_PER_EVENT),

@@ -12,7 +12,6 @@ import random
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
 import asyncpg
@@ -26,6 +25,7 @@ from query_api.app import create_app, init_connection
 from query_api.downsample import Point, downsample
 from query_api.errors import error_middleware
 from runstream.settings import Settings
+from schemas.blobs import blob_path
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 NAN, INF = math.nan, math.inf
@@ -106,7 +106,7 @@ class Store:
 
     async def file(self, run_id: uuid.UUID, path: str, data: bytes, content_type: str = "text/plain") -> str:
         sha = hashlib.sha256(data).hexdigest()
-        blob = Path(self.blob_dir, sha[:2], sha[2:4], sha)
+        blob = blob_path(self.blob_dir, sha)
         blob.parent.mkdir(parents=True, exist_ok=True)
         blob.write_bytes(data)
         await self.pool.execute(
@@ -445,7 +445,7 @@ async def test_files_list_and_download(client: TestClient[Any, Any], store: Stor
     assert "filename*=UTF-8''model%20%C3%A4.bin" in response.headers["Content-Disposition"]
     assert await (await client.get(f"/api/runs/{run}/files/a.txt")).read() == b"hello\n"
     assert "no file" in await error(client, f"/api/runs/{run}/files/missing.txt", None, 404)
-    Path(settings.blob_dir, sha[:2], sha[2:4], sha).unlink()
+    blob_path(settings.blob_dir, sha).unlink()
     gone = await error(client, f"/api/runs/{run}/files/outputs/model ä.bin", None, 404)
     assert "missing from the blob store" in gone
 

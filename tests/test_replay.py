@@ -296,16 +296,16 @@ async def test_the_swap_tells_listeners_that_any_run_may_have_changed(workspace:
     replaces every projection at once, so it notifies "*" (flush everything) at commit."""
     import asyncpg
 
-    from processors.store import NOTIFY_ANY_PAYLOAD, NOTIFY_CHANNEL
+    from schemas import notify
 
     log_everything(workspace, unique("replay-notify"))
     conn = await asyncpg.connect(settings.database_url)
     payloads: asyncio.Queue[str] = asyncio.Queue()
     try:
-        await conn.add_listener(NOTIFY_CHANNEL, lambda *args: payloads.put_nowait(args[-1]))
+        await conn.add_listener(notify.CHANNEL, lambda *args: payloads.put_nowait(args[-1]))
         await rebuild(settings.database_url)
         seen: list[str] = []
-        while NOTIFY_ANY_PAYLOAD not in seen:  # the processors' own "<run_id> <seq>" may come first
+        while notify.ANY not in seen:  # the processors' own "<run_id> <seq>" may come first
             seen.append(await asyncio.wait_for(payloads.get(), timeout=30))
     finally:
         await conn.close()

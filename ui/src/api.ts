@@ -1,86 +1,21 @@
-// The query API's shapes (GET /api/openapi.json documents them) and one fetch helper.
+// One fetch helper for the query API; its answers' types come from ./contract (generated).
 
-/** A metric value as JSON carries it: non-finite floats are {"f": "NaN" | "Infinity" | "-Infinity"}. */
-export type Value = number | boolean | string | null | { f: "NaN" | "Infinity" | "-Infinity" };
+import type {
+  Compare,
+  EventsPage,
+  Experiments,
+  Files,
+  LogsPage,
+  RunDetail,
+  RunsPage,
+  Table,
+  Value,
+  Vector,
+} from "./contract";
 
-export interface Summary {
-  kind: "scalar" | "list" | "table" | "image";
-  last: Value;
-  min: Value;
-  max: Value;
-  count: number;
-  last_step: number | null;
-  description: string | null;
-}
-
-export interface Run {
-  run_id: string;
-  name: string | null;
-  experiment: string;
-  status: string;
-  kind: string;
-  parent_run_id: string | null;
-  error: string | null;
-  started_at: string | null;
-  ended_at: string | null;
-  updated_at: string | null;
-  duration_s: number | null;
-  last_seq: number;
-  tags: Record<string, string | null>;
-  metrics: Record<string, Summary>;
-}
-
-export interface RunDetail extends Run {
-  properties: Record<string, Value> | null;
-  children: string[];
-}
-
-export interface Experiment {
-  name: string;
-  created_at: string | null;
-  run_count: number;
-  last_activity: string | null;
-}
-
-export interface Vector {
-  name: string;
-  kind: "scalar" | "list";
-  count: number;
-  steps: number[];
-  values: Value[];
-  times: number[];
-  downsampled: boolean;
-}
-
-export interface Table {
-  name: string;
-  columns: Record<string, Value[]>;
-  rows: number;
-}
-
-export interface FileInfo {
-  path: string;
-  size: number;
-  sha256: string;
-  content_type: string;
-  created_at: string | null;
-}
-
-export interface RunEvent {
-  type: string;
-  seq: number;
-  ts: number;
-  run_id: string;
-  payload: Record<string, unknown>;
-}
-
-export interface LogLine {
-  seq: number;
-  idx: number;
-  ts: string | null;
-  stream: string;
-  line: string;
-}
+// The shapes are generated from the contract (schemas/api.py) into contract.ts.
+export type * from "./contract";
+export { STATUSES, TERMINAL_STATUSES } from "./contract";
 
 export class ApiError extends Error {
   constructor(
@@ -122,29 +57,29 @@ export async function get<T>(path: string, query: Query = {}, signal?: AbortSign
 export const enc = encodeURIComponent;
 
 export const api = {
-  experiments: (signal?: AbortSignal) => get<{ experiments: Experiment[] }>("/api/experiments", {}, signal),
+  experiments: (signal?: AbortSignal) => get<Experiments>("/api/experiments", {}, signal),
   runs: (experiment: string, query: Query, signal?: AbortSignal) =>
-    get<{ runs: Run[]; total: number }>(`/api/experiments/${enc(experiment)}/runs`, query, signal),
+    get<RunsPage>(`/api/experiments/${enc(experiment)}/runs`, query, signal),
   run: (id: string, signal?: AbortSignal) => get<RunDetail>(`/api/runs/${enc(id)}`, {}, signal),
   vector: (id: string, name: string, query: Query, signal?: AbortSignal) =>
     get<Vector>(`/api/runs/${enc(id)}/metrics/${enc(name)}`, query, signal),
   table: (id: string, name: string, signal?: AbortSignal) =>
     get<Table>(`/api/runs/${enc(id)}/tables/${enc(name)}`, {}, signal),
-  files: (id: string, signal?: AbortSignal) => get<{ files: FileInfo[] }>(`/api/runs/${enc(id)}/files`, {}, signal),
+  files: (id: string, signal?: AbortSignal) => get<Files>(`/api/runs/${enc(id)}/files`, {}, signal),
   events: (id: string, afterSeq: number, signal?: AbortSignal) =>
-    get<{ events: RunEvent[]; next_after_seq: number | null }>(
+    get<EventsPage>(
       `/api/runs/${enc(id)}/events`,
       { after_seq: afterSeq, limit: 200 },
       signal,
     ),
   logs: (id: string, afterSeq: number, afterIdx: number | null, signal?: AbortSignal) =>
-    get<{ lines: LogLine[]; next_after_seq: number | null; next_after_idx: number | null }>(
+    get<LogsPage>(
       `/api/runs/${enc(id)}/logs`,
       { after_seq: afterSeq, after_idx: afterIdx, limit: 5000 },
       signal,
     ),
   compare: (runs: string[], query: Query, signal?: AbortSignal) =>
-    get<{ runs: (Run & { vectors?: Record<string, Vector> })[] }>("/api/compare", { run: runs, ...query }, signal),
+    get<Compare>("/api/compare", { run: runs, ...query }, signal),
 };
 
 export function fileUrl(runId: string, path: string): string {

@@ -1,6 +1,6 @@
 // "/compare?run=A&run=B…": each metric logged as a vector by any of the runs, overlaid on
 // one chart (one series per run), and a table of every metric's final value per run.
-import { api, enc, toFloat, type Run, type Summary } from "../api";
+import { api, enc, toFloat, type CompareRun, type Summary } from "../api";
 import { OverlayChart, PALETTE } from "../charts";
 import { h, link, message, section, statusBadge } from "../dom";
 import { fmtValue, runLabel } from "../format";
@@ -37,7 +37,7 @@ export async function comparePage({ root, signal, params, crumbs }: PageContext)
 
   const finals = h("table", { class: "grid", id: "final-values" },
     h("thead", null, h("tr", null, h("th", null, "Run"), valueNames.map((n) => h("th", { class: "num", data: { metric: n } }, n)))),
-    h("tbody", null, runs.map((r: Run) =>
+    h("tbody", null, runs.map((r: CompareRun) =>
       h("tr", { data: { runId: r.run_id } },
         h("td", null, h("span", { class: "swatch", style: `background:${colors.get(r.run_id)}` }), runLabel(r)),
         valueNames.map((n) => {

@@ -1,7 +1,7 @@
 // "/runs/{run_id}" (the URL run.get_portal_url() gives): details, tags, children, a chart
 // per vector, a two-column chart per table, images, files, output and events. While the
 // run is running, its live stream updates all of these in place.
-import { api, enc, fileUrl, type RunDetail, type RunEvent, type Summary, type Value } from "../api";
+import { api, enc, fileUrl, TERMINAL_STATUSES, type RunDetail, type RunEvent, type Summary, type Value } from "../api";
 import { TableChart, VectorChart } from "../charts";
 import { h, link, message, section, setChildren, statusBadge } from "../dom";
 import { elapsed, fmtDuration, fmtTime, fmtValue, runLabel, shortId } from "../format";
@@ -9,7 +9,7 @@ import { follow, type LiveState } from "../live";
 import type { PageContext } from "../main";
 import { EventsSection, FilesSection, OutputSection } from "./run-sections";
 
-const TERMINAL = new Set(["completed", "failed", "canceled"]);
+const TERMINAL = new Set<string>(TERMINAL_STATUSES);
 
 function isVector(s: Summary): boolean {
   return s.kind === "list" || (s.kind === "scalar" && s.count > 1);

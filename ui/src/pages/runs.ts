@@ -1,13 +1,12 @@
 // "/experiments/{name}": the runs table. Filtering, sorting and paging happen in the API
 // (GET /api/experiments/{name}/runs), so 10,000 runs cost one page of rows; the page's
 // state lives in the URL's query, so a filtered, sorted view can be shared and reloaded.
-import { api, enc, toFloat, type Run, type Summary } from "../api";
+import { api, enc, STATUSES, toFloat, type Run, type Summary } from "../api";
 import { h, link, message, setChildren, statusBadge, type Child } from "../dom";
 import { elapsed, fmtDuration, fmtTime, fmtValue, runLabel } from "../format";
 import type { PageContext } from "../main";
 import { navigate } from "../nav";
 
-const STATUSES = ["running", "completed", "failed", "canceled"];
 const OPERATORS = ["<", "<=", ">", ">=", "=", "!="];
 const PAGE_SIZES = [25, 50, 100, 200];
 const DEFAULT_COLUMNS = 8;
