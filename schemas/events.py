@@ -29,6 +29,7 @@ __all__ = [
     "Event",
     "EventError",
     "decode",
+    "find_lone_surrogate",
     "json_schema",
 ]
 
@@ -276,18 +277,18 @@ def decode(raw: bytes | str) -> Event:
     try:
         return _decoder.decode(raw)
     except msgspec.DecodeError as exc:
-        found = _surrogate(raw)
+        found = find_lone_surrogate(raw)
         if found is None:
             raise EventError(_explain(raw, exc)) from None
         where, char = found
         raise EventError(f"{where} holds a lone surrogate {char!r}, which UTF-8 and PostgreSQL cannot store") from None
     except UnicodeDecodeError as exc:  # msgspec checks UTF-8 lazily, as it reads each string
-        found = _surrogate(raw)
+        found = find_lone_surrogate(raw)
         where = "a string" if found is None else found[0]  # exc.start counts from the string's start
         raise EventError(f"not valid UTF-8: byte 0x{exc.object[exc.start]:02x} in {where}") from None
 
 
-def _surrogate(raw: bytes | str) -> tuple[str, str] | None:
+def find_lone_surrogate(raw: bytes | str) -> tuple[str, str] | None:
     """``(JSON path, character)`` of the first lone surrogate in a string of ``raw``: a
     ``\\ud800`` escape (msgspec only says "truncated"), or, read with ``surrogateescape``,
     a byte that is not UTF-8. Called only after decoding failed: off the hot path."""
