@@ -59,11 +59,12 @@ def _reject_lone_surrogate(body: bytes) -> None:
     """A ``\\ud800`` escape without its pair stops msgspec at the array already; name the
     event and field as for any other invalid value (422), not as malformed JSON."""
     found = events.find_lone_surrogate(body)
-    index = re.match(r"\$\[(\d+)\]", found[0]) if found else None
+    index = re.search(r"\$\[(\d+)\]", found[0]) if found else None
     if found is None or index is None:
         return
     where, char = found
-    message = (f"${where[index.end():]} holds a lone surrogate {char!r}, which UTF-8 and PostgreSQL cannot store")
+    where = where[:index.start()] + "$" + where[index.end():]  # the path inside the event
+    message = f"{where} holds a lone surrogate {char!r}, which UTF-8 and PostgreSQL cannot store"
     raise Unprocessable("1 event is invalid; none were accepted", events=[{"index": int(index[1]), "message": message}])
 
 

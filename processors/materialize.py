@@ -50,8 +50,13 @@ def split_value(value: Any) -> tuple[float | None, str | None, int]:
 
 
 def cell_json(value: Any) -> Any:
-    """A table cell in its stored JSON form (schemas.values encoding)."""
-    if value.__class__ is NonFinite:
+    """A table cell or property in its stored JSON form (schemas.values encoding)."""
+    cls = value.__class__
+    if cls is float and not -1e16 < value < 1e16 and value - value == 0:
+        # orjson writes 1e16 as "1e+16", which jsonb (numeric) reads back as the integer
+        # 10000000000000000; its exact decimal with ".0" keeps it a float through jsonb.
+        return orjson.Fragment(f"{int(value)}.0")
+    if cls is NonFinite:
         return {"f": value.f}
     return value
 

@@ -87,7 +87,7 @@ def scalar(value: Any, what: str = "value") -> Any:
             raise LimitError(f"{what} is a string of {len(value)} characters; "
                              f"MAX_STRING_VALUE_LENGTH={limits.MAX_STRING_VALUE_LENGTH}")
         return text(value, what) if _UNSTORABLE.search(value) is not None else value
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    if isinstance(value, bool) or (cls.__name__ in ("bool", "bool_") and cls.__module__ == "numpy"):
         return bool(value)
     if isinstance(value, numbers.Integral):
         return _int(int(value), what)

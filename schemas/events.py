@@ -40,7 +40,7 @@ STORABLE_TEXT = "^[^\\u0000\\ud800-\\udfff]*$"
 """Strings PostgreSQL can store in ``text`` and ``jsonb``: no NUL, no lone UTF-16 surrogate
 (JSON can escape one, UTF-8 cannot encode it). Every other code point is fine."""
 
-STORABLE_PATH = "^[^\\u0000-\\u001f\\u007f\\ud800-\\udfff]*$"
+STORABLE_PATH = "^(?![\\s\\S]*[\\u0000-\\u001f\\u007f\\ud800-\\udfff])"
 """An artifact path: storable text without control characters (it becomes part of a URL
 and of an HTTP header when downloaded)."""
 

@@ -230,3 +230,18 @@ def test_reads_survive_a_legacy_int_beyond_int64(workspace: Workspace, db: Any) 
     assert api(settings, f"/runs/{run.id}/metrics", name="big")["big"] == [1, 2.0**64]
     assert api(settings, f"/runs/{run.id}/metrics/big")["values"] == [1, 2.0**64]
     assert api(settings, f"/experiments/{exp.name}/runs")["runs"][0]["metrics"]["big"]["last"] == 2.0**64
+
+
+def test_large_floats_stay_floats_in_tables_and_properties(workspace: Workspace) -> None:
+    """jsonb keeps numbers as numeric: 1e16 written as "1e+16" would come back as the int
+    10000000000000000; the processors write such floats with their exact decimal and ".0"."""
+    floats = [1e16, -1e22, 2.0**60, 1.7976931348623157e308, 123.5, 1e-7]
+    run = Experiment(workspace, unique("floats")).start_logging(big=1e16, small=0.5)
+    run.log_table("tab", {"x": floats})
+    run.log_row("row", y=1e20)
+    run.complete()
+    m = run.get_metrics()
+    assert m["tab"] == {"x": floats} and all(type(v) is float for v in m["tab"]["x"])
+    assert m["row"] == {"y": [1e20]} and type(m["row"]["y"][0]) is float
+    properties = run.get_details()["properties"]
+    assert properties == {"big": 1e16, "small": 0.5} and type(properties["big"]) is float
