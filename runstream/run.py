@@ -120,7 +120,10 @@ class Run:
     def log(self, name: str, value: Any, description: str = "", step: int | None = None) -> None:
         """Log a number or string; logged again under the same name it becomes a vector."""
         self._check_writable()
-        value = checks.scalar(value)
+        try:
+            value = checks.scalar(value)
+        except LimitError as exc:  # name the metric too (no cost on the path that passes)
+            raise LimitError(f"run.log({name!r:.60}): {exc}") from None
         if description:
             description = checks.description(description)
         with self._lock:

@@ -39,7 +39,7 @@ SDK_CASES: list[tuple[str, Callable[[Any], Any], str]] = [
     ("lone surrogate in a metric name", lambda r: r.log("a\ud800", 1.0), "contains a lone surrogate '\\ud800'"),
     ("lone surrogate in a str value", lambda r: r.log("s", "x\udfff"), "value contains a lone surrogate"),
     ("NUL in a str value", lambda r: r.log("s", "a\x00b"), "value contains a NUL character"),
-    ("int 2**63", lambda r: r.log("i", 2**63), "value is the int 9223372036854775808, outside the 64-bit range"),
+    ("int 2**63", lambda r: r.log("i", 2**63), "run.log('i'): value is the int 9223372036854775808, outside the 64-bit range"),
     ("int 2**64", lambda r: r.log("i", 2**64), "outside the 64-bit range"),
     ("int -2**63-1", lambda r: r.log("i", -(2**63) - 1), "outside the 64-bit range"),
     ("numpy uint64 max", lambda r: r.log("i", np.uint64(2**64 - 1)), "int 18446744073709551615, outside"),
