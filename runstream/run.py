@@ -125,7 +125,7 @@ class Run:
         except LimitError as exc:  # name the metric too (no cost on the path that passes)
             raise LimitError(f"run.log({name!r:.60}): {exc}") from None
         if description:
-            description = checks.description(description)
+            description = checks.description(description) or ""
         with self._lock:
             s = self._next_step(checks.name(name), step, 1)
         self._sink.put(self, (POINT, name, s, value, time.time(), description or None))
