@@ -52,7 +52,9 @@ def name(value: Any, what: str = "name") -> str:
         raise LimitError(f"{what} must not be empty")
     if len(value) > limits.MAX_NAME_LENGTH:
         raise LimitError(f"{what} {value[:40]!r}... is {len(value)} characters; MAX_NAME_LENGTH={limits.MAX_NAME_LENGTH}")
-    return text(value, f"{what} {value[:40]!r}")
+    if ("\x00" in value or not value.isascii()) and _UNSTORABLE.search(value):  # message built only if needed
+        text(value, f"{what} {value[:40]!r}")
+    return value
 
 
 def description(value: Any, what: str = "description") -> str | None:
@@ -86,7 +88,9 @@ def scalar(value: Any, what: str = "value") -> Any:
         if len(value) > limits.MAX_STRING_VALUE_LENGTH:
             raise LimitError(f"{what} is a string of {len(value)} characters; "
                              f"MAX_STRING_VALUE_LENGTH={limits.MAX_STRING_VALUE_LENGTH}")
-        return text(value, what) if _UNSTORABLE.search(value) is not None else value
+        if "\x00" in value or not value.isascii():  # an ASCII str can hold no surrogate: two C scans
+            text(value, what)
+        return value
     if isinstance(value, bool) or (cls.__name__ in ("bool", "bool_") and cls.__module__ == "numpy"):
         return bool(value)
     if isinstance(value, numbers.Integral):
@@ -108,7 +112,9 @@ def tag_key(value: Any) -> str:
     if not isinstance(value, str) or not value or len(value) > limits.MAX_TAG_KEY_LENGTH:
         raise LimitError(f"tag key must be a non-empty str of at most MAX_TAG_KEY_LENGTH={limits.MAX_TAG_KEY_LENGTH} "
                          f"characters, not {value!r:.60}")
-    return text(value, f"tag key {value[:40]!r}")
+    if ("\x00" in value or not value.isascii()) and _UNSTORABLE.search(value):
+        text(value, f"tag key {value[:40]!r}")
+    return value
 
 
 def artifact_path(value: Any) -> str:
