@@ -34,6 +34,7 @@ def validate_batch(body: bytes) -> list[tuple[str, bytes]]:
     try:
         raws = _raw_list.decode(body)
     except msgspec.DecodeError as exc:
+        _reject_lone_surrogate(body)
         raise BadRequest(f"request body must be a JSON array of events: {exc}") from None
     if len(raws) > MAX_EVENTS_PER_REQUEST:
         raise PayloadTooLarge(f"{len(raws)} events in one request; MAX_EVENTS_PER_REQUEST={MAX_EVENTS_PER_REQUEST}")
@@ -51,6 +52,19 @@ def validate_batch(body: bytes) -> list[tuple[str, bytes]]:
     if errors:
         raise Unprocessable(f"{len(errors)} of {len(raws)} events are invalid; none were accepted", events=errors)
     return accepted
+
+
+def _reject_lone_surrogate(body: bytes) -> None:
+    """A ``\\ud800`` escape without its pair stops msgspec at the array already; name the
+    event and field as for any other invalid value (422), not as malformed JSON."""
+    found = events.find_lone_surrogate(body)
+    index = re.search(r"\$\[(\d+)\]", found[0]) if found else None
+    if found is None or index is None:
+        return
+    where, char = found
+    where = where[:index.start()] + "$" + where[index.end():]  # the path inside the event
+    message = f"{where} holds a lone surrogate {char!r}, which UTF-8 and PostgreSQL cannot store"
+    raise Unprocessable("1 event is invalid; none were accepted", events=[{"index": int(index[1]), "message": message}])
 
 
 async def post_events(request: web.Request) -> web.Response:

@@ -58,7 +58,8 @@ class Columnar:
 
 def numeric(values: Sequence[Any]) -> tuple[np.ndarray, int] | None:
     """``(values as float64, kind)`` when every value is a finite float (kind 0) or an int
-    (kind 1) that float64 holds; otherwise None (the per-point path handles it)."""
+    (kind 1) of magnitude below 2**53 (float64 holds it exactly); otherwise None (the
+    per-point path handles it)."""
     types = set(map(type, values))
     if types == {float}:
         kind = 0
@@ -71,6 +72,8 @@ def numeric(values: Sequence[Any]) -> tuple[np.ndarray, int] | None:
     except OverflowError:
         return None
     if not np.isfinite(array).all():
+        return None
+    if kind == 1 and np.abs(array).max() >= 2.0**53:  # beyond, the per-point path keeps the exact text
         return None
     return array, kind
 

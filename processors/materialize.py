@@ -21,6 +21,8 @@ from schemas.events import NonFinite
 
 KIND_FLOAT, KIND_INT, KIND_BOOL, KIND_STR = 0, 1, 2, 3
 _UTC = timezone.utc
+EXACT_INT = 2**53
+"""The largest magnitude below which float64 holds every int exactly."""
 COLUMNAR_MIN_POINTS = 64
 """Shorter series take the per-point path: numpy's fixed cost per call outweighs it."""
 
@@ -35,7 +37,9 @@ def split_value(value: Any) -> tuple[float | None, str | None, int]:
     if cls is float:
         return value, None, KIND_FLOAT
     if cls is int:
-        return float(value), None, KIND_INT
+        # float64 holds every int up to 2**53; beyond, text keeps the exact decimal (the
+        # double stays for charts, ordering and min/max) and reads prefer it.
+        return float(value), (None if -EXACT_INT <= value <= EXACT_INT else str(value)), KIND_INT
     if cls is bool:
         return (1.0 if value else 0.0), None, KIND_BOOL
     if cls is str:
@@ -46,8 +50,13 @@ def split_value(value: Any) -> tuple[float | None, str | None, int]:
 
 
 def cell_json(value: Any) -> Any:
-    """A table cell in its stored JSON form (schemas.values encoding)."""
-    if value.__class__ is NonFinite:
+    """A table cell or property in its stored JSON form (schemas.values encoding)."""
+    cls = value.__class__
+    if cls is float and not -1e16 < value < 1e16 and value - value == 0:
+        # orjson writes 1e16 as "1e+16", which jsonb (numeric) reads back as the integer
+        # 10000000000000000; its exact decimal with ".0" keeps it a float through jsonb.
+        return orjson.Fragment(f"{int(value)}.0")
+    if cls is NonFinite:
         return {"f": value.f}
     return value
 

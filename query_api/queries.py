@@ -291,6 +291,9 @@ EXAMPLE_PARAMS: dict[str, tuple[Any, ...]] = {
 }
 """Runnable example parameters for every statement above, keyed by constant name."""
 
+_INT64_LIMIT = 2.0**63
+"""A kind-1 value is an int64: never written as a JSON int outside [-2**63, 2**63)."""
+
 MAX_STEP = 2**63 - 1
 """Upper bound of an open step range (bigint's maximum)."""
 
@@ -305,8 +308,11 @@ def value(kind: int | None, number: float | None, text: str | None) -> Any:
     """One stored value (``kind`` 0 float, 1 int, 2 bool, 3 str) in its JSON form."""
     if kind == 3 or number is None:
         return text
-    if kind == 1 and number == number and abs(number) != float("inf"):
-        return int(number)
+    if kind == 1:
+        if text is not None:  # an int beyond 2**53 keeps its exact decimal (processors.materialize)
+            return int(text)
+        if -_INT64_LIMIT <= number < _INT64_LIMIT:  # else not an int64 (legacy rows): the double
+            return int(number)
     if kind == 2:
         return bool(number)
     return encode(number)

@@ -89,7 +89,7 @@ class Run:
 
     def fail(self, error_details: Any = None) -> None:
         """Mark the run failed (with the error's text) and :meth:`flush`."""
-        self._status("failed", None if error_details is None else str(error_details)[-65_536:])
+        self._status("failed", None if error_details is None else checks.storable(str(error_details)[-65_536:]))
 
     def cancel(self) -> None:
         """Mark the run canceled (a submitted run's ``cancel`` also stops its script) and :meth:`flush`."""
@@ -153,7 +153,12 @@ class Run:
     def log(self, name: str, value: Any, description: str = "", step: int | None = None) -> None:
         """Log a number or string; logged again under the same name it becomes a vector."""
         self._check_writable()
-        value = checks.scalar(value)
+        try:
+            value = checks.scalar(value)
+        except LimitError as exc:  # name the metric too (no cost on the path that passes)
+            raise LimitError(f"run.log({name!r:.60}): {exc}") from None
+        if description:
+            description = checks.description(description) or ""
         with self._lock:
             s = self._next_step(checks.name(name), step, 1)
         self._sink.put(self, (POINT, name, s, value, time.time(), description or None))
@@ -162,6 +167,7 @@ class Run:
         """Log a whole vector at once (steps continue after what the name already has)."""
         self._check_writable()
         encoded = [checks.scalar(v, f"{name}[{i}]") for i, v in enumerate(value)]
+        description = checks.description(description) or ""
         with self._lock:
             start = self._next_step(checks.name(name), None, len(encoded))
         now = time.time()
@@ -176,6 +182,7 @@ class Run:
         """Log one row of a multi-column metric; repeated calls build a table."""
         self._check_writable()
         row = checks.row(kwargs, f"row {name!r}")
+        description = checks.description(description)
         with self._lock:
             self._next_step(checks.name(name), None, 1)
         size = len(orjson.dumps(row))
@@ -195,6 +202,7 @@ class Run:
         (length,) = lengths
         checks.row({k: 0 for k in columns}, f"table {name!r}")
         encoded = {k: [checks.scalar(x, f"table {name!r} column {k!r}") for x in v] for k, v in columns.items()}
+        description = checks.description(description) or ""
         with self._lock:
             self._next_step(name, None, max(length, 1))
         now = time.time()
@@ -212,7 +220,8 @@ class Run:
         text = "" if value is None else str(value)
         if len(text) > limits.MAX_STRING_VALUE_LENGTH:
             raise LimitError(f"tag {key!r} value is {len(text)} characters; MAX_STRING_VALUE_LENGTH={limits.MAX_STRING_VALUE_LENGTH}")
-        self._event("tag.set", {"key": checks.tag_key(key), "value": text})
+        key = checks.tag_key(key)
+        self._event("tag.set", {"key": key, "value": checks.text(text, f"tag {key!r} value")})
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
@@ -260,7 +269,9 @@ class Run:
         The upload runs in the background; ``flush``/``complete`` wait for it."""
         self._check_writable()
         checks.name(name, "image name")
+        description = checks.description(description) or ""
         data, content_type, suffix = images.image_bytes(name, path, plot)
+        checks.artifact_path(images.artifact_name(name, 0, suffix))  # before the step is taken
         with self._lock:
             step = self._next_step(name, None, 1)
         target = checks.artifact_path(images.artifact_name(name, step, suffix))

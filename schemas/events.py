@@ -15,6 +15,7 @@ this build does not know, naming them. The published JSON Schema
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any, Literal, Union, get_args
 
 import msgspec
@@ -30,16 +31,29 @@ __all__ = [
     "Event",
     "EventError",
     "decode",
+    "find_lone_surrogate",
     "json_schema",
 ]
 
 SCHEMA_VERSION = 1
 """The envelope/payload version this build writes and reads."""
 
-Name = Annotated[str, Meta(min_length=1, max_length=limits.MAX_NAME_LENGTH)]
-Text = Annotated[str, Meta(max_length=limits.MAX_STRING_VALUE_LENGTH)]
+STORABLE_TEXT = "^[^\\u0000\\ud800-\\udfff]*$"
+"""Strings PostgreSQL can store in ``text`` and ``jsonb``: no NUL, no lone UTF-16 surrogate
+(JSON can escape one, UTF-8 cannot encode it). Every other code point is fine."""
+
+STORABLE_PATH = "^(?![\\s\\S]*[\\u0000-\\u001f\\u007f\\ud800-\\udfff])"
+"""An artifact path: storable text without control characters (it becomes part of a URL
+and of an HTTP header when downloaded)."""
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""The ints a value may be: PostgreSQL's bigint (and orjson's signed range)."""
+
+Name = Annotated[str, Meta(min_length=1, max_length=limits.MAX_NAME_LENGTH, pattern=STORABLE_TEXT)]
+Text = Annotated[str, Meta(max_length=limits.MAX_STRING_VALUE_LENGTH, pattern=STORABLE_TEXT)]
+Int64 = Annotated[int, Meta(ge=INT64_MIN, le=INT64_MAX)]
 Uuid = Annotated[str, Meta(pattern=r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
-Seq = Annotated[int, Meta(ge=0)]
+Seq = Annotated[int, Meta(ge=0, le=INT64_MAX)]
 Step = Annotated[int, Meta(ge=0, le=2**62)]
 Timestamp = Annotated[float, Meta(ge=0, le=32503680000)]  # up to year 3000
 
@@ -54,7 +68,7 @@ class NonFinite(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
         return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[self.f]
 
 
-Value = Union[bool, int, float, Text, NonFinite]
+Value = Union[bool, Int64, float, Text, NonFinite]
 """A metric value or table cell."""
 
 Row = Annotated[dict[Name, Value], Meta(max_length=limits.MAX_COLUMNS_PER_ROW)]
@@ -73,7 +87,7 @@ RunKind = Literal["interactive", "submitted", "child", "offline"]
 
 class RunStartedPayload(_Payload):
     experiment: Name
-    name: Annotated[str, Meta(max_length=limits.MAX_NAME_LENGTH)] | None = None
+    name: Annotated[str, Meta(max_length=limits.MAX_NAME_LENGTH, pattern=STORABLE_TEXT)] | None = None
     parent_run_id: Uuid | None = None
     properties: Annotated[dict[Name, Value], Meta(max_length=limits.MAX_PROPERTIES)] = {}
     kind: RunKind = "interactive"
@@ -94,7 +108,7 @@ if TERMINAL_STATUSES != frozenset(get_args(TerminalStatus)):  # the Literal is f
 
 class RunStatusPayload(_Payload):
     status: Status
-    error: Annotated[str, Meta(max_length=65_536)] | None = None
+    error: Annotated[str, Meta(max_length=65_536, pattern=STORABLE_TEXT)] | None = None
 
 
 class Series(_Payload):
@@ -153,14 +167,14 @@ class MetricTablePayload(_Payload):
 
 
 Sha256 = Annotated[str, Meta(pattern=blobs.SHA256_PATTERN)]
-ArtifactPath = Annotated[str, Meta(min_length=1, max_length=limits.MAX_ARTIFACT_PATH_LENGTH)]
+ArtifactPath = Annotated[str, Meta(min_length=1, max_length=limits.MAX_ARTIFACT_PATH_LENGTH, pattern=STORABLE_PATH)]
 
 
 class ArtifactPayload(_Payload):
     path: ArtifactPath
     sha256: Sha256
     size: Annotated[int, Meta(ge=0, le=limits.MAX_ARTIFACT_BYTES)]
-    content_type: Annotated[str, Meta(max_length=255)] = "application/octet-stream"
+    content_type: Annotated[str, Meta(max_length=255, pattern=STORABLE_TEXT)] = "application/octet-stream"
 
 
 class MetricImagePayload(_Payload):
@@ -170,12 +184,12 @@ class MetricImagePayload(_Payload):
 
 
 class TagSetPayload(_Payload):
-    key: Annotated[str, Meta(min_length=1, max_length=limits.MAX_TAG_KEY_LENGTH)]
+    key: Annotated[str, Meta(min_length=1, max_length=limits.MAX_TAG_KEY_LENGTH, pattern=STORABLE_TEXT)]
     value: Text | None = None
 
 
 class TagRemovedPayload(_Payload):
-    key: Annotated[str, Meta(min_length=1, max_length=limits.MAX_TAG_KEY_LENGTH)]
+    key: Annotated[str, Meta(min_length=1, max_length=limits.MAX_TAG_KEY_LENGTH, pattern=STORABLE_TEXT)]
 
 
 LogStream = Literal["stdout", "stderr", "log"]
@@ -185,7 +199,7 @@ LogStream = Literal["stdout", "stderr", "log"]
 class LogLinesPayload(_Payload):
     stream: LogStream
     lines: Annotated[
-        list[Annotated[str, Meta(max_length=limits.MAX_LOG_LINE_LENGTH)]],
+        list[Annotated[str, Meta(max_length=limits.MAX_LOG_LINE_LENGTH, pattern=STORABLE_TEXT)]],
         Meta(min_length=1, max_length=limits.MAX_LOG_LINES_PER_EVENT),
     ]
     times: Annotated[list[Timestamp], Meta(min_length=1, max_length=limits.MAX_LOG_LINES_PER_EVENT)]
@@ -277,6 +291,7 @@ class _Header(Struct):
 
 
 _decoder = msgspec.json.Decoder(Event)
+_SURROGATE = re.compile("[\\ud800-\\udfff]")
 _header_decoder = msgspec.json.Decoder(_Header)
 
 
@@ -285,7 +300,42 @@ def decode(raw: bytes | str) -> Event:
     try:
         return _decoder.decode(raw)
     except msgspec.DecodeError as exc:
-        raise EventError(_explain(raw, exc)) from None
+        found = find_lone_surrogate(raw)
+        if found is None:
+            raise EventError(_explain(raw, exc)) from None
+        where, char = found
+        raise EventError(f"{where} holds a lone surrogate {char!r}, which UTF-8 and PostgreSQL cannot store") from None
+    except UnicodeDecodeError as exc:  # msgspec checks UTF-8 lazily, as it reads each string
+        found = find_lone_surrogate(raw)
+        where = "a string" if found is None else found[0]  # exc.start counts from the string's start
+        raise EventError(f"not valid UTF-8: byte 0x{exc.object[exc.start]:02x} in {where}") from None
+
+
+def find_lone_surrogate(raw: bytes | str) -> tuple[str, str] | None:
+    """``(JSON path, character)`` of the first lone surrogate in a string of ``raw``: a
+    ``\\ud800`` escape (msgspec only says "truncated"), or, read with ``surrogateescape``,
+    a byte that is not UTF-8. Called only after decoding failed: off the hot path."""
+    import json
+
+    try:
+        text = raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else raw
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    stack: list[tuple[str, Any]] = [("$", doc)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, str):
+            if bad := _SURROGATE.search(node):
+                return path, bad.group()
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                if bad := _SURROGATE.search(key):
+                    return f"a key of {path}", bad.group()
+                stack.append((f"{path}.{key}", child))
+        elif isinstance(node, list):
+            stack.extend((f"{path}[{i}]", child) for i, child in enumerate(node))
+    return None
 
 
 def _explain(raw: bytes | str, exc: msgspec.DecodeError) -> str:
@@ -301,7 +351,16 @@ def _explain(raw: bytes | str, exc: msgspec.DecodeError) -> str:
             f"unsupported version v={header.v!r} for event type {header.type!r}; "
             f"this build reads v={SCHEMA_VERSION}"
         )
-    return f"invalid {header.type!r} event: {exc}"
+    return f"invalid {header.type!r} event: {_readable(str(exc))}"
+
+
+def _readable(message: str) -> str:
+    """msgspec names a pattern by its regex; say what the storable-text patterns mean."""
+    return message.replace(
+        f"matching regex {STORABLE_TEXT!r}", "without NUL or lone surrogates (PostgreSQL cannot store them)"
+    ).replace(
+        f"matching regex {STORABLE_PATH!r}", "without NUL, control characters or lone surrogates"
+    )
 
 
 def json_schema() -> dict[str, Any]:
