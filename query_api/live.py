@@ -100,12 +100,6 @@ class Listener:
         self.connected = asyncio.Event()
         """Set while LISTEN is in force (tests wait on it)."""
 
-    @property
-    def backend_pid(self) -> int | None:
-        """The server process id of the LISTEN connection, while connected."""
-        conn = self._conn
-        return None if conn is None or conn.is_closed() else conn.get_server_pid()
-
     @contextlib.contextmanager
     def subscribe(self, run_id: uuid.UUID) -> Iterator[Subscription]:
         sub = Subscription(run_id)

@@ -31,7 +31,9 @@ from processors.metrics import BATCH_SIZE_BUCKETS, Buckets, create_app, start_se
 from processors.runner import Processor
 from runstream.devstack.stack import free_ports
 from runstream.settings import Settings
-from tests.conftest import start_serve, stop, unique, wait_for
+from tests.support.names import unique
+from tests.support.services import start_serve, stop
+from tests.support.waiting import wait_for
 from tests.support import events
 
 PREFIX = "runstream_processor_"

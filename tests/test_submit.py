@@ -23,7 +23,8 @@ from runstream.demo import EXAMPLES, best_run, copy_example, submit_option2
 from runstream import progress
 from runstream.progress import RunFailedError
 from schemas.limits import MAX_SNAPSHOT_BYTES
-from tests.conftest import unique, wait_for
+from tests.support.names import unique
+from tests.support.waiting import wait_for
 
 
 def log_lines(ws: Workspace, run_id: str, stream: str | None = None) -> list[str]:

@@ -26,7 +26,8 @@ from query_api import ui
 from runstream import Experiment, Workspace
 from runstream.demo import run_sweep
 from runstream.settings import Settings
-from tests.conftest import REPO, unique, wait_for
+from tests.support.names import REPO, unique
+from tests.support.waiting import wait_for
 
 
 CHROMIUM = Path("/usr/bin/chromium")
