@@ -10,7 +10,8 @@ import wait_for``), never from this file or from another test module.
 - tests/support/names.py: ``unique`` names and ``REPO``;
 - tests/support/events.py: the one builder of hand-made events;
 - tests/support/sql.py: every query API statement with example parameters;
-- tests/support/internals.py: the few private readings tests assert on.
+- tests/support/listening.py: the query API's LISTEN connections as PostgreSQL sees them;
+- tests/support/sweep.py: the seed's option 1 as a function.
 """
 
 pytest_plugins = ["tests.support.services", "tests.support.pglite"]

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 from query_api.cache import ResponseCache
 from query_api.live import LISTENER
 from runstream import Experiment, Run, Workspace
-from tests.support.internals import listener_pid
+from tests.support.listening import listening_again, the_listen_backend
 from tests.support.names import unique
 from tests.support.waiting import eventually
 
@@ -206,7 +206,7 @@ async def test_changes_are_not_hidden_while_the_listener_is_down(
     api = Reader(session, str(local_api.make_url("")))
     await asyncio.wait_for(listener.connected.wait(), DEADLINE_S)
     assert (await api.cached(f"/api/runs/{run.id}"))["tags"] == {"k": "v"}
-    old_pid = listener_pid(listener)
+    old_pid = await the_listen_backend(db)
     assert db.execute("SELECT pg_terminate_backend(%s)", (old_pid,)).fetchone() == (True,)
     # A change whose notification nobody hears (none is sent here, as if it was sent
     # while the listener was away).
@@ -214,7 +214,7 @@ async def test_changes_are_not_hidden_while_the_listener_is_down(
 
     async def reconnected() -> bool:
         # the cache serves again as soon as `connected` is set (both happen in one step)
-        return listener.connected.is_set() and listener_pid(listener) not in (None, old_pid)
+        return listener.connected.is_set() and listening_again(db, old_pid)
 
     await eventually(reconnected, "a new LISTEN connection")
     header, body = await api.get(f"/api/runs/{run.id}")

@@ -24,9 +24,9 @@ from playwright import sync_api as playwright_api
 
 from query_api import ui
 from runstream import Experiment, Workspace
-from runstream.demo import run_sweep
 from runstream.settings import Settings
 from tests.support.names import REPO, unique
+from tests.support.sweep import run_sweep
 from tests.support.waiting import wait_for
 
 
