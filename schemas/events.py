@@ -15,7 +15,7 @@ this build does not know, naming them. The published JSON Schema
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -52,7 +52,7 @@ class NonFinite(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
         return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[self.f]
 
 
-Value = Union[bool, int, float, Text, NonFinite]
+Value = bool | int | float | Text | NonFinite
 """A metric value or table cell."""
 
 Row = Annotated[dict[Name, Value], Meta(max_length=limits.MAX_COLUMNS_PER_ROW)]
@@ -224,19 +224,19 @@ class LogLines(_Envelope, tag="log.lines"):
     payload: LogLinesPayload
 
 
-Event = Union[
-    RunStarted,
-    RunStatus,
-    MetricPoints,
-    MetricList,
-    MetricRows,
-    MetricTable,
-    MetricImage,
-    TagSet,
-    TagRemoved,
-    ArtifactRecorded,
-    LogLines,
-]
+Event = (
+    RunStarted
+    | RunStatus
+    | MetricPoints
+    | MetricList
+    | MetricRows
+    | MetricTable
+    | MetricImage
+    | TagSet
+    | TagRemoved
+    | ArtifactRecorded
+    | LogLines
+)
 
 EVENT_TYPES: dict[str, type[Any]] = {
     cls.__struct_config__.tag: cls  # type: ignore[attr-defined]

@@ -386,7 +386,7 @@ def test_compare_overlays_two_runs(page: Any, workspace: Workspace) -> None:
     series = chart.evaluate("el => el.uplot.series.slice(1).map(s => s.label)")
     assert series == ["fast", "slow"]
     assert chart.evaluate("el => el.uplot.data.slice(1).map(d => d.filter(v => v !== null).length)") == [50, 50]
-    assert page.locator("#final-values tr[data-run-id='%s'] td[data-metric='final']" % b.id).inner_text() == "2.5"
+    assert page.locator(f"#final-values tr[data-run-id='{b.id}'] td[data-metric='final']").inner_text() == "2.5"
     over = chart.locator(".u-over")
     box = over.bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)
