@@ -62,8 +62,9 @@ def settings(stack: devstack.StackInfo, tmp_path_factory: pytest.TempPathFactory
 def start_serve(settings: Settings, *args: str, log: Path) -> subprocess.Popen[bytes]:
     """`runstream serve` as a child process with ``settings`` in its environment."""
     env = {**os.environ, **settings.to_env()}
-    return subprocess.Popen([sys.executable, "-m", "runstream.cli", "serve", *args], env=env,
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    with log.open("ab") as out:  # the child has its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "runstream.cli", "serve", *args], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
