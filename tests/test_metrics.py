@@ -47,8 +47,9 @@ TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 def start_processor(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     """`runstream processor` (the compose service's command) with ``settings`` in its environment."""
     env = {**os.environ, **settings.to_env()}
-    return subprocess.Popen([sys.executable, "-m", "runstream.cli", "processor"], env=env,
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    with log.open("ab") as out:  # the child has its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "runstream.cli", "processor"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
 
 
 def fetch(port: int, accept: str | None = None) -> tuple[str, str] | None:
