@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test services-down
+.PHONY: install demo test lint services-down
 
 install: $(VENV)/.installed ui/dist/index.html
 
@@ -29,6 +29,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Static checks (ruff, vulture, import-linter); CI runs them before the tests.
+lint: install
+	bash scripts/lint.sh
 
 services-down:
 	-$(BIN)/runstream services down

@@ -85,13 +85,3 @@ class BlobWriter:
     def __exit__(self, *exc: object) -> None:
         self._out.close()
         Path(self._tmp).unlink(missing_ok=True)
-
-
-def sha256_of(stream: BinaryIO) -> tuple[str, int]:
-    """Hash a stream without storing it; return ``(sha256, size)``."""
-    digest = hashlib.sha256()
-    size = 0
-    while chunk := stream.read(_CHUNK):
-        size += len(chunk)
-        digest.update(chunk)
-    return digest.hexdigest(), size

@@ -130,8 +130,6 @@ class Materialized:
     """Rollup blocks of the per-point path, merged point by point."""
     rollup_blocks: list[tuple[str, str, col.Blocks]] = field(default_factory=list)
     """Rollup blocks of the columnar path, as arrays (see :meth:`rollup_rows`)."""
-    columnar: bool = False
-    """Whether long numeric series take the columnar path (set by :func:`materialize`)."""
     pending: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
     """Points gathered per (run, name) while a batch is read: [steps, values, times, last seq]."""
 
@@ -238,7 +236,7 @@ def materialize(batch: list[ev.Event], *, columnar: bool = False) -> Materialize
     order) and turned into rows at the end, so that many small events make one long
     series. ``columnar``: long numeric series go to ``point_copy`` (binary COPY rows)
     instead of ``points`` (tuples); the summaries and rollups are the same either way."""
-    out = Materialized(columnar=columnar)
+    out = Materialized()
     runs = out.runs
     for event in batch:
         run_id, cls = event.run_id, event.__class__

@@ -256,10 +256,3 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 def pool(settings: Settings, size: int) -> asyncpg.Pool:
     """The connection pool processors write through (``async with`` it)."""
     return asyncpg.create_pool(settings.database_url, min_size=1, max_size=size, reset=_keep_session)
-
-
-async def run_processor(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Run one processor until ``stop`` is set (or forever), with its own pool."""
-    stop = stop or asyncio.Event()
-    async with pool(settings, 2) as pool_:
-        await Processor(settings, pool_).run(stop)

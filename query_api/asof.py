@@ -37,7 +37,7 @@ import orjson
 
 from processors.materialize import Materialized, RunChange, materialize, to_datetime
 from query_api import queries
-from query_api.errors import ApiError, NotFound
+from query_api.errors import HttpError, NotFound
 from schemas import api
 from schemas import events as ev
 
@@ -61,7 +61,7 @@ def _fold_slot() -> asyncio.Semaphore:
     return slot
 
 
-class AsOfTooLarge(ApiError):
+class AsOfTooLarge(HttpError):
     """The fold an as-of answer needs is larger than :data:`MAX_EVENTS` / :data:`MAX_BYTES`."""
 
     status = 422

@@ -110,25 +110,11 @@ class ResponseCache:
         """Runs notified at least once while listening."""
         self._known: dict[uuid.UUID, int] = {}
         """Run id → the newest ``last_seq`` a database read has seen."""
-        self.hits = 0
-        self.misses = 0
-        self.stores = 0
-        self.refused = 0
-        """Answers not stored because a commit or flush came while they were read."""
 
     # ------------------------------------------------------------ readers
 
-    @property
-    def serving(self) -> bool:
-        """True while LISTEN is in force: only then is anything served or stored."""
-        return self._serving
-
     def __len__(self) -> int:
         return len(self._entries)
-
-    @property
-    def size_bytes(self) -> int:
-        return self._bytes
 
     def get(self, key: Hashable, min_seq: int | None = None) -> Entry | None:
         """The cached answer for ``key`` if there is one that reaches ``min_seq``."""
@@ -136,9 +122,7 @@ class ResponseCache:
             entry = self._entries.get(key)
             if entry is not None and (min_seq is None or entry.last_seq >= min_seq):
                 self._entries.move_to_end(key)
-                self.hits += 1
                 return entry
-        self.misses += 1
         return None
 
     def token(self) -> int | None:
@@ -165,7 +149,6 @@ class ResponseCache:
             or any(self._touched.get(dep, -1) > token or (seq is not None and seq < self._known.get(dep, -1))
                    for dep, seq in seqs.items())
         ):
-            self.refused += token is not None
             return False
         if len(body) > self.max_entry_bytes:
             return False
@@ -176,7 +159,6 @@ class ResponseCache:
             self._by_run.setdefault(dep, set()).add(key)
         if structural:
             self._structural.add(key)
-        self.stores += 1
         while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
             self._drop(next(iter(self._entries)))
         return True
@@ -248,10 +230,6 @@ class ResponseCache:
                     del self._by_run[run_id]
         if entry.structural:
             self._structural.discard(key)
-
-    def stats(self) -> dict[str, int | bool]:
-        return {"serving": self._serving, "entries": len(self._entries), "bytes": self._bytes,
-                "hits": self.hits, "misses": self.misses, "stores": self.stores, "refused": self.refused}
 
 
 CACHE = web.AppKey("response_cache", ResponseCache)

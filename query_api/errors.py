@@ -2,7 +2,7 @@
 turns them into JSON.
 
 Every error response has the same body: ``{"error": {"status": 404, "message": "..."}}``.
-Domain code raises an :class:`ApiError` subclass; aiohttp's own HTTP errors (unknown
+Domain code raises an :class:`HttpError` subclass; aiohttp's own HTTP errors (unknown
 route, wrong method) are reshaped the same way; anything unexpected is logged with its
 traceback and answered with a bare 500 that leaks nothing.
 """
@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 __all__ = [
-    "ApiError",
+    "HttpError",
     "BadRequest",
     "NotFound",
     "NotReady",
@@ -32,7 +32,7 @@ __all__ = [
 log = logging.getLogger("runstream.query_api")
 
 
-class ApiError(Exception):
+class HttpError(Exception):
     """Root of the HTTP services' errors; ``status`` is the HTTP status it answers with and
     ``details`` (optional) extra fields of the error body."""
 
@@ -44,43 +44,43 @@ class ApiError(Exception):
         self.details = details
 
 
-class BadRequest(ApiError):
+class BadRequest(HttpError):
     """A query or path parameter is malformed; the message names it and its value."""
 
     status = 400
 
 
-class NotFound(ApiError):
+class NotFound(HttpError):
     """The run, metric, table or file does not exist."""
 
     status = 404
 
 
-class PayloadTooLarge(ApiError):
+class PayloadTooLarge(HttpError):
     """The request carries more than a limit allows."""
 
     status = 413
 
 
-class Unprocessable(ApiError):
+class Unprocessable(HttpError):
     """Well-formed JSON whose content is invalid (e.g. events failing their schema)."""
 
     status = 422
 
 
-class Unavailable(ApiError):
+class Unavailable(HttpError):
     """A dependency (Kafka, the database) did not answer; the client may retry."""
 
     status = 503
 
 
-class NotReady(ApiError):
+class NotReady(HttpError):
     """The database does not answer or is not migrated (readiness probe)."""
 
     status = 503
 
 
-class WaitTimeout(ApiError):
+class WaitTimeout(HttpError):
     """``min_seq`` was not reached before ``wait_ms`` ran out."""
 
     status = 504
@@ -114,7 +114,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Answer every failure with the JSON error body and the right status."""
     try:
         return await handler(request)
-    except ApiError as exc:
+    except HttpError as exc:
         return _error(exc.status, exc.message, **exc.details)
     except web.HTTPException as exc:
         if exc.status < 400:

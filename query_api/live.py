@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import uuid
 from typing import AsyncIterator, Iterator
 
@@ -85,6 +86,12 @@ class Subscription:
         return True
 
 
+def listen_application_name(pid: int | None = None) -> str:
+    """The ``application_name`` of the LISTEN connection of the API process ``pid`` (default:
+    this one), so ``pg_stat_activity`` shows which process holds which LISTEN."""
+    return f"runstream-query-api-live-{os.getpid() if pid is None else pid}"
+
+
 class Listener:
     """The app's LISTEN connection, its subscribers (one set per run id) and the response
     cache it keeps fresh (``cache``, optional)."""
@@ -93,16 +100,9 @@ class Listener:
         self._url = database_url
         self._cache = cache
         self._subs: dict[uuid.UUID, set[Subscription]] = {}
-        self._conn: asyncpg.Connection | None = None
         self._closing = False
         self.connected = asyncio.Event()
         """Set while LISTEN is in force (tests wait on it)."""
-
-    @property
-    def backend_pid(self) -> int | None:
-        """The server process id of the LISTEN connection, while connected."""
-        conn = self._conn
-        return None if conn is None or conn.is_closed() else conn.get_server_pid()
 
     @contextlib.contextmanager
     def subscribe(self, run_id: uuid.UUID) -> Iterator[Subscription]:
@@ -156,15 +156,12 @@ class Listener:
         while True:
             lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             try:
-                conn = await asyncpg.connect(
-                    self._url, server_settings={"application_name": "runstream-query-api-live"}
-                )
+                conn = await asyncpg.connect(self._url, server_settings={"application_name": listen_application_name()})
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("live: cannot LISTEN (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
                 continue
-            self._conn = conn
             try:
                 conn.add_termination_listener(lambda _conn: self._lost(lost))
                 await conn.add_listener(notify.CHANNEL, self._on_notification)
@@ -185,7 +182,6 @@ class Listener:
                 if self._cache is not None:
                     self._cache.unlistening()
                 self.connected.clear()
-                self._conn = None
                 conn.terminate()
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX_S)

@@ -1,8 +1,8 @@
 """Every SQL statement of the query API, and the functions that run them.
 
 Each upper-case ``str`` constant is one complete statement with ``$n`` parameters only,
-valid on PostgreSQL 15 and on PostgreSQL 17 + TimescaleDB; :data:`EXAMPLE_PARAMS` gives
-runnable parameters for each. Functions take a pool (or connection) and return plain
+valid on PostgreSQL 15 and on PostgreSQL 17 + TimescaleDB (tests/support/sql.py runs each
+with example parameters on both). Functions take a pool (or connection) and return plain
 data ready for orjson: UUIDs and datetimes as such, metric values already in their JSON
 form (:func:`schemas.values.encode`).
 """
@@ -248,48 +248,7 @@ def runs_page_sql(order_by: str, order: str) -> str:
 
 
 RUNS_COUNT = f"SELECT count(*) {_runs_from_where}"
-RUNS_FILTERED_EXAMPLE = runs_page_sql("metric", "desc")
-RUNS_PAGE_DEFAULT = runs_page_sql("started_at", "desc")
 
-_RUN = uuid.UUID("00000000-0000-7000-8000-000000000001")
-_RUNS_ARGS = (
-    "exp", ["running", "completed"], "id", _RUN, ["team", "lr"], [None, "0.1"],
-    ["mse", "acc"], ["<", ">="], [0.3, 0.9], "mse",
-)
-EXAMPLE_PARAMS: dict[str, tuple[Any, ...]] = {
-    "READY": (),
-    "EXPERIMENTS": (),
-    "EXPERIMENT_EXISTS": ("exp",),
-    "RUN_BY_ID": (_RUN,),
-    "RUNS_BY_IDS": ([_RUN],),
-    "RUN_LAST_SEQ": (_RUN,),
-    "RUN_TREE": (_RUN,),
-    "TAGS_FOR_RUNS": ([_RUN],),
-    "SUMMARIES_FOR_RUNS": ([_RUN], ["mse"]),
-    "POINTS_FOR": ([_RUN], ["mse"]),
-    "TABLE_ROWS_FOR": ([_RUN], ["t"]),
-    "VECTOR_POINTS": (_RUN, "mse", 0, 100),
-    "VECTOR_BOUNDS": (_RUN, "mse", 0, 100),
-    "VECTOR_BUCKETS": (_RUN, "mse", 0, 100, 10),
-    "VECTOR_AT_STEPS": (_RUN, "mse", [0, 50, 100]),
-    "VECTOR_ROLLUP_BUCKETS": (_RUN, "mse", 4, 0, 10, 0, 175, 0, 64),
-    "SUMMARY_ONE": (_RUN, "mse"),
-    "TABLE_ROWS": (_RUN, "t"),
-    "ARTIFACTS": (_RUN,),
-    "ARTIFACT": (_RUN, "outputs/model.pkl"),
-    "EVENTS_PAGE": (_RUN, -1, 100),
-    "AS_OF_EXTENT": (_RUN, 3),
-    "AS_OF_EVENTS": (_RUN, 3),
-    "AS_OF_FIRST_AFTER": (_RUN, datetime(2026, 1, 1, tzinfo=timezone.utc)),
-    "AS_OF_CHILDREN": (_RUN, datetime(2026, 1, 1, tzinfo=timezone.utc)),
-    "LOG_LINES_PAGE": (_RUN, -1, -1, 100),
-    "LIVE_EVENTS": (_RUN, -1, 500),
-    "LIVE_RUN_STATE": (_RUN,),
-    "RUNS_COUNT": _RUNS_ARGS,
-    "RUNS_FILTERED_EXAMPLE": _RUNS_ARGS + (100, 0),
-    "RUNS_PAGE_DEFAULT": ("exp", [], "any", None, [], [], [], [], [], None, 100, 0),
-}
-"""Runnable example parameters for every statement above, keyed by constant name."""
 
 _INT64_LIMIT = 2.0**63
 """A kind-1 value is an int64: never written as a JSON int outside [-2**63, 2**63)."""

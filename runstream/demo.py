@@ -4,8 +4,8 @@
 API, then does the seed's option 2: ``examples/seed_option2`` (``train.py`` + ``mylib.py``)
 submitted with ``ScriptRunConfig`` in a user-managed environment, one child run per
 alpha, its output streamed live, its models uploaded from ``./outputs``. Then it asks the
-API for the best child run by mse. :func:`run_sweep` is the seed's option 1 (one
-``start_logging`` run per alpha), kept for the tests.
+API for the best child run by mse. (The seed's option 1, one ``start_logging`` run per
+alpha, is examples/seed_option1.py; the tests run it as tests/support/sweep.py.)
 """
 
 from __future__ import annotations
@@ -34,35 +34,6 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 """The repository's examples (the demo runs from a source checkout)."""
 LOCAL_STACK_SETTINGS = ("kafka_bootstrap", "database_url", "blob_dir", "api_url", "ingest_url")
 """What the demo records in ``~/.runstream/config.json`` for clients (``runstream.localstack``)."""
-
-
-def run_sweep(ws: Workspace, experiment_name: str, model_dir: Path) -> list[dict[str, Any]]:
-    """Option 1 of the seed, once per alpha in 0.0, 0.05, ..., 0.95; returns what was logged."""
-    import joblib
-    import numpy as np
-    from sklearn.datasets import load_diabetes
-    from sklearn.linear_model import Ridge
-    from sklearn.metrics import mean_squared_error
-    from sklearn.model_selection import train_test_split
-
-    from runstream import Experiment
-
-    X, y = load_diabetes(return_X_y=True)
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=0)
-    experiment = Experiment(workspace=ws, name=experiment_name)
-    logged = []
-    for alpha in np.arange(0.0, 1.0, 0.05):
-        run = experiment.start_logging()
-        run.log("alpha", alpha)
-        model = Ridge(alpha=alpha).fit(X_train, y_train)
-        mse = mean_squared_error(y_test, model.predict(X_test))
-        run.log("mse", mse)
-        model_file = model_dir / f"ridge_{alpha:.2f}.pkl"
-        joblib.dump(value=model, filename=model_file)
-        run.upload_file(name=f"outputs/{model_file.name}", path_or_stream=str(model_file))
-        run.complete()
-        logged.append({"run_id": run.id, "alpha": float(alpha), "mse": float(mse)})
-    return logged
 
 
 def submit_option2(ws: Workspace, experiment_name: str, source_directory: str | os.PathLike[str],

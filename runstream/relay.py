@@ -188,7 +188,6 @@ class RelayClient:
         self._ids = itertools.count()
         self._waiting: dict[int, tuple[threading.Event, dict[str, Any]]] = {}
         self._error: BaseException | None = None
-        self._send_lock = threading.Lock()
         self._writer = threading.Thread(target=self._write, name="runstream-relay-writer", daemon=True)
         self._reader = threading.Thread(target=self._read, name="runstream-relay-reader", daemon=True)
         self._writer.start()

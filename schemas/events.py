@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from msgspec import Meta, Struct
@@ -68,7 +68,7 @@ class NonFinite(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
         return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[self.f]
 
 
-Value = Union[bool, Int64, float, Text, NonFinite]
+Value = bool | Int64 | float | Text | NonFinite
 """A metric value or table cell."""
 
 Row = Annotated[dict[Name, Value], Meta(max_length=limits.MAX_COLUMNS_PER_ROW)]
@@ -261,19 +261,19 @@ class LogLines(_Envelope, tag="log.lines"):
     payload: LogLinesPayload
 
 
-Event = Union[
-    RunStarted,
-    RunStatus,
-    MetricPoints,
-    MetricList,
-    MetricRows,
-    MetricTable,
-    MetricImage,
-    TagSet,
-    TagRemoved,
-    ArtifactRecorded,
-    LogLines,
-]
+Event = (
+    RunStarted
+    | RunStatus
+    | MetricPoints
+    | MetricList
+    | MetricRows
+    | MetricTable
+    | MetricImage
+    | TagSet
+    | TagRemoved
+    | ArtifactRecorded
+    | LogLines
+)
 
 EVENT_TYPES: dict[str, type[Any]] = {
     cls.__struct_config__.tag: cls  # type: ignore[attr-defined]

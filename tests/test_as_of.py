@@ -26,7 +26,8 @@ from query_api import asof
 from query_api.app import create_app
 from runstream import Experiment, Run, Workspace
 from runstream.settings import Settings
-from tests.conftest import unique, wait_for
+from tests.support.names import unique
+from tests.support.waiting import wait_for
 
 
 class Api:

@@ -13,7 +13,8 @@ from aiokafka import AIOKafkaProducer
 from runstream import Experiment, LimitError, Workspace
 from runstream.settings import Settings
 from schemas import limits
-from tests.conftest import unique, wait_for
+from tests.support.names import unique
+from tests.support.waiting import wait_for
 from tests.support import events
 
 

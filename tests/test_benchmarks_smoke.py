@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.conftest import REPO
+from tests.support.names import REPO
 
 ROWS = {"ingest_batched", "ingest_single", "ingest_single_drain", "raw_copy", "latency_p50", "latency_p99",
         "vector_p50", "vector_p99", "concurrent", "rebuild", "rebuild_archive", "api_reads"}

@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 
 from benchmarks.faults import FaultStack, Workload, count, expected_sum, start_stack, wait_stored, wait_until
-from tests.conftest import REPO, unique
+from tests.support.names import REPO, unique
 
 POINTS = 100_000
 RATE = 25_000.0  # points/s: about 4 s of logging, so the fault lands while the script logs

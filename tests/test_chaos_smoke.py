@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.support.names import REPO
 
 
 def test_quick_chaos_row_for_a_processor_kill(tmp_path: Path) -> None:

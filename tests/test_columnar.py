@@ -8,21 +8,19 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
-import orjson
 
 from processors import columnar
 from processors.materialize import COLUMNAR_MIN_POINTS, materialize
 from query_api import downsample
 from schemas import events
+from tests.support import events as made
 
 RUN = "01a21e1d-ef53-7c69-83bb-c2fcc112304b"
 EPOCH_2000 = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 
 def event(seq: int, name: str, steps: list[int], values: list[Any], times: list[float]) -> events.Event:
-    return events.decode(orjson.dumps({
-        "type": "metric.points", "v": 1, "event_id": RUN, "run_id": RUN, "seq": seq, "ts": 1000.0 + seq,
-        "payload": {"series": [{"name": name, "steps": steps, "values": values, "times": times}]}}))
+    return made.decoded(RUN, seq, "metric.points", made.series(name, steps, values, times), event_id=RUN, ts=1000.0 + seq)
 
 
 def rows_of(copy_rows: list[bytes]) -> list[tuple[Any, ...]]:

@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 
 from runstream.settings import Settings
-from tests.conftest import REPO, unique, wait_for
+from tests.support.names import REPO, unique
+from tests.support.waiting import wait_for
 
 PROCESSES, RUNS_PER_PROCESS, POINTS = 5, 10, 2_000
 

@@ -24,7 +24,7 @@ import pytest
 from runstream import Experiment, Workspace
 from schemas import blobs, events, notify
 from schemas.typescript import typescript
-from tests.conftest import unique
+from tests.support.names import unique
 
 REPO = Path(__file__).resolve().parent.parent
 CONTRACT_TS = REPO / "ui" / "src" / "contract.ts"

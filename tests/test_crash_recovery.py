@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from runstream.settings import Settings
-from tests.conftest import start_serve, stop, unique, wait_for
+from tests.support.names import unique
+from tests.support.services import start_serve, stop
+from tests.support.waiting import wait_for
 from tests.support import events
+from tests.support.events import archived
 
 RUNS, EVENTS_PER_RUN, POINTS_PER_EVENT = 40, 500, 4
-
-
-def archived(db: Any, topic: str) -> int:
-    return int(db.execute("SELECT count(*) FROM events WHERE topic = %s", (topic,)).fetchone()[0])
 
 
 async def test_sigkilled_processor_resumes_exactly_where_its_transaction_ended(

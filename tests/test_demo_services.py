@@ -11,7 +11,7 @@ from runstream.cli import app
 from runstream.demo import _running, start_background_serve, stop_background_serve, wait_ready
 from runstream.devstack.stack import free_ports
 from runstream.settings import Settings
-from tests.conftest import unique
+from tests.support.names import unique
 
 
 def test_background_serve_is_found_and_stopped_by_its_pid_file(settings: Settings, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from schemas import events, values
 from schemas.limits import MAX_COLUMNS_PER_ROW, MAX_NAME_LENGTH, MAX_POINTS_PER_EVENT, MAX_STRING_VALUE_LENGTH
+from tests.support import events as made
 
 RUN = "01a21e1d-ef53-7c69-83bb-c2fcc112304b"
 PUBLISHED = Path(__file__).resolve().parent.parent / "schemas" / "json" / "events.schema.json"
@@ -21,7 +22,7 @@ PUBLISHED = Path(__file__).resolve().parent.parent / "schemas" / "json" / "event
 def event(type_: str = "metric.points", payload: Any = None, **over: Any) -> dict[str, Any]:
     payload = payload if payload is not None else {
         "series": [{"name": "loss", "steps": [0, 1], "values": [0.5, 0.25], "times": [1.0, 2.0]}]}
-    return {"type": type_, "v": 1, "event_id": RUN, "run_id": RUN, "seq": 0, "ts": 1.0, "payload": payload, **over}
+    return {**made.body(RUN, 0, type_, payload, event_id=RUN, ts=1.0), **over}
 
 
 def test_valid_event_decodes_to_its_frozen_struct() -> None:

@@ -24,7 +24,9 @@ from runstream import Experiment, Run, Workspace
 from runstream.errors import ApiError
 from runstream.live import SseParser, follow
 from runstream.settings import Settings
-from tests.conftest import eventually, unique
+from tests.support.listening import listening_again, the_listen_backend
+from tests.support.names import unique
+from tests.support.waiting import eventually
 
 DEADLINE_S = 30.0
 
@@ -229,13 +231,13 @@ async def test_listener_reconnects_after_its_connection_drops(
 ) -> None:
     listener = local_api.app[LISTENER]
     await asyncio.wait_for(listener.connected.wait(), DEADLINE_S)
-    old_pid = listener.backend_pid
+    old_pid = await the_listen_backend(db)
     assert db.execute("SELECT pg_terminate_backend(%s)", (old_pid,)).fetchone() == (True,)
     run = Experiment(workspace, unique("live")).start_logging(name="reconnect")
     collector = Collector(session, str(local_api.make_url("")).rstrip("/"), run.id)
     try:
         await collector.wait(lambda: collector.find("run.started"), "run.started")
-        await eventually(lambda: listener.connected.is_set() and listener.backend_pid not in (None, old_pid),
+        await eventually(lambda: listener.connected.is_set() and listening_again(db, old_pid),
                          "a new LISTEN connection")
         run.log("after", 1.0)
         # Pushed by a notification on the new connection, not found by the re-read that
@@ -349,7 +351,7 @@ async def test_widget_follows_a_run_live(workspace: Workspace, session: aiohttp.
 
 
 def _wait(condition: Callable[[], Any], what: str) -> Any:
-    from tests.conftest import wait_for
+    from tests.support.waiting import wait_for
 
     return wait_for(condition, timeout=DEADLINE_S, what=what)
 

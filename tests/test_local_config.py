@@ -18,7 +18,7 @@ from runstream import Experiment, Run, Workspace, devstack, localstack
 from runstream.cli import app
 from runstream.errors import RunstreamError
 from runstream.settings import Settings
-from tests.conftest import unique
+from tests.support.names import unique
 
 CLIENT_KEYS = ("kafka_bootstrap", "database_url", "blob_dir", "api_url", "ingest_url")
 

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
 from runstream import Experiment, LimitError, Workspace  # noqa: E402
-from tests.conftest import unique  # noqa: E402
+from tests.support.names import unique  # noqa: E402
 
 
 def png_of(figure: object) -> bytes:

@@ -9,13 +9,13 @@ import orjson
 
 from processors.materialize import KIND_BOOL, KIND_FLOAT, KIND_INT, KIND_STR, materialize
 from schemas import events
+from tests.support import events as made
 
 RUN = "01a21e1d-ef53-7c69-83bb-c2fcc112304b"
 
 
 def ev(seq: int, type_: str, payload: dict[str, Any]) -> events.Event:
-    return events.decode(orjson.dumps({"type": type_, "v": 1, "event_id": RUN, "run_id": RUN, "seq": seq,
-                                       "ts": 1000.0 + seq, "payload": payload}))
+    return made.decoded(RUN, seq, type_, payload, event_id=RUN, ts=1000.0 + seq)
 
 
 def points(seq: int, name: str, vals: list[Any], first_step: int = 0) -> events.Event:

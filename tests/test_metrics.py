@@ -31,7 +31,9 @@ from processors.metrics import BATCH_SIZE_BUCKETS, Buckets, create_app, start_se
 from processors.runner import Processor
 from runstream.devstack.stack import free_ports
 from runstream.settings import Settings
-from tests.conftest import start_serve, stop, unique, wait_for
+from tests.support.names import unique
+from tests.support.services import start_serve, stop
+from tests.support.waiting import wait_for
 from tests.support import events
 
 PREFIX = "runstream_processor_"
@@ -45,8 +47,9 @@ TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 def start_processor(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     """`runstream processor` (the compose service's command) with ``settings`` in its environment."""
     env = {**os.environ, **settings.to_env()}
-    return subprocess.Popen([sys.executable, "-m", "runstream.cli", "processor"], env=env,
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    with log.open("ab") as out:  # the child has its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "runstream.cli", "processor"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
 
 
 def fetch(port: int, accept: str | None = None) -> tuple[str, str] | None:

@@ -18,7 +18,7 @@ from runstream import Experiment, Run, RunstreamError, Workspace
 from runstream.context import OFFLINE_EXPERIMENT
 from runstream.spool import EVENTS_FILE, SYNCED_FILE, SpoolSink
 from runstream.settings import Settings
-from tests.conftest import wait_for
+from tests.support.waiting import wait_for
 
 OFFLINE_SCRIPT = """
     import math

@@ -29,7 +29,9 @@ from runstream.devstack.stack import free_ports
 from runstream.sender import POINT
 from runstream.settings import Settings
 from runstream.spool import EVENTS_FILE
-from tests.conftest import stop, unique, wait_for
+from tests.support.names import unique
+from tests.support.services import stop
+from tests.support.waiting import wait_for
 
 UNREACHABLE = "is unreachable"
 

@@ -32,13 +32,14 @@ def one(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...] = ()) -
 
 
 @pytest.fixture(scope="module")
-def pg() -> Iterator[PgliteServer]:
+def bare_pg() -> Iterator[PgliteServer]:
+    """An empty server (the shared ``pg`` fixture is a migrated one)."""
     with start_pglite() as server:
         yield server
 
 
-def test_psycopg_sees_timescaledb(pg: PgliteServer) -> None:
-    with psycopg.connect(pg.dsn) as conn:
+def test_psycopg_sees_timescaledb(bare_pg: PgliteServer) -> None:
+    with psycopg.connect(bare_pg.dsn) as conn:
         (version,) = one(conn, EXTVERSION)
         assert version.startswith("2.")
         # what schemas.migrate uses to decide whether hypertable migrations can run
@@ -47,8 +48,8 @@ def test_psycopg_sees_timescaledb(pg: PgliteServer) -> None:
         assert [one(conn, "SELECT %s::int * 2", (i,))[0] for i in range(8)] == [i * 2 for i in range(8)]
 
 
-async def test_asyncpg_sees_timescaledb(pg: PgliteServer) -> None:
-    conn = await asyncpg.connect(pg.dsn)
+async def test_asyncpg_sees_timescaledb(bare_pg: PgliteServer) -> None:
+    conn = await asyncpg.connect(bare_pg.dsn)
     try:
         assert (await conn.fetchval(EXTVERSION)).startswith("2.")
         await conn.execute("CREATE TABLE apg_params (id int PRIMARY KEY, label text)")
@@ -62,15 +63,15 @@ async def test_asyncpg_sees_timescaledb(pg: PgliteServer) -> None:
         assert await conn.fetchval("SELECT count(*) FROM apg_params") == 51
     finally:
         await conn.close()  # returns: the server hangs up on Terminate
-    conn = await asyncpg.connect(pg.dsn)  # a second connection after the first closed
+    conn = await asyncpg.connect(bare_pg.dsn)  # a second connection after the first closed
     try:
         assert await conn.fetchval("SELECT label FROM apg_params WHERE id = $1", 100) == "tx"
     finally:
         await conn.close()
 
 
-async def test_hypertable_time_bucket_and_compression(pg: PgliteServer) -> None:
-    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+async def test_hypertable_time_bucket_and_compression(bare_pg: PgliteServer) -> None:
+    with psycopg.connect(bare_pg.dsn, autocommit=True) as conn:
         conn.execute(
             "CREATE TABLE ts_points (ts timestamptz NOT NULL, run_id int NOT NULL,"
             " name text NOT NULL, step int NOT NULL, value double precision)"
@@ -125,7 +126,7 @@ async def test_hypertable_time_bucket_and_compression(pg: PgliteServer) -> None:
         assert retention_job > 0
 
     # time_bucket over the compressed chunks, through asyncpg with a bound interval
-    conn = await asyncpg.connect(pg.dsn)
+    conn = await asyncpg.connect(bare_pg.dsn)
     try:
         buckets = await conn.fetch(
             "SELECT time_bucket($1::interval, ts) AS day, run_id, count(*) AS n, avg(value) AS mean"
@@ -140,26 +141,26 @@ async def test_hypertable_time_bucket_and_compression(pg: PgliteServer) -> None:
     ]
 
 
-def test_one_client_at_a_time(pg: PgliteServer) -> None:
-    first = psycopg.connect(pg.dsn)
+def test_one_client_at_a_time(bare_pg: PgliteServer) -> None:
+    first = psycopg.connect(bare_pg.dsn)
     try:
         with pytest.raises(psycopg.OperationalError):
-            psycopg.connect(pg.dsn, connect_timeout=2)  # queued behind `first`, gives up
+            psycopg.connect(bare_pg.dsn, connect_timeout=2)  # queued behind `first`, gives up
         gc.collect()  # psycopg keeps a timed-out attempt's socket until collected
     finally:
         first.close()
-    with psycopg.connect(pg.dsn, connect_timeout=10) as conn:
+    with psycopg.connect(bare_pg.dsn, connect_timeout=10) as conn:
         assert one(conn, "SELECT 1") == (1,)
 
 
-def test_each_connection_starts_clean(pg: PgliteServer) -> None:
-    conn = psycopg.connect(pg.dsn)  # not autocommit: a transaction is left open
+def test_each_connection_starts_clean(bare_pg: PgliteServer) -> None:
+    conn = psycopg.connect(bare_pg.dsn)  # not autocommit: a transaction is left open
     conn.execute("CREATE TABLE never_committed (a int)")
     conn.execute("CREATE TEMP TABLE session_temp (a int)")
     conn.execute("PREPARE session_stmt AS SELECT 1")
     conn.execute("SET application_name = 'left-behind'")
     conn.close()  # psycopg discards the open transaction; the server must too
-    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+    with psycopg.connect(bare_pg.dsn, autocommit=True) as conn:
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         assert one(
             conn,
@@ -169,13 +170,13 @@ def test_each_connection_starts_clean(pg: PgliteServer) -> None:
         ) == (None, None, 0, "", "public")
 
 
-async def test_large_messages_and_copy(pg: PgliteServer) -> None:
+async def test_large_messages_and_copy(bare_pg: PgliteServer) -> None:
     big = "x" * 2_000_000  # spans many TCP reads
-    with psycopg.connect(pg.dsn) as conn:
+    with psycopg.connect(bare_pg.dsn) as conn:
         assert one(conn, "SELECT length(%s::text)", (big,)) == (len(big),)
         with conn.cursor() as cur, cur.copy("COPY (SELECT generate_series(1, 1000)) TO STDOUT") as copy:
             assert sum(1 for _ in copy.rows()) == 1000
-    conn = await asyncpg.connect(pg.dsn)
+    conn = await asyncpg.connect(bare_pg.dsn)
     try:
         await conn.execute("CREATE TABLE copy_target (a int)")
         with pytest.raises(asyncpg.FeatureNotSupportedError, match="COPY FROM STDIN"):

@@ -20,12 +20,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from query_api import queries
 from query_api.app import create_app, init_connection
 from query_api.downsample import Point, downsample
 from query_api.errors import error_middleware
 from runstream.settings import Settings
 from schemas.blobs import blob_path
+from tests.support import events as made
+from tests.support.sql import EXAMPLE_PARAMS, STATEMENTS
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 NAN, INF = math.nan, math.inf
@@ -116,9 +117,9 @@ class Store:
 
     async def events(self, run_id: uuid.UUID, count: int) -> None:
         for seq in range(count):
-            body = {"type": "metric.points", "v": 1, "event_id": str(uuid.uuid4()), "run_id": str(run_id),
-                    "seq": seq, "ts": 1767225600.0 + seq, "payload": {"series": [{"name": "x", "steps": [seq],
-                    "values": [{"f": "NaN"} if seq == 3 else seq], "times": [1767225600.0 + seq]}]}}
+            body = made.body(str(run_id), seq, "metric.points",
+                             made.series("x", [seq], [{"f": "NaN"} if seq == 3 else seq], [1767225600.0 + seq]),
+                             event_id=str(uuid.uuid4()), ts=1767225600.0 + seq)
             await self.pool.execute(
                 "INSERT INTO events VALUES ($1, $2, $3, $4, 1, $5, $6, 'runstream.events', 0, $7)",
                 run_id, seq, T0 + timedelta(seconds=seq), body["type"], uuid.UUID(str(body["event_id"])),
@@ -197,10 +198,9 @@ async def test_errors_are_json_and_unexpected_ones_leak_nothing() -> None:
 
 
 async def test_every_statement_runs_with_its_example_params(pool: asyncpg.Pool) -> None:
-    statements = {n: v for n, v in vars(queries).items() if n.isupper() and isinstance(v, str)}
-    assert set(statements) <= set(queries.EXAMPLE_PARAMS)
-    for name, sql in statements.items():
-        await pool.fetch(sql, *queries.EXAMPLE_PARAMS[name])
+    assert set(STATEMENTS) <= set(EXAMPLE_PARAMS)
+    for name, sql in STATEMENTS.items():
+        await pool.fetch(sql, *EXAMPLE_PARAMS[name])
 
 
 # ---------------------------------------------------------------- experiments and runs

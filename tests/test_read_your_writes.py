@@ -29,7 +29,8 @@ from runstream.devstack.stack import free_ports
 from runstream.errors import RunstreamError
 from runstream.settings import Settings
 from runstream.sinks import WorkspaceSink
-from tests.conftest import unique, wait_for
+from tests.support.names import unique
+from tests.support.waiting import wait_for
 
 POINTS = 20_000
 """Enough points that the processors are still materializing them when the acks are in."""

@@ -18,7 +18,7 @@ from processors import replay
 from processors.replay import PROJECTIONS, REBUILD_SCHEMA, ReplayError, rebuild
 from runstream import Experiment, Workspace
 from runstream.settings import Settings
-from tests.conftest import unique
+from tests.support.names import unique
 
 # Every projection row of the given runs, in a fixed order. metric_summaries.updated_at
 # is the processor's wall clock at write time, not a function of the events: left out.

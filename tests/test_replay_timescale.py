@@ -9,7 +9,7 @@ empty archive), on one connection."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import asyncpg
 import orjson
@@ -17,7 +17,7 @@ import pytest
 
 from processors import replay
 from processors.replay_load import REBUILD_SCHEMA
-from tests.support.pglite import PgliteServer, migrated_timescale, node_available
+from tests.support.pglite import PgliteServer, node_available
 
 pytestmark = pytest.mark.skipif(not node_available(), reason="node and npm are needed for the PGlite TimescaleDB server")
 
@@ -32,12 +32,6 @@ ORDER BY dimension_number"""
 JOBS = """
 SELECT hypertable_name, proc_name, config FROM timescaledb_information.jobs
 WHERE hypertable_schema = $1 AND hypertable_name IS NOT NULL ORDER BY 1, 2"""
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgliteServer]:
-    with migrated_timescale() as server:
-        yield server
 
 
 async def describe(conn: asyncpg.Connection, schema: str) -> dict[str, Any]:

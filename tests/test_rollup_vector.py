@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 import uuid
 from typing import Any
 
@@ -14,16 +13,11 @@ import orjson
 from query_api import queries
 from query_api.downsample import Point, downsample, rollup_shift
 from runstream.settings import Settings
-from tests.conftest import unique, wait_for
+from tests.support.names import unique
+from tests.support.waiting import wait_for
 from tests.support import events
 
 N = 120_000
-
-
-def points_event(run_id: str, seq: int, steps: list[int], values: list[Any]) -> bytes:
-    now = time.time()
-    return events.event(run_id, seq, "metric.points", {"series": [
-        {"name": "loss", "steps": steps, "values": values, "times": [now] * len(steps)}]})
 
 
 async def test_rollup_downsampling_equals_the_reference_on_its_grid(services: Settings, db: Any) -> None:
@@ -34,9 +28,9 @@ async def test_rollup_downsampling_equals_the_reference_on_its_grid(services: Se
     run_id = events.new_run_id()
     batch = [(run_id, events.started(run_id, unique("rollup")))]
     for seq, i in enumerate(range(0, N, 10_000), start=1):  # long numeric events: the columnar path
-        batch.append((run_id, points_event(run_id, seq, steps[i:i + 10_000], values[i:i + 10_000])))
+        batch.append((run_id, events.points(run_id, seq, "loss", steps[i:i + 10_000], values[i:i + 10_000])))
     extra = [{"f": "NaN"}, 7.0, {"f": "Infinity"}, 3]  # non-finite values: the per-point path
-    batch.append((run_id, points_event(run_id, len(batch), [3 * N + i for i in range(4)], extra)))
+    batch.append((run_id, events.points(run_id, len(batch), "loss", [3 * N + i for i in range(4)], extra)))
     await events.produce(services, batch)
     wait_for(lambda: db.execute("SELECT count FROM metric_summaries WHERE run_id = %s AND name = 'loss'",
                                 (run_id,)).fetchone() == (N + 4,), timeout=120, what="all points")

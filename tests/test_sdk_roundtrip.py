@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from runstream import Experiment, Run, Workspace
-from tests.conftest import unique
+from tests.support.names import unique
 
 
 def test_every_sdk_call_round_trips_through_the_api(workspace: Workspace, tmp_path: Path) -> None:

@@ -11,8 +11,10 @@ from sklearn.metrics import mean_squared_error
 from sklearn.model_selection import train_test_split
 
 from runstream import Experiment, Workspace
-from runstream.demo import best_run, run_sweep
-from tests.conftest import unique, wait_for
+from runstream.demo import best_run
+from tests.support.names import unique
+from tests.support.sweep import run_sweep
+from tests.support.waiting import wait_for
 
 
 def test_seed_sweep_logs_twenty_runs_and_the_api_finds_sklearns_best_alpha(workspace: Workspace, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import asyncio
 
 from runstream.sender import Sender
 from runstream.settings import Settings
-from tests.conftest import wait_for
+from tests.support.waiting import wait_for
 
 
 def test_a_pump_woken_while_cancelled_still_ends() -> None:

@@ -23,7 +23,8 @@ from runstream.demo import EXAMPLES, best_run, copy_example, submit_option2
 from runstream import progress
 from runstream.progress import RunFailedError
 from schemas.limits import MAX_SNAPSHOT_BYTES
-from tests.conftest import unique, wait_for
+from tests.support.names import unique
+from tests.support.waiting import wait_for
 
 
 def log_lines(ws: Workspace, run_id: str, stream: str | None = None) -> list[str]:
@@ -57,7 +58,7 @@ def test_seed_option2_submitted_with_one_child_run_per_alpha(
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=0)
     direct = {float(a): mean_squared_error(Ridge(alpha=a).fit(X_train, y_train).predict(X_test), y_test)
               for a in np.arange(0.0, 1.0, 0.05)}
-    expected = ['alpha is {0:.2f}, and mse is {1:0.2f}'.format(a, m) for a, m in direct.items()]
+    expected = [f'alpha is {a:.2f}, and mse is {m:0.2f}' for a, m in direct.items()]
     assert log_lines(workspace, run.id, "stdout") == expected
     printed = capsys.readouterr().out
     positions = [printed.index(line) for line in expected]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
-from typing import Iterator
 
 import asyncpg
 import psycopg
@@ -14,18 +13,10 @@ import pytest
 from query_api import queries
 from query_api.app import init_connection
 from schemas.migrate import migrate
-from tests.support.pglite import PgliteServer, migrated_timescale, node_available
+from tests.support.pglite import PgliteServer, node_available
+from tests.support.sql import EXAMPLE_PARAMS, STATEMENTS
 
 pytestmark = pytest.mark.skipif(not node_available(), reason="node and npm are needed for the PGlite TimescaleDB server")
-
-STATEMENTS = {name: sql for name, sql in vars(queries).items() if name.isupper() and isinstance(sql, str)}
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgliteServer]:
-    with migrated_timescale() as server:
-        yield server
-
 
 def test_migrations_make_hypertables_with_compression_policies(pg: PgliteServer) -> None:
     with psycopg.connect(pg.dsn) as conn:
@@ -46,7 +37,7 @@ def test_migrating_again_changes_nothing(pg: PgliteServer) -> None:
 
 
 def test_every_query_has_example_parameters() -> None:
-    assert set(STATEMENTS) == set(queries.EXAMPLE_PARAMS)
+    assert set(STATEMENTS) == set(EXAMPLE_PARAMS)
 
 
 async def test_every_query_api_statement_runs_on_timescaledb(pg: PgliteServer) -> None:
@@ -56,10 +47,10 @@ async def test_every_query_api_statement_runs_on_timescaledb(pg: PgliteServer) -
         await _seed(conn)
         for name, sql in sorted(STATEMENTS.items()):
             try:
-                await conn.fetch(sql, *queries.EXAMPLE_PARAMS[name])
+                await conn.fetch(sql, *EXAMPLE_PARAMS[name])
             except asyncpg.PostgresError as exc:
                 pytest.fail(f"{name} fails on TimescaleDB: {exc.__class__.__name__}: {exc}")
-        vector = await conn.fetch(queries.VECTOR_POINTS, *queries.EXAMPLE_PARAMS["VECTOR_POINTS"])
+        vector = await conn.fetch(queries.VECTOR_POINTS, *EXAMPLE_PARAMS["VECTOR_POINTS"])
         assert [r["step"] for r in vector] == list(range(0, 101))
     finally:
         await conn.close()
@@ -67,7 +58,7 @@ async def test_every_query_api_statement_runs_on_timescaledb(pg: PgliteServer) -
 
 async def _seed(conn: asyncpg.Connection) -> None:
     """A run with what every statement reads, written with INSERT (COPY is not supported here)."""
-    run = uuid.UUID(str(queries.EXAMPLE_PARAMS["RUN_BY_ID"][0]))
+    run = uuid.UUID(str(EXAMPLE_PARAMS["RUN_BY_ID"][0]))
     now = datetime.now(timezone.utc)
     await conn.execute("INSERT INTO experiments (name, created_at) VALUES ('exp', $1) ON CONFLICT DO NOTHING", now)
     await conn.execute(

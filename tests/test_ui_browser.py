@@ -24,9 +24,10 @@ from playwright import sync_api as playwright_api
 
 from query_api import ui
 from runstream import Experiment, Workspace
-from runstream.demo import run_sweep
 from runstream.settings import Settings
-from tests.conftest import REPO, unique, wait_for
+from tests.support.names import REPO, unique
+from tests.support.sweep import run_sweep
+from tests.support.waiting import wait_for
 
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -385,7 +386,7 @@ def test_compare_overlays_two_runs(page: Any, workspace: Workspace) -> None:
     series = chart.evaluate("el => el.uplot.series.slice(1).map(s => s.label)")
     assert series == ["fast", "slow"]
     assert chart.evaluate("el => el.uplot.data.slice(1).map(d => d.filter(v => v !== null).length)") == [50, 50]
-    assert page.locator("#final-values tr[data-run-id='%s'] td[data-metric='final']" % b.id).inner_text() == "2.5"
+    assert page.locator(f"#final-values tr[data-run-id='{b.id}'] td[data-metric='final']").inner_text() == "2.5"
     over = chart.locator(".u-over")
     box = over.bounding_box()
     page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5)

@@ -20,7 +20,8 @@ import pytest
 
 from runstream import Experiment, LimitError, Workspace
 from runstream.settings import Settings
-from tests.conftest import unique, wait_for
+from tests.support.names import unique
+from tests.support.waiting import wait_for
 from tests.support import events
 
 EXTREMES = [2**63 - 1, -(2**63), 2**53 + 1, -(2**53 + 1), 2**62 + 3, 0, -1]

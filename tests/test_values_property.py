@@ -25,7 +25,7 @@ from query_api.errors import BadRequest, Unprocessable
 from query_api.queries import value as stored_value
 from runstream import Experiment, LimitError, Workspace, checks
 from schemas import events
-from tests.conftest import unique
+from tests.support.names import unique
 
 RUN_ID = "0190a3c4-1111-7000-8000-000000000002"
 ANY_CHAR = st.characters(exclude_categories=())

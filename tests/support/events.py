@@ -1,4 +1,5 @@
-"""Hand-built events for tests that write to Kafka below the SDK."""
+"""The one builder of hand-made events, for tests that write below the SDK (to Kafka,
+to the archive, or straight into the decoder and materializer)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,40 @@ from typing import Any
 import orjson
 from uuid6 import uuid7
 
+from schemas import events as contract
+
+
+def body(run_id: str, seq: int, type_: str, payload: dict[str, Any], **over: Any) -> dict[str, Any]:
+    """An event's JSON object: a fresh event id and the current time unless ``over`` sets
+    them (or any other field)."""
+    return {"type": type_, "v": 1, "event_id": str(uuid7()), "run_id": run_id, "seq": seq,
+            "ts": time.time(), "payload": payload, **over}
+
 
 def event(run_id: str, seq: int, type_: str, payload: dict[str, Any], **over: Any) -> bytes:
-    body = {"type": type_, "v": 1, "event_id": str(uuid7()), "run_id": run_id, "seq": seq,
-            "ts": time.time(), "payload": payload, **over}
-    return orjson.dumps(body)
+    """:func:`body`, encoded as the wire carries it."""
+    return orjson.dumps(body(run_id, seq, type_, payload, **over))
+
+
+def decoded(run_id: str, seq: int, type_: str, payload: dict[str, Any], **over: Any) -> contract.Event:
+    """:func:`event`, through the contract's decoder (what the processors see)."""
+    return contract.decode(event(run_id, seq, type_, payload, **over))
 
 
 def started(run_id: str, experiment: str, seq: int = 0) -> bytes:
     return event(run_id, seq, "run.started", {"experiment": experiment})
 
 
-def points(run_id: str, seq: int, name: str, steps: list[int]) -> bytes:
+def series(name: str, steps: list[int], values: list[Any], times: list[float]) -> dict[str, Any]:
+    """A ``metric.points`` payload of one series."""
+    return {"series": [{"name": name, "steps": steps, "values": values, "times": times}]}
+
+
+def points(run_id: str, seq: int, name: str, steps: list[int], values: list[Any] | None = None) -> bytes:
+    """A ``metric.points`` event of one series logged now (values: the steps as floats unless given)."""
     now = time.time()
-    return event(run_id, seq, "metric.points", {"series": [
-        {"name": name, "steps": steps, "values": [float(s) for s in steps], "times": [now] * len(steps)}]})
+    return event(run_id, seq, "metric.points",
+                 series(name, steps, [float(s) for s in steps] if values is None else values, [now] * len(steps)))
 
 
 def new_run_id() -> str:
@@ -73,3 +93,8 @@ def assert_exactly_once(db: Any, topic: str, group: str, run_ids: list[str], eve
     offsets = db.execute('SELECT sum("offset" + 1) FROM consumer_offsets WHERE group_id = %s AND topic = %s',
                          (group, topic)).fetchone()
     assert offsets[0] == len(run_ids) * (events_per_run + 1)
+
+
+def archived(db: Any, topic: str) -> int:
+    """Events of ``topic`` in the archive (``db``: a psycopg connection)."""
+    return int(db.execute("SELECT count(*) FROM events WHERE topic = %s", (topic,)).fetchone()[0])

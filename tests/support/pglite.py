@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 from typing import IO, Iterator
 
+import pytest
+
 HARNESS_DIR = Path(__file__).resolve().parent.parent / "timescale"
 
 
@@ -178,4 +180,11 @@ def migrated_timescale() -> Iterator[PgliteServer]:
     with start_pglite() as server:
         report = migrate(server.dsn)
         assert report.timescaledb and report.pending == [], report
+        yield server
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PgliteServer]:
+    """A migrated TimescaleDB server (:func:`migrated_timescale`) per test module."""
+    with migrated_timescale() as server:
         yield server

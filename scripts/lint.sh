@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The static checks CI runs before the tests (configured in pyproject.toml):
+#   ruff     pyflakes, pycodestyle, isort, pyupgrade, unused noqa
+#   vulture  unused code outside tests (scripts/vulture_whitelist.py: what is used from outside)
+#   lint-imports  the import-linter contracts, when import-linter is installed
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin}
+"$BIN/ruff" check .
+"$BIN/vulture"
+if [ -x "$BIN/lint-imports" ]; then
+    "$BIN/lint-imports"
+fi

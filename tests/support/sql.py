@@ -1,0 +1,60 @@
+"""Every statement of :mod:`query_api.queries` with runnable example parameters.
+
+Tests run each statement on PostgreSQL and on TimescaleDB (test_query_api, test_timescale);
+the runs page is a function of its ordering, so two orderings stand in for it here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from query_api import queries
+
+STATEMENTS: dict[str, str] = {
+    **{name: sql for name, sql in vars(queries).items() if name.isupper() and isinstance(sql, str)},
+    "RUNS_FILTERED_EXAMPLE": queries.runs_page_sql("metric", "desc"),
+    "RUNS_PAGE_DEFAULT": queries.runs_page_sql("started_at", "desc"),
+}
+"""Statement name -> SQL: the module's upper-case ``str`` constants and two runs pages."""
+
+RUN = uuid.UUID("00000000-0000-7000-8000-000000000001")
+_RUNS_ARGS = (
+    "exp", ["running", "completed"], "id", RUN, ["team", "lr"], [None, "0.1"],
+    ["mse", "acc"], ["<", ">="], [0.3, 0.9], "mse",
+)
+EXAMPLE_PARAMS: dict[str, tuple[Any, ...]] = {
+    "READY": (),
+    "EXPERIMENTS": (),
+    "EXPERIMENT_EXISTS": ("exp",),
+    "RUN_BY_ID": (RUN,),
+    "RUNS_BY_IDS": ([RUN],),
+    "RUN_LAST_SEQ": (RUN,),
+    "RUN_TREE": (RUN,),
+    "TAGS_FOR_RUNS": ([RUN],),
+    "SUMMARIES_FOR_RUNS": ([RUN], ["mse"]),
+    "POINTS_FOR": ([RUN], ["mse"]),
+    "TABLE_ROWS_FOR": ([RUN], ["t"]),
+    "VECTOR_POINTS": (RUN, "mse", 0, 100),
+    "VECTOR_BOUNDS": (RUN, "mse", 0, 100),
+    "VECTOR_BUCKETS": (RUN, "mse", 0, 100, 10),
+    "VECTOR_AT_STEPS": (RUN, "mse", [0, 50, 100]),
+    "VECTOR_ROLLUP_BUCKETS": (RUN, "mse", 4, 0, 10, 0, 175, 0, 64),
+    "SUMMARY_ONE": (RUN, "mse"),
+    "TABLE_ROWS": (RUN, "t"),
+    "ARTIFACTS": (RUN,),
+    "ARTIFACT": (RUN, "outputs/model.pkl"),
+    "EVENTS_PAGE": (RUN, -1, 100),
+    "AS_OF_EXTENT": (RUN, 3),
+    "AS_OF_EVENTS": (RUN, 3),
+    "AS_OF_FIRST_AFTER": (RUN, datetime(2026, 1, 1, tzinfo=timezone.utc)),
+    "AS_OF_CHILDREN": (RUN, datetime(2026, 1, 1, tzinfo=timezone.utc)),
+    "LOG_LINES_PAGE": (RUN, -1, -1, 100),
+    "LIVE_EVENTS": (RUN, -1, 500),
+    "LIVE_RUN_STATE": (RUN,),
+    "RUNS_COUNT": _RUNS_ARGS,
+    "RUNS_FILTERED_EXAMPLE": _RUNS_ARGS + (100, 0),
+    "RUNS_PAGE_DEFAULT": ("exp", [], "any", None, [], [], [], [], [], None, 100, 0),
+}
+"""Runnable example parameters for every statement of :data:`STATEMENTS`, keyed by name."""
