@@ -10,6 +10,7 @@ acknowledged them. ``PUT /api/v1/blobs/{sha256}`` stores an artifact's bytes.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any, AsyncIterator
 
 import msgspec

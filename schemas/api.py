@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal, NotRequired, TypedDict, Union
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 import msgspec
 from msgspec import Meta
@@ -33,7 +33,7 @@ __all__ = [
 REF_TEMPLATE = "#/components/schemas/{name}"
 """Where a named shape's schema is referenced from (OpenAPI's components)."""
 
-Value = Union[bool, int, float, str, NonFinite, None]
+Value = bool | int | float | str | NonFinite | None
 """A metric value or table cell as JSON carries it (None: missing)."""
 
 Columns = dict[str, list[Value]]

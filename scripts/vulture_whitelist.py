@@ -18,6 +18,7 @@ _.get_tags
 _.upload_folder
 _.download_file
 _.child_run
+_.get_run  # Workspace.get_run (Azure ML)
 _.show  # widgets: RunDetails(run).show()
 wait_post_processing  # Run.wait_for_completion's Azure ML signature, accepted and ignored
 user_managed_dependencies  # Environment.python.user_managed_dependencies (Azure ML)
