@@ -28,7 +28,8 @@ from uuid6 import uuid7
 from benchmarks import cpu
 from benchmarks.results import Row
 from benchmarks.services import REPO, Services
-from ingest.producer import EventProducer, ensure_topic
+from ingest.topic import ensure_topic
+from runstream.producer import EventProducer
 from schemas import notify
 
 POLL_S = 0.02
@@ -126,7 +127,7 @@ class Bench:
         return out
 
     async def produce(self, events: list[tuple[str, bytes]]) -> float:
-        """Produce pre-encoded events through ingest.producer; returns when all are acked."""
+        """Produce pre-encoded events through runstream.producer; returns when all are acked."""
         await ensure_topic(self.settings.kafka_bootstrap, self.settings.topic, self.settings.partitions)
         producer = EventProducer(self.settings.kafka_bootstrap, self.settings.topic)
         await producer.start()
@@ -199,7 +200,7 @@ def single_point_events(experiment: str, n: int, runs: int = 100) -> tuple[list[
 
 
 async def single_point_ingest(b: Bench) -> Row:
-    """One point per Kafka message, produced with ingest.producer from this process while
+    """One point per Kafka message, produced with runstream.producer from this process while
     the processor consumes: bounded by whichever of the two is slower."""
     experiment = unique("single")
     events, expected = single_point_events(experiment, b.sizes.single_events)

@@ -17,8 +17,9 @@ import msgspec
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
-from ingest.blobstore import BlobError, LocalBlobStore
-from ingest.producer import EventProducer, ensure_topic
+from runstream.blobstore import BlobError, LocalBlobStore
+from ingest.topic import ensure_topic
+from runstream.producer import EventProducer
 from query_api.errors import BadRequest, PayloadTooLarge, Unavailable, Unprocessable, error_middleware, json_response
 from runstream.settings import Settings
 from schemas import events

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from ingest.producer import ensure_topic
+from ingest.topic import ensure_topic
 from processors import store
 from processors.materialize import Materialized, materialize
 from processors.metrics import BATCH_SIZE_BUCKETS, WRITE_SECONDS_BUCKETS, Buckets

@@ -1,4 +1,4 @@
-"""Reads through the query API, run on the sender's loop (one aiohttp session per process)."""
+"""Reads through the query API, on the SDK's reader loop (``runstream.reader``), never the sender's."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import aiohttp
 import orjson
 
 from runstream.errors import ApiError
-from runstream.sender import Sender
+from runstream.reader import Reader
 from schemas import values
 
 
@@ -20,8 +20,8 @@ MAX_WAIT_MS = 30_000
 
 
 class ApiClient:
-    def __init__(self, sender: Sender, base_url: str, token: str | None = None) -> None:
-        self._sender = sender
+    def __init__(self, reader: Reader, base_url: str, token: str | None = None) -> None:
+        self._reader = reader
         self._base = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -37,7 +37,7 @@ class ApiClient:
                     raise ApiError(resp.status, _message(body))
                 return orjson.loads(body)
 
-        return self._sender.call(fetch)
+        return self._reader.call(fetch)
 
     def wait_for_seq(self, run_id: str, min_seq: int, timeout: float) -> None:
         """Return once the API has materialized ``run_id`` up to event ``min_seq``.
@@ -64,8 +64,8 @@ class ApiClient:
                 await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
             raise TimeoutError(f"run {run_id} not materialized up to seq {min_seq} within {timeout:g} s")
 
-        # The loop-side timeout ends the request; this one bounds a sender loop that is busy.
-        self._sender.call(fetch, timeout=timeout + 1)
+        # The loop-side timeout ends the request; this one bounds a reader loop that is busy.
+        self._reader.call(fetch, timeout=timeout + 1)
 
     def download(self, path: str, target: Path, **params: Any) -> None:
         async def fetch(session: aiohttp.ClientSession) -> None:
@@ -73,11 +73,11 @@ class ApiClient:
                 if resp.status >= 400:
                     raise ApiError(resp.status, _message(await resp.read()))
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with open(target, "wb") as out:  # small blocking writes on the sender loop
+                with open(target, "wb") as out:  # small blocking writes on the reader's own loop
                     async for chunk in resp.content.iter_chunked(1024 * 1024):
                         out.write(chunk)
 
-        self._sender.call(fetch, timeout=None)
+        self._reader.call(fetch, timeout=None)
 
 
 def _message(body: bytes) -> str:

@@ -43,10 +43,13 @@ def services_up(state_dir: Optional[Path] = STATE_DIR, fresh: bool = typer.Optio
                                                            "(topic replication 3, min.insync.replicas 2).")) -> None:
     """Start Kafka (KRaft) and PostgreSQL on 127.0.0.1 and print their RUNSTREAM_* variables
     (also recorded in ~/.runstream/config.json, where a plain Workspace() finds them)."""
+    from ingest.topic import ensure_topic
     from runstream import devstack, localstack
 
     info = devstack.up(_state_dir(state_dir), kafka_port=9092, pg_port=5432, fresh=fresh, brokers=brokers)
     localstack.write(info.state_dir, {"kafka_bootstrap": info.kafka_bootstrap, "database_url": info.database_url})
+    settings = Settings.from_env(kafka_bootstrap=info.kafka_bootstrap)
+    asyncio.run(ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions))
     for key, value in info.env().items():
         typer.echo(f"export {key}={value}")
 
@@ -75,12 +78,17 @@ def services_status(state_dir: Optional[Path] = STATE_DIR) -> None:
 
 @app.command()
 def migrate() -> None:
-    """Apply pending SQL migrations (hypertables too where TimescaleDB is available)."""
+    """Apply pending SQL migrations (hypertables too where TimescaleDB is available) and
+    create the event topic (the SDK never creates it)."""
+    from ingest.topic import ensure_topic
     from schemas.migrate import migrate as run_migrations
 
-    report = run_migrations(Settings.from_env().database_url)
+    settings = Settings.from_env()
+    report = run_migrations(settings.database_url)
     typer.echo(f"applied: {report.applied or 'none'}; pending: {report.pending or 'none'}; "
                f"timescaledb: {'yes' if report.timescaledb else 'no'}")
+    asyncio.run(ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions))
+    typer.echo(f"topic: {settings.topic} on {settings.kafka_bootstrap}")
 
 
 @app.command()

@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
-from ingest.blobstore import LocalBlobStore
+from runstream.blobstore import LocalBlobStore
 from runstream.spool import BLOBS_DIR, EVENTS_FILE, SYNCED_FILE, read_state, write_state
 
 DRAIN_BATCH_BYTES = 4 * 1024 * 1024

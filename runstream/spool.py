@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
 import aiohttp
 import orjson
 
-from ingest.blobstore import LocalBlobStore
+from runstream.blobstore import LocalBlobStore
 from runstream.errors import DeliveryError, RunstreamError
 from runstream.sender import FLUSH, encode_items
 from runstream.settings import Settings
@@ -170,10 +170,6 @@ async def _sync(settings: Settings, dirs: list[Path], report: SyncReport) -> Non
     async with aiohttp.ClientSession() as session:
         transport: Transport = (HttpTransport(settings, session) if settings.transport == "http"
                                 else KafkaTransport(settings))
-        if isinstance(transport, KafkaTransport):  # the SDK's own sender never creates the topic
-            from ingest.producer import ensure_topic
-
-            await ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions)
         await transport.start()
         try:
             for directory in dirs:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
-from ingest.producer import EventProducer
 from runstream.errors import DeliveryError
 from runstream.settings import Settings
 from schemas.limits import MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES
+
+if TYPE_CHECKING:
+    from runstream.producer import EventProducer
 
 
 POST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
@@ -25,15 +27,18 @@ class Transport(Protocol):
 
 
 class KafkaTransport:
-    """Produces straight to Kafka. :meth:`start` does not create the topic (``runstream
-    serve``, the processors, the gateway and ``runstream sync`` do): the SDK never waits
-    on an admin request, and a broker that is down only makes :meth:`start` fail."""
+    """Produces straight to Kafka. :meth:`start` does not create the topic (the services
+    and ``runstream migrate`` do): the SDK never waits on an admin request, and a broker
+    that is down only makes :meth:`start` fail. aiokafka is imported here, at start, so a
+    process that sends over HTTP never loads it."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._producer: EventProducer | None = None
 
     async def start(self) -> None:
+        from runstream.producer import EventProducer
+
         # No producer linger: the sender already lingers (LINGER_S) and hands each fold over
         # in one go, so the batches are as large as they get; a second linger only adds latency.
         producer = EventProducer(self._settings.kafka_bootstrap, self._settings.topic, client_id="runstream-sdk",

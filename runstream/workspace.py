@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import aiohttp
 import orjson
 
-from ingest.blobstore import LocalBlobStore
+from runstream.blobstore import LocalBlobStore
 from runstream import localstack
 from runstream.api import ApiClient
+from runstream.reader import reader
 from runstream.errors import RunstreamError
 from runstream.sender import Sender, close_sender, sender_for
 from runstream.settings import Settings
@@ -77,7 +78,7 @@ class Workspace:
 
     @property
     def _api(self) -> ApiClient:
-        return ApiClient(self._sender, self.settings.api_url, self.token)
+        return ApiClient(reader(), self.settings.api_url, self.token)
 
     def _store_blob(self, stream: BinaryIO, run_id: str | None = None) -> tuple[str, int]:
         """Put bytes in the artifact store: the shared directory, or via the gateway over HTTP.

@@ -1,7 +1,7 @@
 """Where an artifact's bytes live: the content-addressed layout of a blob root.
 
 A blob is stored at ``<root>/<sha[:2]>/<sha[2:4]>/<sha>`` (two fan-out levels keep
-directories small). The ingest gateway's store (:mod:`ingest.blobstore`) writes there,
+directories small). The ingest gateway's store (:mod:`runstream.blobstore`) writes there,
 the query API reads there, and the SDK's offline spool uses the same layout under a
 run's directory; all of them build the path with :func:`blob_path`.
 """

@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from benchmarks.faults import FaultStack, Workload, start_stack, wait_until
-from ingest.producer import ensure_topic
+from ingest.topic import ensure_topic
 from runstream import devstack
 from tests.support.names import REPO, unique
 from tests.test_broker_faults import POINTS, RATE, assert_exactly_once, state_dir

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Coroutine
 
-from ingest.producer import min_insync_replicas
+from ingest.topic import min_insync_replicas
 
 KAFKA_VERSION = "3.9.1"
 HERE = Path(__file__).resolve().parent

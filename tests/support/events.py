@@ -51,7 +51,8 @@ def new_run_id() -> str:
 
 async def produce(settings: Any, messages: list[tuple[str, bytes]]) -> None:
     """Produce ``(run_id, encoded event)`` pairs straight to the settings' topic, in order."""
-    from ingest.producer import EventProducer, ensure_topic
+    from ingest.topic import ensure_topic
+    from runstream.producer import EventProducer
 
     await ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions)
     producer = EventProducer(settings.kafka_bootstrap, settings.topic)

@@ -1,8 +1,9 @@
-"""The one Kafka producer runstream uses (SDK and gateway alike).
+"""The one Kafka producer runstream uses (the SDK's Kafka transport and the gateway alike).
 
 acks=all and idempotence, so a retry after a lost acknowledgement never writes an event
 twice within a producer session; zstd compression; key = run_id so a run's events stay
-in order on one partition.
+in order on one partition. Imported only by the Kafka transport (and the services), so an
+SDK that sends over HTTP never imports aiokafka.
 
 Why zstd: aiokafka compresses lz4 at level 9 (about 36 MB/s of event JSON on this
 machine's cores, 15% of an SDK process's CPU at full rate), zstd at its default level
@@ -15,8 +16,6 @@ import asyncio
 from typing import Iterable
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
 from schemas.limits import MAX_EVENT_BYTES
 
@@ -58,36 +57,3 @@ class EventProducer:
         futures = [await self.enqueue(run_id, value) for run_id, value in events]
         if futures:
             await asyncio.gather(*futures)
-
-
-def min_insync_replicas(replicas: int) -> int:
-    """``min.insync.replicas`` for a replication factor: a majority from 3 up (3 -> 2), else 1.
-
-    With 3 replicas and 2 in sync, an acks=all write survives losing any one broker and
-    the topic keeps accepting writes while one is down.
-    """
-    return (replicas + 1) // 2 if replicas >= 3 else 1
-
-
-async def ensure_topic(bootstrap: str, topic: str, partitions: int, *, replication: int | None = None) -> None:
-    """Create the event topic if it does not exist.
-
-    ``replication`` None chooses from the cluster: 3 replicas when it has at least three
-    live brokers, else as many as it has (1 on a single broker), with
-    :func:`min_insync_replicas` in sync. An existing topic is left as it is.
-    """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        if topic in set(await admin.list_topics()):
-            return
-        if replication is None:
-            replication = max(1, min(3, len((await admin.describe_cluster())["brokers"])))
-        configs = {"min.insync.replicas": str(min_insync_replicas(replication))}
-        try:
-            await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=replication,
-                                                topic_configs=configs)])
-        except TopicAlreadyExistsError:
-            pass
-    finally:
-        await admin.close()

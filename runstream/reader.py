@@ -1,0 +1,58 @@
+"""The SDK's reads (query API GETs, downloads) run on a loop of their own.
+
+Apart from the sender's loop: reading a run never starts a Kafka producer or waits behind
+event sending, and a long download never holds up delivery. One daemon thread and one
+aiohttp session per process, started on the first read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from typing import Any, Callable, Coroutine, TypeVar
+
+import aiohttp
+import orjson
+
+T = TypeVar("T")
+
+
+class Reader:
+    """A daemon thread running an event loop with one HTTP session; :meth:`call` runs a
+    coroutine function on it from any thread."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._session: aiohttp.ClientSession | None = None
+        threading.Thread(target=self._loop.run_forever, name="runstream-reader", daemon=True).start()
+
+    def call(self, fn: Callable[[aiohttp.ClientSession], Coroutine[Any, Any, T]], timeout: float | None = 60) -> T:
+        """Run ``fn(session)`` on the reader's loop and return its result (or raise its error)."""
+        return asyncio.run_coroutine_threadsafe(self._run(fn), self._loop).result(timeout)
+
+    async def _run(self, fn: Callable[[aiohttp.ClientSession], Coroutine[Any, Any, T]]) -> T:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(json_serialize=lambda o: orjson.dumps(o).decode())
+        return await fn(self._session)
+
+
+_reader: Reader | None = None
+_lock = threading.Lock()
+
+
+def reader() -> Reader:
+    """This process's reader, started on first use."""
+    global _reader
+    with _lock:
+        if _reader is None:
+            _reader = Reader()
+        return _reader
+
+
+def _forget_after_fork() -> None:
+    global _reader
+    _reader = None  # the thread is not in the child
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
