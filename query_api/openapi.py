@@ -132,7 +132,7 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "Bad parameter", 404: "Not found", 422: "as-of history too large to fold", 503: "Not ready",
+    text = {400: "Bad parameter", 404: "Not found", 422: "as-of history too large to fold", 503: "Database unavailable or not ready (see Retry-After)",
             504: "min_seq not reached in time"}
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
 
@@ -244,8 +244,12 @@ def _paths() -> dict[str, Any]:
             _cached(_json({"allOf": [_ref("Run"), {"type": "object", "properties": {
                 "properties": {"type": "object"},
                 "children": {"type": "array", "items": {"type": "string", "format": "uuid"}},
+                "dead_letters": {**_INT, "description": (
+                    "Events or single points/rows of this run the processors could not store and set "
+                    "aside (not yet re-driven); `runstream dead-letters list --run ID` shows them and "
+                    "`runstream dead-letters retry` re-drives them. Not in as-of answers.")},
                 "as_of": {**_AS_OF_POINT, "description": "Only with as_of_seq or as_of."}}}]})),
-            400, 404, 422, 504,
+            400, 404, 422, 503, 504,
         ), AS_OF_DESCRIPTION),
         "/api/runs/{run_id}/metrics": _described(_get(
             "get_metrics; or as of an event or time", [

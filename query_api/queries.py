@@ -49,7 +49,8 @@ SELECT {_run_columns}, r.properties,
        ARRAY(SELECT ROW({_summary_fields}) FROM metric_summaries s
              WHERE s.run_id = r.run_id ORDER BY s.name) AS summaries,
        ARRAY(SELECT c.run_id FROM runs c WHERE c.parent_run_id = r.run_id
-             ORDER BY c.started_at, c.run_id) AS children
+             ORDER BY c.started_at, c.run_id) AS children,
+       (SELECT count(*) FROM dead_letters d WHERE d.run_id = r.run_id AND d.retried_at IS NULL) AS dead_letters
 FROM runs r WHERE r.run_id = $1"""
 
 RUNS_BY_IDS = f"SELECT {_run_columns} FROM runs r WHERE r.run_id = ANY($1::uuid[])"
@@ -444,6 +445,7 @@ async def run_detail(db: Db, run_id: uuid.UUID, min_seq: int | None = None, wait
         "tags": dict(r["tags"]),
         "metrics": {s[0]: summary_of(*s[1:]) for s in r["summaries"]},
         "children": r["children"],
+        "dead_letters": r["dead_letters"],
     }
 
 

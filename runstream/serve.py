@@ -13,10 +13,13 @@ import gc
 import logging
 import signal
 
+import asyncpg
+
 from aiohttp import web
 
 from processors.metrics import start_server as start_metrics
 from processors.runner import Processor, pool as processor_pool
+from runstream.dbfaults import backoff
 from runstream.settings import Settings
 from schemas.migrate import migrate
 
@@ -61,7 +64,7 @@ async def serve(settings: Settings, *, processors: int = 1, api: bool = True, ga
                 metrics = await start_metrics(members, settings.metrics_host, settings.metrics_port)
                 if metrics is not None:
                     runners.append(metrics)
-                workers = [asyncio.create_task(p.run(stop)) for p in members]
+                workers = [asyncio.create_task(_supervise(members, i, settings, pool, stop)) for i in range(processors)]
                 log.info("serving: %d processor(s), api=%s, gateway=%s", processors, api, gateway)
                 await asyncio.gather(*workers)
         else:
@@ -69,6 +72,26 @@ async def serve(settings: Settings, *, processors: int = 1, api: bool = True, ga
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
+
+
+async def _supervise(members: list[Processor], i: int, settings: Settings, pool: "asyncpg.Pool",
+                     stop: asyncio.Event) -> None:
+    """Run processor ``i`` until ``stop``; if it fails, replace it (after a backoff) rather
+    than let ``serve`` exit: the new member resumes from the offsets stored with the data,
+    so nothing is lost or written twice. (Bad events do not get here: they are
+    dead-lettered; this is the last line for whatever else goes wrong.)"""
+    attempt = 0
+    while True:
+        try:
+            await members[i].run(stop)
+            return
+        except Exception:
+            log.exception("processor %d failed; restarting it", i)
+        await asyncio.sleep(backoff(attempt))
+        attempt += 1
+        if stop.is_set():
+            return
+        members[i] = Processor(settings, pool)  # the metrics endpoint reads the list: it sees the new one
 
 
 async def _start(app: web.Application, host: str, port: int) -> web.AppRunner:
