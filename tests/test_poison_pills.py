@@ -29,6 +29,7 @@ from runstream.settings import Settings
 from schemas import events as ev
 from tests.conftest import start_serve, stop, unique, wait_for
 from tests.support import events
+from tests.support.rejects import reject_step
 
 
 @pytest.fixture(scope="module")
@@ -165,27 +166,10 @@ async def test_a_point_the_database_rejects_is_dead_lettered_alone(settings: Set
 
 @pytest.fixture()
 def reject_step_7(db: Any) -> Iterator[tuple[str, Callable[[], None]]]:
-    """A run id whose metric point at step 7 the database rejects (a row trigger), and the
-    fix (dropping it)."""
+    """A run id whose metric point at step 7 the database rejects, and the fix."""
     run_id = events.new_run_id()
-    fn, trig = unique("reject_fn").replace("-", "_"), unique("reject_trg").replace("-", "_")
-    db.execute(f"CREATE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql AS "
-               f"$$BEGIN RAISE EXCEPTION 'test rejects step 7 of run %', NEW.run_id; END$$")
-    db.execute(f"CREATE TRIGGER {trig} BEFORE INSERT ON metric_points FOR EACH ROW "
-               f"WHEN (NEW.run_id = '{run_id}' AND NEW.step = 7) EXECUTE FUNCTION {fn}()")
-    dropped = False
-
-    def fix() -> None:
-        nonlocal dropped
-        if not dropped:
-            db.execute(f"DROP TRIGGER {trig} ON metric_points")
-            db.execute(f"DROP FUNCTION {fn}()")
-            dropped = True
-
-    try:
+    with reject_step(db, run_id, 7) as fix:
         yield run_id, fix
-    finally:
-        fix()
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:

@@ -33,6 +33,8 @@ export interface Run {
 export interface RunDetail extends Run {
   properties: Record<string, Value> | null;
   children: string[];
+  /** Events or single points/rows the processors set aside (`runstream dead-letters list`). */
+  dead_letters?: number;
 }
 
 export interface Experiment {
