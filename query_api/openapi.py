@@ -247,7 +247,7 @@ def _paths() -> dict[str, Any]:
                 "dead_letters": {**_INT, "description": (
                     "Events or single points/rows of this run the processors could not store and set "
                     "aside (not yet re-driven); `runstream dead-letters list --run ID` shows them and "
-                    "`runstream dead-letters retry` re-drives them. Not in as-of answers.")},
+                    "`runstream dead-letters retry` re-drives them. As of a seq: those up to it.")},
                 "as_of": {**_AS_OF_POINT, "description": "Only with as_of_seq or as_of."}}}]})),
             400, 404, 422, 503, 504,
         ), AS_OF_DESCRIPTION),

@@ -57,6 +57,10 @@ RUNS_BY_IDS = f"SELECT {_run_columns} FROM runs r WHERE r.run_id = ANY($1::uuid[
 
 RUN_LAST_SEQ = "SELECT last_seq FROM runs WHERE run_id = $1"
 
+# Pending dead letters of a run up to a seq (the as-of detail's count).
+DEAD_LETTERS_UP_TO = ("SELECT count(*) FROM dead_letters WHERE run_id = $1 AND retried_at IS NULL "
+                      "AND (seq IS NULL OR seq <= $2)")
+
 # UNION (not UNION ALL) so that a parent cycle in bad data still terminates.
 RUN_TREE = """
 WITH RECURSIVE tree(run_id, last_seq) AS (
@@ -263,6 +267,7 @@ EXAMPLE_PARAMS: dict[str, tuple[Any, ...]] = {
     "RUN_BY_ID": (_RUN,),
     "RUNS_BY_IDS": ([_RUN],),
     "RUN_LAST_SEQ": (_RUN,),
+    "DEAD_LETTERS_UP_TO": (_RUN, 10),
     "RUN_TREE": (_RUN,),
     "TAGS_FOR_RUNS": ([_RUN],),
     "SUMMARIES_FOR_RUNS": ([_RUN], ["mse"]),
@@ -423,6 +428,11 @@ async def _tags_and_summaries(
     for r in await db.fetch(SUMMARIES_FOR_RUNS, run_ids, list(names)):
         summaries[r["run_id"]][r["name"]] = _summary(r)
     return tags, summaries
+
+
+async def dead_letters_up_to(db: Db, run_id: uuid.UUID, seq: int) -> int:
+    """Pending dead letters of ``run_id`` at or below ``seq`` (those with no seq included)."""
+    return await db.fetchval(DEAD_LETTERS_UP_TO, run_id, seq)
 
 
 async def run_detail(db: Db, run_id: uuid.UUID, min_seq: int | None = None, wait_ms: int = 0) -> dict[str, Any]:

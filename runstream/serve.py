@@ -14,6 +14,7 @@ import logging
 import signal
 
 import asyncpg
+import psycopg
 
 from aiohttp import web
 
@@ -42,8 +43,9 @@ def tune_gc() -> None:
 
 async def serve(settings: Settings, *, processors: int = 1, api: bool = True, gateway: bool = True,
                 stop: asyncio.Event | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (or ``stop``). Applies pending migrations first."""
-    await asyncio.to_thread(migrate, settings.database_url)
+    """Serve until SIGTERM/SIGINT (or ``stop``). Applies pending migrations first (waiting,
+    with backoff, while the database does not accept connections)."""
+    await _migrate_when_up(settings)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -72,6 +74,24 @@ async def serve(settings: Settings, *, processors: int = 1, api: bool = True, ga
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
+
+
+MIGRATE_ATTEMPTS = 30
+"""Start-up waits about two minutes for the database, then fails (a wrong URL says so)."""
+
+
+async def _migrate_when_up(settings: Settings) -> None:
+    attempt = 0
+    while True:
+        try:
+            await asyncio.to_thread(migrate, settings.database_url)
+            return
+        except psycopg.OperationalError as exc:  # cannot connect (down, starting, shutting down)
+            if attempt + 1 >= MIGRATE_ATTEMPTS:
+                raise
+            log.warning("database unavailable for migrations (%s); retrying", str(exc).strip().splitlines()[0])
+            await asyncio.sleep(backoff(attempt))
+            attempt += 1
 
 
 async def _supervise(members: list[Processor], i: int, settings: Settings, pool: "asyncpg.Pool",

@@ -29,7 +29,7 @@ def test_migrating_again_is_a_no_op_and_timescale_stays_pending_without_the_exte
     assert report.timescaledb is False
     assert report.pending == ["0002_timescale"]
     recorded = [r[0] for r in db.execute("SELECT version FROM schema_migrations ORDER BY version")]
-    assert recorded == [1, 3, 4]  # 0003_metric_rollups and 0004_events_lz4 run everywhere
+    assert recorded == [1, 3, 4, 5]  # 0003_metric_rollups, 0004_events_lz4 and 0005_dead_letter_detail run everywhere
 
 
 def test_event_bodies_are_compressed_with_lz4(db: Any) -> None:
