@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -204,7 +205,8 @@ class Processor:
                     received.append(Received(events.decode(raw), raw, tp.topic, tp.partition, msg.offset))
                 except Exception as exc:  # any failure to decode (invalid UTF-8, too deep, ...) is this message's
                     reason = str(exc) if isinstance(exc, events.EventError) else f"{type(exc).__name__}: {exc}"
-                    dead.append(DeadLetter(tp.topic, tp.partition, msg.offset, msg.key, raw, reason))
+                    dead.append(DeadLetter(tp.topic, tp.partition, msg.offset, msg.key, raw, reason,
+                                           run_id=_key_run_id(msg.key)))
             positions[(tp.topic, tp.partition)] = messages[-1].offset
         try:
             prepared = materialize([r.event for r in received], columnar=True)
@@ -263,6 +265,14 @@ class Processor:
         self.stats.new_events += result.new
         self.stats.duplicates += result.duplicates
         self.stats.points += result.points
+
+
+def _key_run_id(key: bytes | None) -> str | None:
+    """The run a message that did not decode belongs to: its Kafka key, when that is a run id."""
+    try:
+        return str(uuid.UUID(key.decode("ascii"))) if key else None
+    except (UnicodeDecodeError, ValueError):
+        return None
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

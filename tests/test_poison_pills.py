@@ -184,35 +184,57 @@ async def test_rejected_point_beside_good_ones_counts_in_the_api_and_is_re_drive
     steps = list(range(100))  # long enough for the columnar path
     await produce_raw(s, run_id, [events.started(run_id, unique("reject")), events.points(run_id, 1, "x", steps),
                                   events.points(run_id, 2, "y", [0, 1]),
-                                  events.event(run_id, 3, "run.status", {"status": "completed"})])
+                                  events.points(run_id, 3, "z", [7]),  # its only point is rejected: the whole event
+                                  events.event(run_id, 4, "run.status", {"status": "completed"})])
     wait_for(lambda: db.execute("SELECT status FROM runs WHERE run_id = %s", (run_id,)).fetchone() == ("completed",),
              what="the run to complete")
     assert point_steps(db, run_id, "x") == [s_ for s_ in steps if s_ != 7]
     assert point_steps(db, run_id, "y") == [0, 1]
-    ((_, seq, item, reason),) = letters(db, run_id)
-    assert (seq, item) == (1, 7) and "test rejects step 7" in reason
+    assert point_steps(db, run_id, "z") == []
+    assert [r[1:3] for r in letters(db, run_id)] == [(1, 7), (3, -1)]
+    assert all("test rejects step 7" in r[3] for r in letters(db, run_id))
+    assert db.execute("SELECT count(*) FROM events WHERE run_id = %s AND seq = 3", (run_id,)).fetchone() == (0,)
     detail = await api_json(s, f"/api/runs/{run_id}")
-    assert detail["dead_letters"] == 1
+    assert detail["dead_letters"] == 2
     assert process.poll() is None
 
     listed = cli(s, "list", "--run", run_id)
     assert listed.returncode == 0 and f"run={run_id}\tseq=1\titem=7" in listed.stdout
-    still = cli(s, "retry", "--run", run_id)  # not fixed yet: stays, with its (new) reason
-    assert still.returncode == 1 and "0 stored, 1 still failing" in still.stdout
-    assert len(letters(db, run_id)) == 1
+    assert f"run={run_id}\tseq=3\titem=-1" in listed.stdout
+    still = cli(s, "retry", "--run", run_id)  # not fixed yet: they stay, with their (new) reasons
+    assert still.returncode == 1 and "0 stored, 2 still failing" in still.stdout
+    assert len(letters(db, run_id)) == 2
 
     fix()
     fixed = cli(s, "retry", "--run", run_id)
-    assert fixed.returncode == 0 and "1 stored, 0 still failing" in fixed.stdout, fixed.stdout + fixed.stderr
+    assert fixed.returncode == 0 and "2 stored, 0 still failing" in fixed.stdout, fixed.stdout + fixed.stderr
     assert point_steps(db, run_id, "x") == steps
+    assert point_steps(db, run_id, "z") == [7]
+    assert db.execute("SELECT count(*) FROM events WHERE run_id = %s AND seq = 3", (run_id,)).fetchone() == (1,)
     assert db.execute("SELECT count FROM metric_summaries WHERE run_id = %s AND name = 'x'", (run_id,)).fetchone() == (100,)
     again = cli(s, "retry", "--run", run_id)  # nothing pending: nothing written twice
     assert again.returncode == 0 and "re-drove 0" in again.stdout
-    assert point_steps(db, run_id, "x") == steps
+    assert point_steps(db, run_id, "x") == steps and point_steps(db, run_id, "z") == [7]
     assert letters(db, run_id) == []
-    assert "retried" in cli(s, "list", "--run", run_id, "--all").stdout
+    assert cli(s, "list", "--run", run_id, "--all").stdout.count("retried") == 2
     detail = await api_json(s, f"/api/runs/{run_id}")
     assert detail["dead_letters"] == 0
+
+
+async def test_retrying_bytes_that_still_do_not_decode_keeps_them(own: tuple[Settings, Any], db: Any) -> None:
+    s, _ = own
+    run_id = events.new_run_id()
+    bad = events.event(run_id, 1, "tag.set", {"key": "k", "value": "AAAA"}).replace(b"AAAA", b"\xff\xfe")
+    (offset, _) = await produce_raw(s, run_id, [bad, events.started(run_id, unique("undecodable"))])
+    wait_for(lambda: db.execute("SELECT 1 FROM runs WHERE run_id = %s", (run_id,)).fetchone(), what="the start")
+    (letter_id,) = db.execute('SELECT id FROM dead_letters WHERE topic = %s AND "offset" = %s AND retried_at IS NULL',
+                              (s.topic, offset)).fetchone()
+    out = cli(s, "retry", "--id", str(letter_id))
+    assert out.returncode == 1 and f"{letter_id}\tstill failing:" in out.stdout and "1 still failing" in out.stdout
+    assert db.execute("SELECT retried_at FROM dead_letters WHERE id = %s", (letter_id,)).fetchone() == (None,)
+    # It did not decode, but its Kafka key names the run: the run counts it.
+    assert [r[1:3] for r in letters(db, run_id)] == [(None, -1)]
+    assert (await api_json(s, f"/api/runs/{run_id}"))["dead_letters"] == 1
 
 
 def test_dead_letters_cli_names_bad_input(settings: Settings) -> None:
