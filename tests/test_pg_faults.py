@@ -94,17 +94,18 @@ def statuses(url: str, run_ids: list[str]) -> list[str]:
         return [r[0] for r in conn.execute("SELECT status FROM runs WHERE run_id = ANY(%s::uuid[])", (run_ids,))]
 
 
-async def produce_load(s: Settings, run_ids: list[str]) -> None:
-    """seq 0 run.started, seq 1..N points (steps continue, value = step), N+1 completed;
-    produced in chunks so that the processors write while it goes on."""
-    experiment = unique("pgfault")
-    await events.produce(s, [(r, events.started(r, experiment)) for r in run_ids])
-    for seq in range(1, EVENTS_PER_RUN + 1):
+async def produce_load(s: Settings, run_ids: list[str], seqs: range = range(EVENTS_PER_RUN + 2)) -> None:
+    """seq 0 run.started, seq 1..N points (steps continue, value = step), N+1 completed
+    (those of ``seqs``); produced in chunks so that the processors write while it goes on."""
+    if 0 in seqs:
+        await events.produce(s, [(r, events.started(r, unique("pgfault"))) for r in run_ids])
+    for seq in range(max(seqs.start, 1), min(seqs.stop, EVENTS_PER_RUN + 1)):
         first = (seq - 1) * POINTS_PER_EVENT
         await events.produce(s, [(r, events.points(r, seq, "x", list(range(first, first + POINTS_PER_EVENT))))
                                  for r in run_ids])
-    await events.produce(s, [(r, events.event(r, EVENTS_PER_RUN + 1, "run.status", {"status": "completed"}))
-                             for r in run_ids])
+    if EVENTS_PER_RUN + 1 in seqs:
+        await events.produce(s, [(r, events.event(r, EVENTS_PER_RUN + 1, "run.status", {"status": "completed"}))
+                                 for r in run_ids])
 
 
 def assert_each_point_once(url: str, run_ids: list[str]) -> None:
@@ -130,13 +131,16 @@ async def test_immediate_stop_with_the_processor_killed_at_the_same_time_stores_
     run_ids = [events.new_run_id() for _ in range(RUNS)]
     serve = start_serve(s, "--no-api", "--no-gateway", log=log)
     try:
-        load = asyncio.create_task(produce_load(s, run_ids))
+        half = EVENTS_PER_RUN // 2
+        load = asyncio.create_task(produce_load(s, run_ids, range(0, half)))
         await asyncio.to_thread(wait_for, lambda: stored(s.database_url, run_ids) > 0, timeout=60,
                                 what="the first points stored")
         serve.send_signal(signal.SIGKILL)
         own_pg.stop("immediate")
         serve.wait(30)
-        await load  # the rest reaches Kafka while the processor and the database are down
+        await load
+        # The rest reaches Kafka while the processor and the database are down.
+        await produce_load(s, run_ids, range(half, EVENTS_PER_RUN + 2))
         own_pg.start()
         assert 0 < stored(s.database_url, run_ids) < TOTAL, "the faults hit the load midway"
         serve = start_serve(s, "--no-api", "--no-gateway", log=log)

@@ -146,14 +146,20 @@ async def test_a_point_the_database_rejects_is_dead_lettered_alone(settings: Set
     try:
         results: list[Any] = []
         dead: list[Any] = []
-        async with conn.transaction():
+        tx = conn.transaction()  # rolled back at the end: these bodies are not real messages
+        await tx.start()
+        try:
             for r in received:
                 await salvage.write_one(conn, r, results, dead)
-        stored_rows = await conn.fetch("SELECT idx, cells::text FROM table_rows WHERE run_id = $1 ORDER BY idx", run_id)
-        stored_points = await conn.fetch(
-            "SELECT name, step FROM metric_points WHERE run_id = $1 ORDER BY name, step", run_id)
-        archived = await conn.fetchval("SELECT count(*) FROM events WHERE run_id = $1", run_id)
-        counts = await conn.fetch("SELECT name, count FROM metric_summaries WHERE run_id = $1 ORDER BY name", run_id)
+            stored_rows = await conn.fetch("SELECT idx, cells::text FROM table_rows WHERE run_id = $1 ORDER BY idx",
+                                           run_id)
+            stored_points = await conn.fetch(
+                "SELECT name, step FROM metric_points WHERE run_id = $1 ORDER BY name, step", run_id)
+            archived = await conn.fetchval("SELECT count(*) FROM events WHERE run_id = $1", run_id)
+            counts = await conn.fetch("SELECT name, count FROM metric_summaries WHERE run_id = $1 ORDER BY name",
+                                      run_id)
+        finally:
+            await tx.rollback()
     finally:
         await conn.close()
     assert [(d.seq, d.item) for d in dead] == [(1, 1), (2, 3)]  # items count over the event's series
