@@ -17,6 +17,7 @@ large fetches, in ``(run_id, seq)`` order (the primary key's).
 from __future__ import annotations
 
 import asyncio
+import uuid
 import gc
 import signal
 import sys
@@ -29,7 +30,7 @@ import asyncpg
 import msgspec
 import orjson
 
-from processors import store
+from processors import items, store
 from processors.materialize import Materialized, materialize
 from schemas import events as ev
 
@@ -68,6 +69,25 @@ def decode_all(bodies: list[bytes]) -> list[ev.Event]:
     return out
 
 
+DEAD_ITEMS = ("SELECT run_id, seq, array_agg(item) FROM dead_letters "
+              "WHERE retried_at IS NULL AND item >= 0 AND run_id IS NOT NULL GROUP BY run_id, seq")
+
+
+def _canonical(run_id: str) -> str:
+    return str(uuid.UUID(run_id))
+
+
+def _stored_items(event: ev.Event, dead: set[int]) -> list[Materialized]:
+    """The rows of ``event`` without its dead-lettered items, one Materialized per run of
+    consecutive stored items (each keeps the row/line indexes it has in the event)."""
+    out, lo, n = [], 0, items.item_count(event)
+    for i in sorted(dead) + [n]:
+        if lo < i:
+            out.append(items.materialize_items(event, lo, i))
+        lo = i + 1
+    return out
+
+
 @dataclass
 class Loaded:
     """What one load wrote."""
@@ -98,8 +118,12 @@ class Loader:
         self.size = 0
         self.queue: asyncio.Queue[Materialized | None] = asyncio.Queue(maxsize=1)
         self.task: asyncio.Task[None] | None = None
+        self.dead: dict[tuple[str, int], set[int]] = {}
+        """Points/rows dead-lettered out of archived events (processors.salvage): not replayed,
+        as live processing did not store them (until ``runstream dead-letters retry``)."""
 
     async def __aenter__(self) -> "Loader":
+        self.dead = {(str(r), q): set(i) for r, q, i in await self.conn.fetch(DEAD_ITEMS)}
         if self.pipelined:
             self.task = asyncio.create_task(self._write_loop())
         return self
@@ -134,6 +158,20 @@ class Loader:
             return
         batch = decode_all(self.bodies)
         self.bodies, self.size = [], 0
+        pieces: list[Materialized] = []
+        if self.dead:
+            whole = [e for e in batch if (_canonical(e.run_id), e.seq) not in self.dead]
+            pieces = [p for e in batch if len(whole) != len(batch) and (_canonical(e.run_id), e.seq) in self.dead
+                      for p in _stored_items(e, self.dead[(_canonical(e.run_id), e.seq)])]
+            self.result.events += len(batch) - len(whole)
+            batch = whole
+        for piece in pieces:
+            self.result.points += piece.point_count
+            self.result.runs.update(piece.runs)
+            if self.task is not None:
+                await self._put(piece)
+            else:
+                await store.write_projections(self.conn, piece, notify=False)
         m = materialize(batch, columnar=True)
         r = self.result
         r.events += len(batch)

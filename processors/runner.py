@@ -4,8 +4,11 @@ Auto-commit is off; the offsets live in ``consumer_offsets`` and are written in 
 transaction as the rows they produced (aiokafka's local-state-consumer pattern with the
 database as the state). On assignment the consumer seeks past the stored offsets. A
 message that does not validate becomes a dead letter in that same transaction, so the
-partition keeps flowing. If the database rejects a batch's data, the batch is retried
-one event at a time (in savepoints) so only the offending event is dead-lettered.
+partition keeps flowing. If the database (or materializing) rejects a batch's data, the
+batch is retried one event at a time (in savepoints), and a rejected event is bisected
+(processors.items) so that only its offending point/row is dead-lettered: its neighbours
+are stored. No exception raised by one event stops the partition; only a failure of the
+database connection (processors.dbfaults) is retried, whole, with capped backoff.
 
 Fetching and writing overlap: while one batch's transaction is in PostgreSQL, the next
 batch is fetched, decoded and materialized (a queue of one between the two tasks), so
@@ -18,16 +21,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from ingest.topic import ensure_topic
-from processors import store
+from processors import salvage, store
 from processors.materialize import Materialized, materialize
 from processors.metrics import BATCH_SIZE_BUCKETS, WRITE_SECONDS_BUCKETS, Buckets
 from processors.store import DeadLetter, Received
+from processors.dbfaults import backoff, is_transient
 from runstream.settings import Settings
 from schemas import events
 
@@ -132,9 +137,20 @@ class Processor:
         )
 
     async def seek_to_stored(self, partitions: set[TopicPartition]) -> None:
-        """Position each partition just after the last offset the database holds."""
-        async with self.pool.acquire() as conn:
-            stored = await store.load_offsets(conn, self.settings.processor_group, self.settings.topic)
+        """Position each partition just after the last offset the database holds (waiting,
+        with backoff, while the database is unavailable: a guess would re-read or skip)."""
+        attempt = 0
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    stored = await store.load_offsets(conn, self.settings.processor_group, self.settings.topic)
+                break
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("database unavailable while seeking (%s: %s); retrying", type(exc).__name__, exc)
+                await asyncio.sleep(backoff(attempt))
+                attempt += 1
         for tp in partitions:
             if tp.partition in stored:
                 self.consumer.seek(tp, stored[tp.partition] + 1)
@@ -187,8 +203,10 @@ class Processor:
                 raw = msg.value if msg.value is not None else b""
                 try:
                     received.append(Received(events.decode(raw), raw, tp.topic, tp.partition, msg.offset))
-                except events.EventError as exc:
-                    dead.append(DeadLetter(tp.topic, tp.partition, msg.offset, msg.key, raw, str(exc)))
+                except Exception as exc:  # any failure to decode (invalid UTF-8, too deep, ...) is this message's
+                    reason = str(exc) if isinstance(exc, events.EventError) else f"{type(exc).__name__}: {exc}"
+                    dead.append(DeadLetter(tp.topic, tp.partition, msg.offset, msg.key, raw, reason,
+                                           run_id=_key_run_id(msg.key)))
             positions[(tp.topic, tp.partition)] = messages[-1].offset
         try:
             prepared = materialize([r.event for r in received], columnar=True)
@@ -199,13 +217,19 @@ class Processor:
     async def _handle(self, p: Prepared) -> None:
         received, dead, positions = p.received, p.dead, p.positions
         started = time.perf_counter()
+        attempt = 0
         while True:
             try:
                 await self._write(received, dead, positions, p.materialized)
                 break
-            except (asyncpg.PostgresConnectionError, OSError) as exc:
-                log.warning("database unavailable (%s); retrying the batch", exc)
-                await asyncio.sleep(1.0)  # backoff before reconnecting; the batch is retried whole
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                # However PostgreSQL went away (immediate/fast/smart stop, restart, closed
+                # port): the transaction did not commit, so the batch is retried whole.
+                log.warning("database unavailable (%s: %s); retrying the batch", type(exc).__name__, exc)
+                await asyncio.sleep(backoff(attempt))
+                attempt += 1
         elapsed = time.perf_counter() - started
         self.stats.write_seconds += elapsed
         self.stats.write_latency.observe(elapsed)
@@ -223,15 +247,14 @@ class Processor:
                 try:
                     async with conn.transaction():  # savepoint: fall back to one at a time
                         results.append(await store.write_events(conn, received, prepared))
-                except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
-                    log.warning("batch rejected by the database (%s); writing events one at a time", exc)
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise
+                    log.warning("batch rejected (%s: %s); writing events one at a time", type(exc).__name__, exc)
                     for r in received:
-                        try:
-                            async with conn.transaction():
-                                results.append(await store.write_events(conn, [r]))
-                        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as one:
-                            dead.append(DeadLetter(r.topic, r.partition, r.offset, r.event.run_id.encode(), r.raw,
-                                                   f"rejected by the database: {one.__class__.__name__}: {one}"))
+                        await salvage.write_one(conn, r, results, dead)
+                for result in results:
+                    dead.extend(DeadLetter.of(c, salvage.conflict_reason(c)) for c in result.conflicts)
                 await store.write_dead_letters(conn, dead)
                 await store.save_offsets(conn, self.settings.processor_group, positions)
         for result in results:
@@ -242,6 +265,14 @@ class Processor:
         self.stats.new_events += result.new
         self.stats.duplicates += result.duplicates
         self.stats.points += result.points
+
+
+def _key_run_id(key: bytes | None) -> str | None:
+    """The run a message that did not decode belongs to: its Kafka key, when that is a run id."""
+    try:
+        return str(uuid.UUID(key.decode("ascii"))) if key else None
+    except (UnicodeDecodeError, ValueError):
+        return None
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

@@ -65,10 +65,21 @@ ON CONFLICT (run_id, name, shift, block) DO UPDATE SET
                    THEN excluded.hi_step ELSE r.hi_step END
 """
 
+# A run's row is created by its run.started. Events of the run archived before it (a
+# status or points that overtook the start on the way) are counted in: last_seq is the
+# archive's highest seq, and the status/error/end are the latest run.status archived.
+# (Cheap: when the start comes first, as usual, only the start itself is in the archive.)
 INSERT_RUN = """
 INSERT INTO runs (run_id, experiment, name, parent_run_id, kind, status, properties,
-                  started_at, updated_at, last_seq)
-VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $8, -1)
+                  started_at, updated_at, last_seq, error, ended_at)
+SELECT $1, $2, $3, $4, $5, COALESCE(early.status, $6), $7::jsonb, $8, GREATEST($8, early.ts),
+       COALESCE((SELECT max(seq) FROM events WHERE run_id = $1), -1), early.error,
+       CASE WHEN early.status IS NULL OR early.status = 'running' THEN NULL ELSE early.ts END
+FROM (SELECT 1) AS one LEFT JOIN LATERAL (
+    SELECT b->'payload'->>'status' AS status, b->'payload'->>'error' AS error, ts
+    FROM (SELECT convert_from(body, 'UTF8')::json AS b, ts FROM events
+          WHERE run_id = $1 AND type = 'run.status' ORDER BY seq DESC LIMIT 1) AS s
+) AS early ON true
 ON CONFLICT (run_id) DO NOTHING
 """
 
@@ -114,8 +125,21 @@ ON CONFLICT (run_id, name) DO UPDATE SET
 """
 
 INSERT_DEAD_LETTER = """
-INSERT INTO dead_letters (topic, partition, "offset", key, raw, reason) VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (topic, partition, "offset") DO NOTHING
+INSERT INTO dead_letters (topic, partition, "offset", key, raw, reason, run_id, seq, item)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (topic, partition, "offset", item) DO NOTHING
+"""
+
+# (run, seq) pairs of the staged batch that the archive already holds with another
+# timestamp or event id: a re-send with different content. Only events at or below their
+# run's stored last_seq can be one, so the archive is probed for those alone. They are
+# taken out of the stage (the first copy is kept) and dead-lettered by the caller.
+TAKE_CONFLICTS = f"""
+DELETE FROM {ARCHIVE_STAGE_TABLE} AS s USING runs AS r
+WHERE r.run_id = s.run_id AND s.seq <= r.last_seq
+  AND EXISTS (SELECT 1 FROM events AS e WHERE e.run_id = s.run_id AND e.seq = s.seq
+              AND (e.ts <> s.ts OR e.event_id <> s.event_id))
+RETURNING s.partition, s."offset"
 """
 
 UPSERT_OFFSET = """
@@ -149,12 +173,24 @@ class Received(msgspec.Struct, frozen=True, gc=False):
 
 @dataclass(frozen=True)
 class DeadLetter:
+    """A message (or one item of it) set aside with the reason; see migration 0005."""
+
     topic: str
     partition: int
     offset: int
     key: bytes | None
     raw: bytes
     reason: str
+    run_id: str | None = None
+    seq: int | None = None
+    item: int = -1
+    """The rejected point/row/line of the event (processors.items); -1: the whole event."""
+
+    @classmethod
+    def of(cls, r: "Received", reason: str, item: int = -1) -> "DeadLetter":
+        """A dead letter for a decoded message ``r``."""
+        return cls(r.topic, r.partition, r.offset, r.event.run_id.encode(), r.raw, reason, r.event.run_id,
+                   r.event.seq, item)
 
 
 @dataclass(frozen=True)
@@ -162,27 +198,47 @@ class WriteResult:
     new: int
     duplicates: int
     points: int
+    conflicts: tuple["Received", ...] = ()
+    """Re-sends of an archived (run, seq) with other content: not stored, to dead-letter."""
 
 
-async def archive(conn: asyncpg.Connection, received: list[Received]) -> list[ev.Event]:
-    """Insert into the event archive; return the events that were not there yet, in order.
+INT64_MAX = 2**63 - 1
+REASON_MAX_CHARS = 4000
+
+
+def reason_text(reason: str) -> str:
+    """A reason PostgreSQL can store (no NUL, whatever the exception quoted) and bounded."""
+    reason = reason.replace("\x00", "\\x00")
+    return reason if len(reason) <= REASON_MAX_CHARS else reason[:REASON_MAX_CHARS] + "..."
+
+
+async def archive(conn: asyncpg.Connection, received: list[Received]) -> tuple[list[ev.Event], list[Received]]:
+    """Insert into the event archive; return the events that were not there yet, in order,
+    and the conflicts: events whose (run, seq) is archived (or earlier in the batch) with
+    another timestamp or event id. Those are not archived; the first copy stays.
 
     The rows are copied into the staging table, then inserted from it. First (in a
     savepoint) only the new rows are counted: when every event is new, which is the
     normal case, no per-event result is built. Otherwise it is redone asking which."""
     if not received:
-        return []
+        return [], []
+    received, conflicts = _first_copies(received)
     events = [r.event for r in received]
     await conn.execute(ARCHIVE_STAGE)
     await conn.copy_records_to_table(ARCHIVE_STAGE_TABLE, columns=ARCHIVE_COLUMNS, records=[
         (e.run_id, e.seq, to_datetime(e.ts), e.__struct_config__.tag, e.v, e.event_id, r.raw, r.topic, r.partition,
          r.offset) for e, r in zip(events, received)])
+    taken = {(p, o) for p, o in await conn.fetch(TAKE_CONFLICTS)}
+    if taken:
+        conflicts += [r for r in received if (r.partition, r.offset) in taken]
+        received = [r for r in received if (r.partition, r.offset) not in taken]
+        events = [r.event for r in received]
     if len({(e.run_id, e.seq) for e in events}) == len(events):
         try:
             async with conn.transaction():
                 if await conn.fetchval(ARCHIVE_COUNT) != len(events):
                     raise _Redelivered()  # rolls the savepoint back
-            return events
+            return events, conflicts
         except _Redelivered:
             pass
     inserted = {(run_id, seq) for run_id, seq in await conn.fetch(ARCHIVE)}
@@ -192,7 +248,23 @@ async def archive(conn: asyncpg.Connection, received: list[Received]) -> list[ev
         if key in inserted:
             inserted.discard(key)  # a duplicate inside the same batch is new only once
             new.append(r.event)
-    return new
+    return new, conflicts
+
+
+def _first_copies(received: list[Received]) -> tuple[list[Received], list[Received]]:
+    """Split off later copies of a (run, seq) within the batch that differ from the first
+    (another ts or event id); identical copies stay (the archive counts them duplicates)."""
+    first: dict[tuple[str, int], ev.Event] = {}
+    conflicts: list[Received] = []
+    for r in received:
+        e = r.event
+        seen = first.setdefault((e.run_id, e.seq), e)
+        if seen is not e and (seen.ts != e.ts or seen.event_id != e.event_id):
+            conflicts.append(r)
+    if not conflicts:
+        return received, conflicts
+    out = set(map(id, conflicts))
+    return [r for r in received if id(r) not in out], conflicts
 
 
 class _Redelivered(Exception):
@@ -250,7 +322,10 @@ async def _many(conn: asyncpg.Connection, sql: str, rows: Iterable[tuple[Any, ..
 
 
 async def write_dead_letters(conn: asyncpg.Connection, dead: list[DeadLetter]) -> None:
-    await _many(conn, INSERT_DEAD_LETTER, [(d.topic, d.partition, d.offset, d.key, d.raw, d.reason) for d in dead])
+    """Record ``dead`` (a seq beyond bigint is recorded without it: it is why it failed)."""
+    await _many(conn, INSERT_DEAD_LETTER, [
+        (d.topic, d.partition, d.offset, d.key, d.raw, reason_text(d.reason), d.run_id,
+         d.seq if d.seq is not None and 0 <= d.seq <= INT64_MAX else None, d.item) for d in dead])
 
 
 async def save_offsets(conn: asyncpg.Connection, group_id: str, positions: dict[tuple[str, int], int]) -> None:
@@ -268,8 +343,9 @@ async def write_events(conn: asyncpg.Connection, received: list[Received],
 
     ``prepared``: ``materialize`` of every event of ``received``, done ahead (while the
     previous batch was being written); used as is when every event turns out new."""
-    new = await archive(conn, received)
+    new, conflicts = await archive(conn, received)
     if prepared is None or len(new) != len(received):
         prepared = materialize(new, columnar=True)
     await write_projections(conn, prepared)
-    return WriteResult(new=len(new), duplicates=len(received) - len(new), points=prepared.point_count)
+    return WriteResult(new=len(new), duplicates=len(received) - len(new) - len(conflicts),
+                       points=prepared.point_count, conflicts=tuple(conflicts))

@@ -3,8 +3,9 @@ turns them into JSON.
 
 Every error response has the same body: ``{"error": {"status": 404, "message": "..."}}``.
 Domain code raises an :class:`HttpError` subclass; aiohttp's own HTTP errors (unknown
-route, wrong method) are reshaped the same way; anything unexpected is logged with its
-traceback and answered with a bare 500 that leaks nothing.
+route, wrong method) are reshaped the same way; a database that is unavailable (down,
+restarting, shutting down: processors.dbfaults) is a 503 with ``Retry-After``; anything
+unexpected is logged with its traceback and answered with a bare 500 that leaks nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any, Awaitable, Callable
 
 import orjson
 from aiohttp import web
+
+from processors.dbfaults import is_transient
 
 __all__ = [
     "HttpError",
@@ -30,6 +33,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("runstream.query_api")
+
+RETRY_AFTER_S = 5
+"""``Retry-After`` of a 503: about how long a PostgreSQL restart takes."""
 
 
 class HttpError(Exception):
@@ -115,7 +121,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except HttpError as exc:
-        return _error(exc.status, exc.message, **exc.details)
+        response = _error(exc.status, exc.message, **exc.details)
+        if exc.status == 503:
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -123,7 +132,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except Exception:
+    except Exception as exc:
+        if is_transient(exc):
+            # Named by class only: the message may quote SQL or the server's address.
+            log.warning("database unavailable in %s %s: %s", request.method, request.path, type(exc).__name__)
+            response = _error(503, f"database unavailable ({type(exc).__name__}); retry later",
+                              retry_after=RETRY_AFTER_S)
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return response
         log.exception("unhandled error in %s %s", request.method, request.path)
         return _error(500, "internal server error")
 

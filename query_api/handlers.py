@@ -304,7 +304,9 @@ async def run(request: web.Request) -> web.Response:
             last_seq = await reached(request, scope)
             f = await asof.fold(request.app[POOL], scope.run_id, last_seq, point, columnar=True)
             children = await asof.children_of(request.app[POOL], f)
-            return Answer(asof.detail(f, children), last_seq, dict.fromkeys(children), structural=True)
+            detail = asof.detail(f, children)
+            detail["dead_letters"] = await queries.dead_letters_up_to(request.app[POOL], scope.run_id, f.seq)
+            return Answer(detail, last_seq, dict.fromkeys(children), structural=True)
         detail = await queries.run_detail(request.app[POOL], scope.run_id, scope.min_seq, scope.wait_ms)
         # It lists the children: their events and new children change it.
         return Answer(detail, detail["last_seq"], dict.fromkeys(detail["children"]), structural=True)

@@ -134,7 +134,7 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "Bad parameter", 404: "Not found", 422: "as-of history too large to fold", 503: "Not ready",
+    text = {400: "Bad parameter", 404: "Not found", 422: "as-of history too large to fold", 503: "Database unavailable or not ready (see Retry-After)",
             504: "min_seq not reached in time"}
     return {str(c): _json(_ref("ErrorResponse"), text[c]) for c in codes}
 
@@ -193,7 +193,7 @@ def _paths() -> dict[str, Any]:
             "One run with properties, tags, summaries and child ids; or as of an event or time",
             [_RUN_ID, *_WAIT, *_AS_OF],
             _cached(_json(_ref("RunDetail"))),
-            400, 404, 422, 504,
+            400, 404, 422, 503, 504,
         ), AS_OF_DESCRIPTION),
         "/api/runs/{run_id}/metrics": _described(_get(
             "get_metrics; or as of an event or time", [

@@ -50,12 +50,17 @@ SELECT {_run_columns}, r.properties,
        ARRAY(SELECT ROW({_summary_fields}) FROM metric_summaries s
              WHERE s.run_id = r.run_id ORDER BY s.name) AS summaries,
        ARRAY(SELECT c.run_id FROM runs c WHERE c.parent_run_id = r.run_id
-             ORDER BY c.started_at, c.run_id) AS children
+             ORDER BY c.started_at, c.run_id) AS children,
+       (SELECT count(*) FROM dead_letters d WHERE d.run_id = r.run_id AND d.retried_at IS NULL) AS dead_letters
 FROM runs r WHERE r.run_id = $1"""
 
 RUNS_BY_IDS = f"SELECT {_run_columns} FROM runs r WHERE r.run_id = ANY($1::uuid[])"
 
 RUN_LAST_SEQ = "SELECT last_seq FROM runs WHERE run_id = $1"
+
+# Pending dead letters of a run up to a seq (the as-of detail's count).
+DEAD_LETTERS_UP_TO = ("SELECT count(*) FROM dead_letters WHERE run_id = $1 AND retried_at IS NULL "
+                      "AND (seq IS NULL OR seq <= $2)")
 
 # UNION (not UNION ALL) so that a parent cycle in bad data still terminates.
 RUN_TREE = """
@@ -390,6 +395,11 @@ async def _tags_and_summaries(
     return tags, summaries
 
 
+async def dead_letters_up_to(db: Db, run_id: uuid.UUID, seq: int) -> int:
+    """Pending dead letters of ``run_id`` at or below ``seq`` (those with no seq included)."""
+    return await db.fetchval(DEAD_LETTERS_UP_TO, run_id, seq)
+
+
 async def run_detail(db: Db, run_id: uuid.UUID, min_seq: int | None = None, wait_ms: int = 0) -> api.RunDetail:
     """One run with its properties, tags, metric summaries and child run ids.
 
@@ -410,6 +420,7 @@ async def run_detail(db: Db, run_id: uuid.UUID, min_seq: int | None = None, wait
         "tags": dict(r["tags"]),
         "metrics": {s[0]: summary_of(*s[1:]) for s in r["summaries"]},
         "children": r["children"],
+        "dead_letters": r["dead_letters"],
     }
 
 

@@ -15,6 +15,9 @@ from runstream.settings import Settings
 app = typer.Typer(help="runstream: event-sourced run history for machine learning.", no_args_is_help=True)
 services_app = typer.Typer(help="Local Kafka and PostgreSQL for development (no Docker needed).", no_args_is_help=True)
 app.add_typer(services_app, name="services")
+dead_letters_app = typer.Typer(help="Events (or single points/rows) the processors could not store.",
+                               no_args_is_help=True)
+app.add_typer(dead_letters_app, name="dead-letters")
 
 STATE_DIR = typer.Option(None, "--state-dir", help="Where the local services keep their data (default ./.state/stack).")
 
@@ -198,6 +201,58 @@ def demo(state_dir: Optional[Path] = STATE_DIR,
     from runstream.demo import main
 
     main(_state_dir(state_dir), keep_running=keep_running)
+
+
+def _run_id(value: Optional[str]) -> Optional[str]:
+    import uuid
+
+    if value is not None:
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            raise typer.BadParameter(f"--run {value!r} is not a run id (a UUID)") from None
+    return value
+
+
+async def _with_db(work):  # type: ignore[no-untyped-def]
+    import asyncpg
+
+    conn = await asyncpg.connect(Settings.from_env().database_url)
+    try:
+        return await work(conn)
+    finally:
+        await conn.close()
+
+
+@dead_letters_app.command("list")
+def dead_letters_list(run: Optional[str] = typer.Option(None, "--run", help="Only this run's."),
+                      limit: int = typer.Option(100, "--limit", min=1, help="At most this many."),
+                      all_: bool = typer.Option(False, "--all", help="Include those already re-driven.")) -> None:
+    """List dead letters, oldest first: id, run, seq, item (-1 = whole event), where, reason."""
+    from processors.deadletters import list_letters
+
+    letters = asyncio.run(_with_db(lambda conn: list_letters(conn, _run_id(run), limit, all_)))
+    for d in letters:
+        state = f" retried {d.retried_at:%Y-%m-%d %H:%M:%S}" if d.retried_at else ""
+        typer.echo(f"{d.id}\trun={d.run_id or '-'}\tseq={'-' if d.seq is None else d.seq}\titem={d.item}\t"
+                   f"{d.topic}/{d.partition}@{d.offset}\t{d.reason}{state}")
+    typer.echo(f"{len(letters)} dead letter(s)", err=True)
+
+
+@dead_letters_app.command("retry")
+def dead_letters_retry(run: Optional[str] = typer.Option(None, "--run", help="Only this run's."),
+                       ids: Optional[list[int]] = typer.Option(None, "--id", help="Only these (repeatable).")) -> None:
+    """Re-drive pending dead letters (after a fix): stored ones are marked retried, the rest keep a new reason."""
+    from processors.deadletters import retry
+
+    outcomes = asyncio.run(_with_db(lambda conn: retry(conn, _run_id(run), ids or ())))
+    for o in outcomes:
+        if not o.stored:
+            typer.echo(f"{o.id}\tstill failing: {o.reason}")
+    stored = sum(o.stored for o in outcomes)
+    typer.echo(f"re-drove {len(outcomes)} dead letter(s): {stored} stored, {len(outcomes) - stored} still failing")
+    if stored < len(outcomes):
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,14 @@ import gc
 import logging
 import signal
 
+import asyncpg
+import psycopg
+
 from aiohttp import web
 
 from processors.metrics import start_server as start_metrics
 from processors.runner import Processor, pool as processor_pool
+from processors.dbfaults import backoff
 from runstream.settings import Settings
 from schemas.migrate import migrate
 
@@ -39,8 +43,9 @@ def tune_gc() -> None:
 
 async def serve(settings: Settings, *, processors: int = 1, api: bool = True, gateway: bool = True,
                 stop: asyncio.Event | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (or ``stop``). Applies pending migrations first."""
-    await asyncio.to_thread(migrate, settings.database_url)
+    """Serve until SIGTERM/SIGINT (or ``stop``). Applies pending migrations first (waiting,
+    with backoff, while the database does not accept connections)."""
+    await _migrate_when_up(settings)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -61,7 +66,7 @@ async def serve(settings: Settings, *, processors: int = 1, api: bool = True, ga
                 metrics = await start_metrics(members, settings.metrics_host, settings.metrics_port)
                 if metrics is not None:
                     runners.append(metrics)
-                workers = [asyncio.create_task(p.run(stop)) for p in members]
+                workers = [asyncio.create_task(_supervise(members, i, settings, pool, stop)) for i in range(processors)]
                 log.info("serving: %d processor(s), api=%s, gateway=%s", processors, api, gateway)
                 await asyncio.gather(*workers)
         else:
@@ -69,6 +74,44 @@ async def serve(settings: Settings, *, processors: int = 1, api: bool = True, ga
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
+
+
+MIGRATE_ATTEMPTS = 30
+"""Start-up waits about two minutes for the database, then fails (a wrong URL says so)."""
+
+
+async def _migrate_when_up(settings: Settings) -> None:
+    attempt = 0
+    while True:
+        try:
+            await asyncio.to_thread(migrate, settings.database_url)
+            return
+        except psycopg.OperationalError as exc:  # cannot connect (down, starting, shutting down)
+            if attempt + 1 >= MIGRATE_ATTEMPTS:
+                raise
+            log.warning("database unavailable for migrations (%s); retrying", str(exc).strip().splitlines()[0])
+            await asyncio.sleep(backoff(attempt))
+            attempt += 1
+
+
+async def _supervise(members: list[Processor], i: int, settings: Settings, pool: "asyncpg.Pool",
+                     stop: asyncio.Event) -> None:
+    """Run processor ``i`` until ``stop``; if it fails, replace it (after a backoff) rather
+    than let ``serve`` exit: the new member resumes from the offsets stored with the data,
+    so nothing is lost or written twice. (Bad events do not get here: they are
+    dead-lettered; this is the last line for whatever else goes wrong.)"""
+    attempt = 0
+    while True:
+        try:
+            await members[i].run(stop)
+            return
+        except Exception:
+            log.exception("processor %d failed; restarting it", i)
+        await asyncio.sleep(backoff(attempt))
+        attempt += 1
+        if stop.is_set():
+            return
+        members[i] = Processor(settings, pool)  # the metrics endpoint reads the list: it sees the new one
 
 
 async def _start(app: web.Application, host: str, port: int) -> web.AppRunner:

@@ -501,3 +501,39 @@ def test_ten_thousand_runs_page_and_sort_on_the_server(page: Any, workspace: Wor
     print(f"10,000 runs: first page {loaded * 1000:.0f} ms, next page {paged * 1000:.0f} ms, "
           f"sort flipped {resorted * 1000:.0f} ms")
     shot(page, "runs-10k")
+
+
+def _produce(settings: Settings, messages: list[tuple[str, bytes]]) -> None:
+    """Produce straight to Kafka (in a thread: Playwright's sync API holds this thread's loop)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.support.events import produce
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, produce(settings, messages)).result()
+
+
+def test_run_page_shows_its_dead_letter_count(page: Any, services: Settings, db: Any) -> None:
+    from tests.support import events
+    from tests.support.rejects import reject_step
+
+    run_id = events.new_run_id()
+    with reject_step(db, run_id, 3):
+        _produce(services, [(run_id, events.started(run_id, unique("ui-dead"))),
+                                        (run_id, events.points(run_id, 1, "x", list(range(6)))),
+                                        (run_id, events.event(run_id, 2, "run.status", {"status": "completed"}))])
+        wait_for(lambda: api_get(services, f"/api/runs/{run_id}")["status"] == "completed" if _exists(services, run_id)
+                 else False, what="the run to complete")
+    page.goto(f"/runs/{run_id}")
+    page.locator("#run-status [data-status='completed']").wait_for()
+    assert page.locator("#run-dead-letters").inner_text() == "1"
+    assert "runstream dead-letters list" in (page.locator("#run-dead-letters").get_attribute("title") or "")
+
+
+def _exists(settings: Settings, run_id: str) -> bool:
+    try:
+        api_get(settings, f"/api/runs/{run_id}")
+        return True
+    except urllib.error.HTTPError:
+        return False

@@ -31,6 +31,7 @@ EXAMPLE_PARAMS: dict[str, tuple[Any, ...]] = {
     "RUN_BY_ID": (RUN,),
     "RUNS_BY_IDS": ([RUN],),
     "RUN_LAST_SEQ": (RUN,),
+    "DEAD_LETTERS_UP_TO": (RUN, 10),
     "RUN_TREE": (RUN,),
     "TAGS_FOR_RUNS": ([RUN],),
     "SUMMARIES_FOR_RUNS": ([RUN], ["mse"]),

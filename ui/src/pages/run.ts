@@ -82,6 +82,10 @@ export async function runPage({ root, signal, crumbs }: PageContext, runId: stri
       item("Ended", fmtTime(run.ended_at) || "—"),
       item("Duration", fmtDuration(duration) || "—"),
       item("Events", String(run.last_seq + 1)),
+      run.dead_letters
+        ? [h("dt", null, "Dead letters"), h("dd", { id: "run-dead-letters", class: "dead-letters",
+            title: "Not stored: see `runstream dead-letters list --run " + run.run_id + "`" }, String(run.dead_letters))]
+        : null,
       Object.entries(run.properties ?? {}).map(([k, v]) => item(k, fmtValue(v))),
       run.error ? [h("dt", null, "Error"), h("dd", { class: "wide" }, h("pre", { class: "error" }, run.error))] : null,
     );
