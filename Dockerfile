@@ -20,21 +20,21 @@ WORKDIR /src
 # Dependencies first, read from pyproject.toml alone, so editing code does not
 # reinstall them (this layer stays cached until pyproject.toml changes).
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['server']))" \
         > /tmp/requirements.txt \
     && pip install --no-cache-dir -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
-# The packages of [tool.setuptools.packages.find] include (tests/test_compose.py checks
-# that this list keeps up with pyproject.toml). Package data (migrations, JSON Schema,
-# devstack files) lives inside them.
+# The folders of [tool.setuptools.package-dir] (tests/test_compose.py checks that this
+# list keeps up with pyproject.toml), installed with the server extra. Package data
+# (migrations, JSON Schema) lives inside them; the dev-only runstream/devstack is not
+# installed.
 COPY runstream ./runstream
 COPY ingest ./ingest
 COPY processors ./processors
 COPY query_api ./query_api
 COPY schemas ./schemas
-COPY benchmarks ./benchmarks
-RUN pip install --no-cache-dir . && rm -rf build *.egg-info
+RUN pip install --no-cache-dir ".[server]" && rm -rf build *.egg-info
 
 # Unprivileged user. The blob directory is created here, owned by that user, because an
 # empty named volume mounted over it copies the directory's ownership on first use.

@@ -19,9 +19,10 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from benchmarks.faults import FaultStack, Workload, count, expected_sum, start_stack, wait_stored, wait_until
 from runstream import devstack
@@ -325,7 +326,7 @@ def table(results: list[Result]) -> str:
 def render(results: list[Result], sizes: Sizes, args: argparse.Namespace) -> str:
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "unknown"
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     mode = "quick" if args.quick else "full"
     return (f"Measured {when} at commit `{commit}` (`runstream chaos{' --quick' if args.quick else ''}"
             f"{' --only ' + args.only if args.only else ''}`, {mode}: {sizes.points:,} points per script at "

@@ -9,13 +9,15 @@ import logging
 import sys
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import asyncpg
 
-from benchmarks import cpu, mlflow_baseline, services as svc, workloads
+from benchmarks import cpu, mlflow_baseline, workloads
+from benchmarks import services as svc
 from benchmarks.results import Row, cpu_table, machine, table, write_json
 
 ROWS = ("batched", "single", "raw", "latency", "vector", "concurrent", "rebuild", "reads", "mlflow")

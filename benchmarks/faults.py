@@ -15,9 +15,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import psycopg
@@ -27,8 +28,8 @@ from benchmarks.services import stop as stop_services
 from runstream import devstack
 from runstream.devstack import postgres
 from runstream.devstack.stack import free_ports
+from runstream.schemas.migrate import migrate
 from runstream.settings import Settings
-from schemas.migrate import migrate
 
 POLL_S = 0.05
 

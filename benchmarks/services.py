@@ -15,8 +15,8 @@ from pathlib import Path
 
 from runstream import devstack
 from runstream.devstack.stack import free_ports
+from runstream.schemas.migrate import migrate
 from runstream.settings import Settings
-from schemas.migrate import migrate
 
 REPO = Path(__file__).resolve().parent.parent
 

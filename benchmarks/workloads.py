@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -28,9 +28,9 @@ from uuid6 import uuid7
 from benchmarks import cpu
 from benchmarks.results import Row
 from benchmarks.services import REPO, Services
-from ingest.topic import ensure_topic
+from runstream.ingest.topic import ensure_topic
 from runstream.producer import EventProducer
-from schemas import notify
+from runstream.schemas import notify
 
 POLL_S = 0.02
 
@@ -261,7 +261,7 @@ async def raw_copy(b: Bench) -> Row:
     total = b.sizes.batched_points
     chunk = 50_000
     run_ids = [uuid.uuid4() for _ in range(b.sizes.batched_procs * b.sizes.batched_runs)]
-    ts = datetime.now(timezone.utc)
+    ts = datetime.now(UTC)
     per_run = total // len(run_ids)
     columns = ("run_id", "name", "step", "ts", "value", "text", "kind")
     records = [(r, f"m{i % 2}", i // 2, ts, i * 0.001, None, 0) for r in run_ids for i in range(per_run)]
@@ -440,7 +440,7 @@ async def rebuild(b: Bench, *, whole: bool) -> Row:
     copied = await b.pool.fetchval("SELECT count(*) FROM metric_points p WHERE NOT EXISTS "
                                    "(SELECT 1 FROM events e WHERE e.run_id = p.run_id)")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "processors.replay", "--json", cwd=REPO, env=b.services.env(),
+        sys.executable, "-m", "runstream.processors.replay", "--json", cwd=REPO, env=b.services.env(),
         stdout=asyncio.subprocess.PIPE)
     b.profile("replay-whole" if whole else "replay", proc.pid, 6)
     out, _ = await proc.communicate()

@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import msgspec
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from runstream.blobstore import BlobError, LocalBlobStore
-from ingest.topic import ensure_topic
+from runstream.ingest.topic import ensure_topic
 from runstream.producer import EventProducer
-from query_api.errors import BadRequest, PayloadTooLarge, Unavailable, Unprocessable, error_middleware, json_response
-from runstream.settings import Settings
-from schemas import events
-from schemas.blobs import is_sha256
-from schemas.limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES
+from runstream.query_api.errors import BadRequest, PayloadTooLarge, Unavailable, Unprocessable, error_middleware, json_response
+from runstream.schemas import events
+from runstream.schemas.blobs import is_sha256
+from runstream.schemas.limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES
+from runstream.settings import ServiceSettings
 
 PRODUCER = web.AppKey("producer", EventProducer)
 BLOBS = web.AppKey("blobs", LocalBlobStore)
@@ -111,7 +112,7 @@ async def health(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: ServiceSettings) -> web.Application:
     """The gateway app: a started producer and the blob store live for the app's life."""
     app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[error_middleware])
     app[BLOBS] = LocalBlobStore(settings.blob_dir)
@@ -132,5 +133,5 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-def main(settings: Settings) -> None:
+def main(settings: ServiceSettings) -> None:
     web.run_app(create_app(settings), host=settings.gateway_host, port=settings.gateway_port)

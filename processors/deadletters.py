@@ -15,16 +15,17 @@ One that still fails stays pending with its new reason.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any
 
 import asyncpg
 
-from processors import items, salvage, store
-from processors.store import DeadLetter, Received
-from processors.dbfaults import is_transient
-from schemas import events
+from runstream.processors import items, salvage, store
+from runstream.processors.dbfaults import is_transient
+from runstream.processors.store import DeadLetter, Received
+from runstream.schemas import events
 
 LIST = """
 SELECT id, run_id::text, seq, item, topic, partition, "offset", reason, received_at, retried_at

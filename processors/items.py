@@ -15,8 +15,8 @@ from typing import Any
 
 from msgspec import structs
 
-from processors.materialize import Materialized, materialize
-from schemas import events as ev
+from runstream.processors.materialize import Materialized, materialize
+from runstream.schemas import events as ev
 
 
 def item_count(event: ev.Event) -> int:

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from processors import columnar as col
-from schemas import events as ev
-from schemas.events import NonFinite
+from runstream.processors import columnar as col
+from runstream.schemas import events as ev
+from runstream.schemas.events import NonFinite
 
 KIND_FLOAT, KIND_INT, KIND_BOOL, KIND_STR = 0, 1, 2, 3
-_UTC = timezone.utc
+_UTC = UTC
 EXACT_INT = 2**53
 """The largest magnitude below which float64 holds every int exactly."""
 COLUMNAR_MIN_POINTS = 64
@@ -203,7 +203,7 @@ class Materialized:
             cols[9].extend(b.hi_step.tolist())
         return cols
 
-    def add_points(self, run_id: str, seq: int, name: str, summary: "Summary", steps: Any, values: list[Any],
+    def add_points(self, run_id: str, seq: int, name: str, summary: Summary, steps: Any, values: list[Any],
                    times: list[float] | float, columnar: bool) -> None:
         """One series of points: the columnar path if it applies, else point by point."""
         if columnar and len(values) >= COLUMNAR_MIN_POINTS and (num := col.numeric(values)) is not None:

@@ -29,7 +29,8 @@ import asyncio
 import errno
 import logging
 from bisect import bisect_left
-from typing import TYPE_CHECKING, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiokafka import TopicPartition
@@ -40,7 +41,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
-    from processors.runner import Processor
+    from runstream.processors.runner import Processor
 
 log = logging.getLogger("runstream.metrics")
 
@@ -101,7 +102,7 @@ def _le(bound: float) -> str:
 class ProcessorCollector:
     """Metric families of the given processors, built from their live ``Stats`` when collected."""
 
-    def __init__(self, processors: Sequence["Processor"]) -> None:
+    def __init__(self, processors: Sequence[Processor]) -> None:
         self.processors = list(processors)
 
     def collect(self) -> Iterable[Metric]:
@@ -128,7 +129,7 @@ class ProcessorCollector:
         yield from (sizes, seconds, lag)
 
 
-async def refresh_lag(processor: "Processor", timeout: float = LAG_TIMEOUT) -> None:
+async def refresh_lag(processor: Processor, timeout: float = LAG_TIMEOUT) -> None:
     """Replace ``processor.stats.lag`` with the lag of each assigned partition where it is known."""
     consumer = processor.consumer
 
@@ -138,7 +139,7 @@ async def refresh_lag(processor: "Processor", timeout: float = LAG_TIMEOUT) -> N
             if tp not in consumer.assignment():  # revoked meanwhile
                 return None
             highwater = consumer.highwater(tp)  # None until the partition's first fetch response
-        except (KafkaError, AssertionError, asyncio.TimeoutError):
+        except (TimeoutError, KafkaError, AssertionError):
             return None
         return None if highwater is None else (tp.partition, max(highwater - position, 0))
 
@@ -146,7 +147,7 @@ async def refresh_lag(processor: "Processor", timeout: float = LAG_TIMEOUT) -> N
     processor.stats.lag = dict(item for item in known if item is not None)
 
 
-def create_app(processors: Sequence["Processor"]) -> web.Application:
+def create_app(processors: Sequence[Processor]) -> web.Application:
     """An aiohttp app answering ``GET /metrics`` for ``processors`` (and this process' CPU and memory)."""
     registry = CollectorRegistry()
     registry.register(ProcessorCollector(processors))
@@ -162,7 +163,7 @@ def create_app(processors: Sequence["Processor"]) -> web.Application:
     return app
 
 
-async def start_server(processors: Sequence["Processor"], host: str, port: int) -> web.AppRunner | None:
+async def start_server(processors: Sequence[Processor], host: str, port: int) -> web.AppRunner | None:
     """Serve ``/metrics`` on host:port; None if ``port`` is 0 (disabled) or already taken.
 
     A taken port is logged, not fatal: several processes started on one machine with the

@@ -44,17 +44,31 @@ import time
 import traceback
 import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Awaitable, Callable, Sequence, TypeVar
+from typing import TypeVar
 
 import asyncpg
 import orjson
 
-from processors import replay_timescale, store
-from processors.replay_load import (REBUILD_SCHEMA, Channel, Loaded, Loader, NextRange, Range, ReplayError,
-                                    connect_writer, load_ranges, no_gc, quote, read_into, serve)
+from runstream.processors import replay_timescale, store
+from runstream.processors.replay_load import (
+    REBUILD_SCHEMA,
+    Channel,
+    Loaded,
+    Loader,
+    NextRange,
+    Range,
+    ReplayError,
+    connect_writer,
+    load_ranges,
+    no_gc,
+    quote,
+    read_into,
+    serve,
+)
 
 PROJECTIONS = ("experiments", "runs", "tags", "artifacts", "metric_summaries", "metric_rollups",
                "metric_points", "table_rows", "log_lines")
@@ -329,7 +343,7 @@ def _waiter(pid: int) -> Callable[[], Awaitable[int]]:
 
 async def _spawn_worker() -> _Worker:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "processors.replay_load", env=env,
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "runstream.processors.replay_load", env=env,
                                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                                                 limit=1 << 30)  # the result line lists the runs
     assert proc.stdin is not None and proc.stdout is not None
@@ -421,7 +435,7 @@ def default_workers() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from runstream.settings import Settings
+    from runstream.settings import ServiceSettings
 
     parser = argparse.ArgumentParser(prog="python -m processors.replay", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -433,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     try:
-        report = asyncio.run(rebuild(Settings.from_env().database_url, swap=not args.no_swap, workers=args.workers))
+        report = asyncio.run(rebuild(ServiceSettings.from_env().database_url, swap=not args.no_swap, workers=args.workers))
     except ReplayError as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 1

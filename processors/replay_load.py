@@ -17,22 +17,23 @@ large fetches, in ``(run_id, seq)`` order (the primary key's).
 from __future__ import annotations
 
 import asyncio
-import uuid
 import gc
 import signal
 import sys
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Awaitable, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO
 
 import asyncpg
 import msgspec
 import orjson
 
-from processors import items, store
-from processors.materialize import Materialized, materialize
-from schemas import events as ev
+from runstream.processors import items, store
+from runstream.processors.materialize import Materialized, materialize
+from runstream.schemas import events as ev
 
 REBUILD_SCHEMA = "runstream_rebuild"
 
@@ -122,7 +123,7 @@ class Loader:
         """Points/rows dead-lettered out of archived events (processors.salvage): not replayed,
         as live processing did not store them (until ``runstream dead-letters retry``)."""
 
-    async def __aenter__(self) -> "Loader":
+    async def __aenter__(self) -> Loader:
         self.dead = {(str(r), q): set(i) for r, q, i in await self.conn.fetch(DEAD_ITEMS)}
         if self.pipelined:
             self.task = asyncio.create_task(self._write_loop())

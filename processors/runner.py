@@ -27,14 +27,14 @@ from dataclasses import dataclass, field
 import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from ingest.topic import ensure_topic
-from processors import salvage, store
-from processors.materialize import Materialized, materialize
-from processors.metrics import BATCH_SIZE_BUCKETS, WRITE_SECONDS_BUCKETS, Buckets
-from processors.store import DeadLetter, Received
-from processors.dbfaults import backoff, is_transient
-from runstream.settings import Settings
-from schemas import events
+from runstream.ingest.topic import ensure_topic
+from runstream.processors import salvage, store
+from runstream.processors.dbfaults import backoff, is_transient
+from runstream.processors.materialize import Materialized, materialize
+from runstream.processors.metrics import BATCH_SIZE_BUCKETS, WRITE_SECONDS_BUCKETS, Buckets
+from runstream.processors.store import DeadLetter, Received
+from runstream.schemas import events
+from runstream.settings import ServiceSettings
 
 log = logging.getLogger("runstream.processor")
 
@@ -77,7 +77,7 @@ class Prepared:
 
 
 class _SeekOnAssign(ConsumerRebalanceListener):
-    def __init__(self, processor: "Processor") -> None:
+    def __init__(self, processor: Processor) -> None:
         self._p = processor
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -109,7 +109,7 @@ class _SeekOnAssign(ConsumerRebalanceListener):
 class Processor:
     """One consumer-group member. ``await run(stop)`` until ``stop`` is set."""
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+    def __init__(self, settings: ServiceSettings, pool: asyncpg.Pool) -> None:
         self.settings = settings
         self.pool = pool
         self.lock = asyncio.Lock()
@@ -174,7 +174,7 @@ class Processor:
             await asyncio.gather(writer, return_exceptions=True)
             await self.consumer.stop()
 
-    async def _hand_over(self, prepared: Prepared | None, writer: "asyncio.Task[None]") -> None:
+    async def _hand_over(self, prepared: Prepared | None, writer: asyncio.Task[None]) -> None:
         """Queue a batch for the writer (None: wait until everything queued is written)."""
         step = asyncio.ensure_future(self.queue.put(prepared) if prepared else self.queue.join())
         await asyncio.wait({step, writer}, return_when=asyncio.FIRST_COMPLETED)
@@ -284,6 +284,6 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     still rolls back an open transaction before calling this."""
 
 
-def pool(settings: Settings, size: int) -> asyncpg.Pool:
+def pool(settings: ServiceSettings, size: int) -> asyncpg.Pool:
     """The connection pool processors write through (``async with`` it)."""
     return asyncpg.create_pool(settings.database_url, min_size=1, max_size=size, reset=_keep_session)

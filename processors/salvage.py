@@ -16,9 +16,9 @@ import logging
 
 import asyncpg
 
-from processors import items, store
-from processors.store import DeadLetter, Received
-from processors.dbfaults import is_transient
+from runstream.processors import items, store
+from runstream.processors.dbfaults import is_transient
+from runstream.processors.store import DeadLetter, Received
 
 log = logging.getLogger("runstream.processor")
 

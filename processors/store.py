@@ -7,16 +7,17 @@ projections, record dead letters and the consumer offsets. The caller commits.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterable
+from typing import Any
 
 import asyncpg
 import msgspec
 
-from processors.columnar import copy_data
-from processors.materialize import Materialized, materialize, to_datetime
-from schemas import events as ev
-from schemas.notify import ANY, CHANNEL, run_payload
+from runstream.processors.columnar import copy_data
+from runstream.processors.materialize import Materialized, materialize, to_datetime
+from runstream.schemas import events as ev
+from runstream.schemas.notify import ANY, CHANNEL, run_payload
 
 # The archive insert goes through a per-session staging table: asyncpg's binary COPY of
 # plain records costs the client about a third of encoding the same values as ten
@@ -187,7 +188,7 @@ class DeadLetter:
     """The rejected point/row/line of the event (processors.items); -1: the whole event."""
 
     @classmethod
-    def of(cls, r: "Received", reason: str, item: int = -1) -> "DeadLetter":
+    def of(cls, r: Received, reason: str, item: int = -1) -> DeadLetter:
         """A dead letter for a decoded message ``r``."""
         return cls(r.topic, r.partition, r.offset, r.event.run_id.encode(), r.raw, reason, r.event.run_id,
                    r.event.seq, item)
@@ -198,7 +199,7 @@ class WriteResult:
     new: int
     duplicates: int
     points: int
-    conflicts: tuple["Received", ...] = ()
+    conflicts: tuple[Received, ...] = ()
     """Re-sends of an archived (run, seq) with other content: not stored, to dead-letter."""
 
 

@@ -1,7 +1,7 @@
 """``python -m query_api``: serve the query API with settings from ``RUNSTREAM_*``."""
 
-from query_api.app import main
-from runstream.settings import Settings
+from runstream.query_api.app import main
+from runstream.settings import ServiceSettings
 
 if __name__ == "__main__":
-    main(Settings.from_env())
+    main(ServiceSettings.from_env())

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import orjson
 from aiohttp import web
 
-from query_api import handlers, live, ui
-from query_api.cache import CACHE, ResponseCache
-from query_api.errors import error_middleware
-from query_api.handlers import POOL, SETTINGS
-from runstream.settings import Settings
+from runstream.query_api import handlers, live, ui
+from runstream.query_api.cache import CACHE, ResponseCache
+from runstream.query_api.errors import error_middleware
+from runstream.query_api.handlers import POOL, SETTINGS
+from runstream.settings import ServiceSettings
 
 __all__ = ["ROUTES", "create_app", "init_connection", "keep_session", "main", "pg_pool"]
 
@@ -89,7 +89,7 @@ async def pg_pool(app: web.Application) -> AsyncIterator[None]:
         await pool.close()
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: ServiceSettings) -> web.Application:
     """Build the query API: routes, the error middleware and the pool's lifecycle."""
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
@@ -102,7 +102,7 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-def main(settings: Settings) -> None:
+def main(settings: ServiceSettings) -> None:
     """Serve the query API on ``settings.api_host:api_port`` until interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     web.run_app(create_app(settings), host=settings.api_host, port=settings.api_port)

@@ -29,17 +29,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any
 
 import orjson
 
-from processors.materialize import Materialized, RunChange, materialize, to_datetime
-from query_api import queries
-from query_api.errors import HttpError, NotFound
-from schemas import api
-from schemas import events as ev
+from runstream.processors.materialize import Materialized, RunChange, materialize, to_datetime
+from runstream.query_api import queries
+from runstream.query_api.errors import HttpError, NotFound
+from runstream.schemas import api
+from runstream.schemas import events as ev
 
 __all__ = ["FOLDS_AT_ONCE", "MAX_BYTES", "MAX_EVENTS", "AsOf", "AsOfTooLarge", "Fold", "detail", "fold", "metrics"]
 
@@ -49,7 +50,7 @@ MAX_BYTES = 16 << 20
 """Most bytes of archived event bodies (uncompressed) one as-of answer folds."""
 FOLDS_AT_ONCE = 2
 """Folds running at once in one API process (each holds its bodies and decoded events)."""
-_FOLDS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = weakref.WeakKeyDictionary()
+_FOLDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
 
 def _fold_slot() -> asyncio.Semaphore:

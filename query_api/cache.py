@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from typing import Hashable, Mapping
+from collections.abc import Hashable, Mapping
 
 from aiohttp import web
 

@@ -31,7 +31,8 @@ with every bucket's extremes and the first and last point, on a slightly coarser
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 __all__ = [
     "MIN_MAX_POINTS",

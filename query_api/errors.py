@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
 
-from processors.dbfaults import is_transient
+from runstream.processors.dbfaults import is_transient
 
 __all__ = [
     "HttpError",

@@ -15,25 +15,26 @@ import math
 import re
 import typing
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any, Awaitable, Callable, Mapping, NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import asyncpg
 from aiohttp import web
 
-from processors.materialize import to_datetime
-from query_api import asof, openapi, queries
-from query_api.cache import CACHE
-from query_api.downsample import MIN_MAX_POINTS
-from query_api.errors import BadRequest, NotFound, NotReady, json_response
-from runstream.settings import Settings
-from schemas.blobs import blob_path, is_sha256
-from schemas.events import STATUSES
+from runstream.processors.materialize import to_datetime
+from runstream.query_api import asof, openapi, queries
+from runstream.query_api.cache import CACHE
+from runstream.query_api.downsample import MIN_MAX_POINTS
+from runstream.query_api.errors import BadRequest, NotFound, NotReady, json_response
+from runstream.schemas.blobs import blob_path, is_sha256
+from runstream.schemas.events import STATUSES
+from runstream.settings import ServiceSettings
 
 POOL = web.AppKey("pool", asyncpg.Pool)
 """The application's asyncpg pool (opened and closed by ``app.pg_pool``)."""
-SETTINGS = web.AppKey("settings", Settings)
+SETTINGS = web.AppKey("settings", ServiceSettings)
 """The settings the application was created with."""
 
 MAX_LIMIT = 1000

@@ -26,18 +26,18 @@ import contextlib
 import logging
 import os
 import uuid
-from typing import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import orjson
 from aiohttp import web
 
-from query_api import queries
-from query_api.cache import CACHE, ResponseCache
-from query_api.errors import BadRequest
-from query_api.handlers import POOL, SETTINGS, query_int, run_scope
-from schemas import api, notify
-from schemas.events import TERMINAL_STATUSES
+from runstream.query_api import queries
+from runstream.query_api.cache import CACHE, ResponseCache
+from runstream.query_api.errors import BadRequest
+from runstream.query_api.handlers import POOL, SETTINGS, query_int, run_scope
+from runstream.schemas import api, notify
+from runstream.schemas.events import TERMINAL_STATUSES
 
 __all__ = ["LISTENER", "Listener", "Subscription", "live", "setup"]
 

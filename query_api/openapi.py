@@ -13,8 +13,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from schemas import api
-from schemas.events import STATUSES, TERMINAL_STATUSES
+from runstream.schemas import api
+from runstream.schemas.events import STATUSES, TERMINAL_STATUSES
 
 __all__ = ["document"]
 
@@ -134,8 +134,8 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "Bad parameter", 404: "Not found", 422: "as-of history too large to fold", 503: "Database unavailable or not ready (see Retry-After)",
-            504: "min_seq not reached in time"}
+    text = {400: "Bad parameter", 404: "Not found", 422: "as-of history too large to fold",
+            503: "Database unavailable or not ready (see Retry-After)", 504: "min_seq not reached in time"}
     return {str(c): _json(_ref("ErrorResponse"), text[c]) for c in codes}
 
 

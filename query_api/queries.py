@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Literal, Mapping, Sequence, TypeAlias, cast
+from datetime import datetime
+from typing import Any, Literal, TypeAlias, cast
 
 import asyncpg
 import orjson
 
-from query_api import downsample as ds
-from query_api.errors import BadRequest, NotFound, WaitTimeout
-from schemas import api
-from schemas.values import encode
+from runstream.query_api import downsample as ds
+from runstream.query_api.errors import BadRequest, NotFound, WaitTimeout
+from runstream.schemas import api
+from runstream.schemas.values import encode
 
 Db: TypeAlias = "asyncpg.Pool[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]"
 """Anything that runs a statement: the app's pool or one connection."""

@@ -12,8 +12,7 @@ import orjson
 
 from runstream.errors import ApiError
 from runstream.reader import Reader
-from schemas import values
-
+from runstream.schemas import values
 
 MAX_WAIT_MS = 30_000
 """The longest ``wait_ms`` the query API accepts (``query_api.handlers.MAX_WAIT_MS``)."""

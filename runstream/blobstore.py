@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from schemas.blobs import blob_path
-from schemas.limits import MAX_ARTIFACT_BYTES
+from runstream.schemas.blobs import blob_path
+from runstream.schemas.limits import MAX_ARTIFACT_BYTES
 
 _CHUNK = 1024 * 1024
 
@@ -34,7 +34,7 @@ class LocalBlobStore:
     def exists(self, sha256: str) -> bool:
         return self.path_for(sha256).is_file()
 
-    def writer(self) -> "BlobWriter":
+    def writer(self) -> BlobWriter:
         """A writer for bytes that arrive in chunks (e.g. an HTTP upload)."""
         return BlobWriter(self)
 
@@ -79,7 +79,7 @@ class BlobWriter:
         os.replace(self._tmp, target)
         return sha, self.size
 
-    def __enter__(self) -> "BlobWriter":
+    def __enter__(self) -> BlobWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,8 +13,8 @@ import re
 from typing import Any
 
 from runstream.errors import LimitError
-from schemas import limits, values
-from schemas.events import INT64_MAX, INT64_MIN
+from runstream.schemas import limits, values
+from runstream.schemas.events import INT64_MAX, INT64_MIN
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 """NUL (PostgreSQL text and jsonb refuse it) and lone surrogates (UTF-8 cannot encode them)."""

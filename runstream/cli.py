@@ -6,11 +6,10 @@ import asyncio
 import json
 import logging
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from runstream.settings import Settings
+from runstream.settings import ClientSettings, ServiceSettings
 
 app = typer.Typer(help="runstream: event-sourced run history for machine learning.", no_args_is_help=True)
 services_app = typer.Typer(help="Local Kafka and PostgreSQL for development (no Docker needed).", no_args_is_help=True)
@@ -22,7 +21,22 @@ app.add_typer(dead_letters_app, name="dead-letters")
 STATE_DIR = typer.Option(None, "--state-dir", help="Where the local services keep their data (default ./.state/stack).")
 
 
-def _state_dir(value: Optional[Path]) -> Path:
+@services_app.callback()
+def _services_need_a_checkout() -> None:
+    _require_devstack()
+
+
+def _require_devstack() -> None:
+    """The local stack and the demo are dev tools: a wheel does not ship runstream.devstack."""
+    import importlib.util
+
+    if importlib.util.find_spec("runstream.devstack") is None:
+        typer.echo("runstream: `services` and `demo` run from a source checkout of runstream (git clone, then "
+                   "make install); this install has the SDK and the services only", err=True)
+        raise typer.Exit(2)
+
+
+def _state_dir(value: Path | None) -> Path:
     from runstream.devstack.stack import default_state_dir
 
     return value or default_state_dir()
@@ -41,27 +55,27 @@ def _service() -> None:
 
 
 @services_app.command("up")
-def services_up(state_dir: Optional[Path] = STATE_DIR, fresh: bool = typer.Option(False, help="Wipe data first."),
+def services_up(state_dir: Path | None = STATE_DIR, fresh: bool = typer.Option(False, help="Wipe data first."),
                 brokers: int = typer.Option(1, min=1, help="Kafka nodes; 3 make a replicated cluster "
                                                            "(topic replication 3, min.insync.replicas 2).")) -> None:
     """Start Kafka (KRaft) and PostgreSQL on 127.0.0.1 and print their RUNSTREAM_* variables
     (also recorded in ~/.runstream/config.json, where a plain Workspace() finds them)."""
-    from ingest.topic import ensure_topic
     from runstream import devstack, localstack
+    from runstream.ingest.topic import ensure_topic
 
     info = devstack.up(_state_dir(state_dir), kafka_port=9092, pg_port=5432, fresh=fresh, brokers=brokers)
     localstack.write(info.state_dir, {"kafka_bootstrap": info.kafka_bootstrap, "database_url": info.database_url})
-    settings = Settings.from_env(kafka_bootstrap=info.kafka_bootstrap)
+    settings = ServiceSettings.from_env(kafka_bootstrap=info.kafka_bootstrap)
     asyncio.run(ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions))
     for key, value in info.env().items():
         typer.echo(f"export {key}={value}")
 
 
 @services_app.command("down")
-def services_down(state_dir: Optional[Path] = STATE_DIR) -> None:
+def services_down(state_dir: Path | None = STATE_DIR) -> None:
     """Stop the local services and a demo's background `serve` (safe when nothing runs)."""
     from runstream import devstack, localstack
-    from runstream.demo import stop_background_serve
+    from runstream.devstack.demo import stop_background_serve
 
     stop_background_serve(_state_dir(state_dir))
     devstack.down(_state_dir(state_dir))
@@ -69,9 +83,8 @@ def services_down(state_dir: Optional[Path] = STATE_DIR) -> None:
 
 
 @services_app.command("status")
-def services_status(state_dir: Optional[Path] = STATE_DIR) -> None:
+def services_status(state_dir: Path | None = STATE_DIR) -> None:
     from runstream import devstack
-
     from runstream.devstack.stack import broker_status, render_brokers
 
     info = devstack.read_info(_state_dir(state_dir))
@@ -83,10 +96,10 @@ def services_status(state_dir: Optional[Path] = STATE_DIR) -> None:
 def migrate() -> None:
     """Apply pending SQL migrations (hypertables too where TimescaleDB is available) and
     create the event topic (the SDK never creates it)."""
-    from ingest.topic import ensure_topic
-    from schemas.migrate import migrate as run_migrations
+    from runstream.ingest.topic import ensure_topic
+    from runstream.schemas.migrate import migrate as run_migrations
 
-    settings = Settings.from_env()
+    settings = ServiceSettings.from_env()
     report = run_migrations(settings.database_url)
     typer.echo(f"applied: {report.applied or 'none'}; pending: {report.pending or 'none'}; "
                f"timescaledb: {'yes' if report.timescaledb else 'no'}")
@@ -98,12 +111,12 @@ def migrate() -> None:
 def schema(output: Path = typer.Option(Path(__file__).resolve().parent.parent / "schemas" / "json" / "events.schema.json"),
            ts: bool = typer.Option(False, "--ts", help="Also write the UI's types to ui/src/contract.ts.")) -> None:
     """Write the published JSON Schema of the events (and with --ts the UI's TypeScript types)."""
-    from schemas.events import json_schema
+    from runstream.schemas.events import json_schema
 
     output.write_text(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
     typer.echo(f"wrote {output}")
     if ts:
-        from schemas.typescript import typescript
+        from runstream.schemas.typescript import typescript
 
         target = Path(__file__).resolve().parent.parent / "ui" / "src" / "contract.ts"
         target.write_text(typescript())
@@ -118,7 +131,7 @@ def serve(processors: int = typer.Option(1, help="Processor instances in this pr
     from runstream.serve import serve as run
 
     _service()
-    asyncio.run(run(Settings.from_env(), processors=processors, api=api, gateway=gateway))
+    asyncio.run(run(ServiceSettings.from_env(), processors=processors, api=api, gateway=gateway))
 
 
 @app.command()
@@ -127,35 +140,35 @@ def processor() -> None:
     from runstream.serve import serve as run
 
     _service()
-    asyncio.run(run(Settings.from_env(), processors=1, api=False, gateway=False))
+    asyncio.run(run(ServiceSettings.from_env(), processors=1, api=False, gateway=False))
 
 
 @app.command("gateway")
 def gateway_cmd() -> None:
     """Run the HTTP ingest gateway."""
-    from ingest.gateway import main
+    from runstream.ingest.gateway import main
 
     _service()
-    main(Settings.from_env())
+    main(ServiceSettings.from_env())
 
 
 @app.command("api")
 def api_cmd() -> None:
     """Run the query API."""
-    from query_api.app import main
+    from runstream.query_api.app import main
 
     _service()
-    main(Settings.from_env())
+    main(ServiceSettings.from_env())
 
 
 @app.command()
-def sync(path: Optional[Path] = typer.Argument(None, help="A spool directory or one run's folder in it "
+def sync(path: Path | None = typer.Argument(None, help="A spool directory or one run's folder in it "
                                                           "(default: RUNSTREAM_SPOOL_DIR).")) -> None:
     """Upload offline runs from the local spool, in order; running it again sends nothing twice."""
     from runstream.errors import RunstreamError
     from runstream.spool import sync as run_sync
 
-    settings = Settings.from_env()
+    settings = ClientSettings.from_env()
     try:
         report = run_sync(settings, path)
     except RunstreamError as exc:
@@ -173,37 +186,48 @@ _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help
 @app.command(context_settings=_PASS_THROUGH, add_help_option=False)
 def replay(ctx: typer.Context) -> None:
     """Rebuild every projection from the events archive and swap it in (options: runstream replay --help)."""
-    from processors.replay import main
+    from runstream.processors.replay import main
 
     raise typer.Exit(main(ctx.args))
+
+
+def _checkout_module(module: str, args: list[str]) -> int:
+    """Run ``python -m <module>`` of benchmarks/, which only a source checkout has (no wheel
+    ships it): from the checkout this runstream was installed from (editable)."""
+    import subprocess
+    import sys
+
+    checkout = Path(__file__).resolve().parent.parent
+    if not (checkout / "benchmarks" / "__init__.py").is_file():
+        typer.echo(f"runstream: {module.split('.')[0]} runs from a source checkout of runstream "
+                   "(git clone, then make install); this install has none", err=True)
+        return 2
+    return subprocess.call([sys.executable, "-m", module, *args], cwd=checkout)
 
 
 @app.command(context_settings=_PASS_THROUGH, add_help_option=False)
 def bench(ctx: typer.Context) -> None:
     """Measure the pipeline against SPEC §9 and MLflow; prints a table (options: runstream bench --help)."""
-    from benchmarks.cli import main
-
-    raise typer.Exit(main(ctx.args))
+    raise typer.Exit(_checkout_module("benchmarks", ctx.args))
 
 
 @app.command(context_settings=_PASS_THROUGH, add_help_option=False)
 def chaos(ctx: typer.Context) -> None:
     """Inject each fault into a real stack under a known workload; prints the loss table (options: runstream chaos --help)."""
-    from benchmarks.chaos import main
-
-    raise typer.Exit(main(ctx.args))
+    raise typer.Exit(_checkout_module("benchmarks.chaos", ctx.args))
 
 
 @app.command()
-def demo(state_dir: Optional[Path] = STATE_DIR,
+def demo(state_dir: Path | None = STATE_DIR,
          keep_running: bool = typer.Option(True, help="Leave the services running for the web UI afterwards.")) -> None:
     """The seed's sweep end to end: start everything, submit the seed's option 2, print the best run and the UI's URL."""
-    from runstream.demo import main
+    _require_devstack()
+    from runstream.devstack.demo import main
 
     main(_state_dir(state_dir), keep_running=keep_running)
 
 
-def _run_id(value: Optional[str]) -> Optional[str]:
+def _run_id(value: str | None) -> str | None:
     import uuid
 
     if value is not None:
@@ -217,7 +241,7 @@ def _run_id(value: Optional[str]) -> Optional[str]:
 async def _with_db(work):  # type: ignore[no-untyped-def]
     import asyncpg
 
-    conn = await asyncpg.connect(Settings.from_env().database_url)
+    conn = await asyncpg.connect(ServiceSettings.from_env().database_url)
     try:
         return await work(conn)
     finally:
@@ -225,30 +249,32 @@ async def _with_db(work):  # type: ignore[no-untyped-def]
 
 
 @dead_letters_app.command("list")
-def dead_letters_list(run: Optional[str] = typer.Option(None, "--run", help="Only this run's."),
+def dead_letters_list(run: str | None = typer.Option(None, "--run", help="Only this run's."),
                       limit: int = typer.Option(100, "--limit", min=1, help="At most this many."),
                       all_: bool = typer.Option(False, "--all", help="Include those already re-driven.")) -> None:
-    """List dead letters, oldest first: id, run, seq, item (-1 = whole event), where, reason."""
-    from processors.deadletters import list_letters
+    """List dead letters, oldest first: id, run, seq, item (-1 = whole event), where, when, reason."""
+    from runstream.processors.deadletters import list_letters
 
     letters = asyncio.run(_with_db(lambda conn: list_letters(conn, _run_id(run), limit, all_)))
     for d in letters:
         state = f" retried {d.retried_at:%Y-%m-%d %H:%M:%S}" if d.retried_at else ""
         typer.echo(f"{d.id}\trun={d.run_id or '-'}\tseq={'-' if d.seq is None else d.seq}\titem={d.item}\t"
-                   f"{d.topic}/{d.partition}@{d.offset}\t{d.reason}{state}")
+                   f"{d.topic}/{d.partition}@{d.offset}\t{d.received_at:%Y-%m-%d %H:%M:%S}\t{d.reason}{state}")
     typer.echo(f"{len(letters)} dead letter(s)", err=True)
 
 
 @dead_letters_app.command("retry")
-def dead_letters_retry(run: Optional[str] = typer.Option(None, "--run", help="Only this run's."),
-                       ids: Optional[list[int]] = typer.Option(None, "--id", help="Only these (repeatable).")) -> None:
+def dead_letters_retry(run: str | None = typer.Option(None, "--run", help="Only this run's."),
+                       ids: list[int] | None = typer.Option(None, "--id", help="Only these (repeatable).")) -> None:
     """Re-drive pending dead letters (after a fix): stored ones are marked retried, the rest keep a new reason."""
-    from processors.deadletters import retry
+    from runstream.processors.deadletters import retry
 
     outcomes = asyncio.run(_with_db(lambda conn: retry(conn, _run_id(run), ids or ())))
     for o in outcomes:
         if not o.stored:
             typer.echo(f"{o.id}\tstill failing: {o.reason}")
+        elif o.new_letters:
+            typer.echo(f"{o.id}\tstored, but {o.new_letters} of its points/rows still fail (new dead letters)")
     stored = sum(o.stored for o in outcomes)
     typer.echo(f"re-drove {len(outcomes)} dead letter(s): {stored} stored, {len(outcomes) - stored} still failing")
     if stored < len(outcomes):

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from runstream.errors import RunstreamError
-from runstream.settings import Settings
+from runstream.settings import ClientSettings
 
 if TYPE_CHECKING:
     from runstream.run import Run
@@ -46,17 +46,17 @@ CONTEXT_ENV = "RUNSTREAM_RUN_CONTEXT"
 OFFLINE_EXPERIMENT = "offline"
 """The experiment of offline runs."""
 
-_context: "Run | None" = None
+_context: Run | None = None
 _lock = threading.Lock()
 
 
-def context_env(run: "Run", relay_path: str) -> dict[str, str]:
+def context_env(run: Run, relay_path: str) -> dict[str, str]:
     """The variable that makes ``Run.get_context()`` in a child process return ``run``."""
     value = {"run_id": run.id, "experiment": run.experiment.name, "relay": relay_path}
     return {CONTEXT_ENV: orjson.dumps(value).decode()}
 
 
-def get_context(allow_offline: bool = True) -> "Run":
+def get_context(allow_offline: bool = True) -> Run:
     global _context
     with _lock:
         if _context is None:
@@ -71,7 +71,7 @@ def get_context(allow_offline: bool = True) -> "Run":
         return _context
 
 
-def _submitted(raw: str) -> "Run":
+def _submitted(raw: str) -> Run:
     from runstream.experiment import Experiment
     from runstream.relay import RelayClient
     from runstream.run import Run
@@ -82,7 +82,7 @@ def _submitted(raw: str) -> "Run":
         run_id, experiment, relay = str(value["run_id"]), str(value["experiment"]), str(value["relay"])
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise RunstreamError(f"{CONTEXT_ENV} is not a submitted run's context ({exc}): {raw[:200]!r}") from None
-    workspace = Workspace(settings=Settings.from_env())
+    workspace = Workspace(settings=ClientSettings.from_env())
     try:
         client = RelayClient(relay, workspace)
     except OSError as exc:
@@ -107,13 +107,13 @@ def _stop_cleanly_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, terminate)
 
 
-def _offline() -> "Run":
+def _offline() -> Run:
     from runstream.experiment import Experiment
     from runstream.run import Run
     from runstream.spool import SpoolSink
     from runstream.workspace import Workspace
 
-    settings = Settings.from_env()
+    settings = ClientSettings.from_env()
     workspace = Workspace(settings=settings)
     script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else None
     run = Run._start(Experiment(workspace, OFFLINE_EXPERIMENT), name=script or None, parent=None, kind="offline",

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 class Experiment:
     """A named group of runs of a workspace (``Experiment(workspace=ws, name=...)``)."""
 
-    def __init__(self, workspace: "Workspace", name: str) -> None:
+    def __init__(self, workspace: Workspace, name: str) -> None:
         self.workspace = workspace
         self.name = checks.name(name, "experiment name")
 
@@ -23,7 +23,7 @@ class Experiment:
         """Start an interactive run (notebooks, scripts); keyword arguments become properties."""
         return Run._start(self, name=name, parent=None, kind="interactive", properties=properties)
 
-    def submit(self, config: "ScriptRunConfig", tags: dict[str, Any] | None = None) -> "ScriptRun":
+    def submit(self, config: ScriptRunConfig, tags: dict[str, Any] | None = None) -> ScriptRun:
         """Run ``config``'s script in a subprocess as a new ``submitted`` run and return it at
         once: its source folder is uploaded as ``snapshot.zip``, its output streamed as log
         lines, its ``./outputs`` uploaded at the end, its status set by its exit code.

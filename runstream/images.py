@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from runstream.errors import LimitError
-from schemas.limits import MAX_IMAGE_BYTES
+from runstream.schemas.limits import MAX_IMAGE_BYTES
 
 __all__ = ["image_bytes", "artifact_name", "uploader", "IMAGE_DIR"]
 

@@ -9,13 +9,13 @@ event up to its terminal status was yielded.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import orjson
 
 from runstream.errors import ApiError
-from schemas.events import TERMINAL_STATUSES
 
 __all__ = ["follow", "SseParser"]
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from runstream.errors import RunstreamError
 from runstream.settings import Settings
@@ -61,15 +63,37 @@ def forget(state_dir: Path) -> bool:
 
 
 def running_config() -> dict[str, Any] | None:
-    """The recorded settings if the stack they belong to runs now, else None."""
-    from runstream.devstack import read_info
-
+    """The recorded settings if the stack they belong to runs now (its Kafka or its API
+    accepts a connection), else None. A probe rather than the dev stack's own record: an
+    SDK-only install has no ``runstream.devstack``."""
     record = _load(strict=True)
     state = record.pop(STACK_KEY, None)
-    if not isinstance(state, str) or read_info(Path(state)) is None:
-        return None
     known = {f.name for f in fields(Settings)}
-    return {k: v for k, v in record.items() if k in known}
+    values = {k: v for k, v in record.items() if k in known}
+    if not isinstance(state, str) or not any(_answers(a) for a in _addresses(values)):
+        return None
+    return values
+
+
+def _addresses(values: dict[str, Any]) -> list[tuple[str, int]]:
+    """``(host, port)`` of the recorded Kafka bootstrap servers and API URL."""
+    found: list[tuple[str, int]] = []
+    for server in str(values.get("kafka_bootstrap", "")).split(","):
+        host, _, port = server.strip().rpartition(":")
+        if host and port.isdigit():
+            found.append((host, int(port)))
+    url = urlsplit(str(values.get("api_url", "")))
+    if url.hostname and url.port:
+        found.append((url.hostname, url.port))
+    return found
+
+
+def _answers(address: tuple[str, int]) -> bool:
+    try:
+        socket.create_connection(address, timeout=0.5).close()
+    except OSError:
+        return False
+    return True
 
 
 def _load(strict: bool = False) -> dict[str, Any]:

@@ -13,11 +13,11 @@ about 3x faster with batches half the size (docs/PERFORMANCE.md).
 from __future__ import annotations
 
 import asyncio
-from typing import Iterable
+from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
 
-from schemas.limits import MAX_EVENT_BYTES
+from runstream.schemas.limits import MAX_EVENT_BYTES
 
 COMPRESSION = "zstd"
 """Kafka compression codec of every event batch (decoded by any consumer via cramjam)."""
@@ -48,7 +48,7 @@ class EventProducer:
     async def stop(self) -> None:
         await self._producer.stop()
 
-    async def enqueue(self, run_id: str, value: bytes) -> "asyncio.Future[object]":
+    async def enqueue(self, run_id: str, value: bytes) -> asyncio.Future[object]:
         """Hand one event to the producer's batcher; the returned future resolves on ack."""
         return await self._producer.send(self.topic, value=value, key=run_id.encode())
 

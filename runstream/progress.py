@@ -14,13 +14,14 @@ import asyncio
 import queue
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 
 from runstream.errors import ApiError, RunstreamError
-from schemas.events import TERMINAL_STATUSES
+from runstream.schemas.events import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
     from runstream.run import Run
@@ -42,7 +43,7 @@ class RunFailedError(RunstreamError):
         self.details = details
 
 
-def wait_for_completion(run: "Run", show_output: bool, raise_on_error: bool) -> dict[str, Any]:
+def wait_for_completion(run: Run, show_output: bool, raise_on_error: bool) -> dict[str, Any]:
     if run._writable and not run._sink.online:
         raise RunstreamError(f"run {run.id} is offline: nothing follows it until `runstream sync` uploads it")
     if show_output:

@@ -94,7 +94,7 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
 class RelayServer:
     """The submitting side: accepts the script's connections and queues what they send on ``run``."""
 
-    def __init__(self, run: "Run", directory: Path) -> None:
+    def __init__(self, run: Run, directory: Path) -> None:
         self.run = run
         self.path = directory / "relay.sock"
         self.declared: dict[str, Any] | None = None
@@ -177,8 +177,8 @@ class RelayClient:
 
     online = True
 
-    def __init__(self, path: str, workspace: "Workspace") -> None:
-        self.run: "Run | None" = None
+    def __init__(self, path: str, workspace: Workspace) -> None:
+        self.run: Run | None = None
         self._ws = workspace
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.connect(path)
@@ -195,7 +195,7 @@ class RelayClient:
         atexit.register(self.close)
 
     # ---- Sink -------------------------------------------------------------------
-    def put(self, run: "Run", item: tuple[Any, ...]) -> None:
+    def put(self, run: Run, item: tuple[Any, ...]) -> None:
         self._queue.append(item)
         if self._idle:
             self._idle = False
@@ -217,14 +217,14 @@ class RelayClient:
         if self.run is not None:
             self.run._seq = box["seq"]
 
-    def store_blob(self, run: "Run", stream: BinaryIO) -> tuple[str, int]:
+    def store_blob(self, run: Run, stream: BinaryIO) -> tuple[str, int]:
         return self._ws._store_blob(stream)
 
-    def status(self, run: "Run", payload: dict[str, Any]) -> None:
+    def status(self, run: Run, payload: dict[str, Any]) -> None:
         self._queue.append((FLUSH, None, payload))
         self._wake.set()
 
-    def child_sink(self) -> "Sink":
+    def child_sink(self) -> Sink:
         return WorkspaceSink(self._ws)
 
     def close(self) -> None:

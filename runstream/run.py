@@ -10,9 +10,10 @@ import os
 import threading
 import time
 import traceback
+from collections.abc import Iterable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterable
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 from uuid6 import uuid7
@@ -20,10 +21,10 @@ from uuid6 import uuid7
 from runstream import checks, images
 from runstream.api import decode_metric
 from runstream.errors import ApiError, LimitError, RunstreamError
+from runstream.schemas import limits
+from runstream.schemas.events import TERMINAL_STATUSES
 from runstream.sender import EVENT, POINT, ROW
 from runstream.sinks import Sink, WorkspaceSink
-from schemas import limits
-from schemas.events import TERMINAL_STATUSES
 
 if TYPE_CHECKING:
     from runstream.experiment import Experiment
@@ -37,8 +38,8 @@ class Run:
     ``experiment.submit(config)``, ``run.child_run()`` or ``Run.get_context()``;
     ``Run(experiment, run_id)`` opens an existing run for reading."""
 
-    def __init__(self, experiment: "Experiment", run_id: str, *, _writable: bool = False,
-                 _parent: "Run | None" = None, _name: str | None = None, _sink: Sink | None = None) -> None:
+    def __init__(self, experiment: Experiment, run_id: str, *, _writable: bool = False,
+                 _parent: Run | None = None, _name: str | None = None, _sink: Sink | None = None) -> None:
         self.experiment = experiment
         self.id = str(run_id)
         self.name = _name
@@ -56,9 +57,9 @@ class Run:
 
     # ---- lifecycle ---------------------------------------------------------------
     @classmethod
-    def _start(cls, experiment: "Experiment", *, name: str | None, parent: "Run | None",
+    def _start(cls, experiment: Experiment, *, name: str | None, parent: Run | None,
                kind: str, properties: dict[str, Any], sink: Sink | None = None,
-               run_id: str | None = None) -> "Run":
+               run_id: str | None = None) -> Run:
         if len(properties) > limits.MAX_PROPERTIES:
             raise LimitError(f"{len(properties)} properties; MAX_PROPERTIES={limits.MAX_PROPERTIES}")
         if name is not None:
@@ -72,7 +73,7 @@ class Run:
         return run
 
     @classmethod
-    def get_context(cls, allow_offline: bool = True) -> "Run":
+    def get_context(cls, allow_offline: bool = True) -> Run:
         """Inside a script started by ``experiment.submit``: that submitted run. Anywhere
         else: this process's offline run, which writes its events to the local spool
         (``settings.spool_dir``) for ``runstream sync`` to upload later; with
@@ -96,7 +97,7 @@ class Run:
         self._status("canceled")
 
     @staticmethod
-    def get(workspace: "Workspace", run_id: str) -> "Run":
+    def get(workspace: Workspace, run_id: str) -> Run:
         """Azure ML's ``Run.get``: open ``run_id`` for reading, whatever its experiment
         (asked of the query API); :class:`RunstreamError` if the API does not know it."""
         from runstream.experiment import Experiment
@@ -140,7 +141,7 @@ class Run:
             delivered = children.flush(timeout) is not False and delivered
         return delivered
 
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
@@ -332,7 +333,7 @@ class Run:
         return progress.wait_for_completion(self, show_output=show_output, raise_on_error=raise_on_error)
 
     # ---- nesting -----------------------------------------------------------------
-    def child_run(self, name: str | None = None, **properties: Any) -> "Run":
+    def child_run(self, name: str | None = None, **properties: Any) -> Run:
         """Start a run nested under this one (same experiment); keyword arguments become properties."""
         self._check_writable()
         child = Run._start(self.experiment, name=name, parent=self, kind="child", properties=properties,
@@ -340,7 +341,7 @@ class Run:
         self._children.append(child)
         return child
 
-    def get_children(self) -> list["Run"]:
+    def get_children(self) -> list[Run]:
         self._wait_materialized()
         runs = self._ws._api.get(f"/experiments/{self.experiment.name}/runs", parent=self.id, limit=1000)["runs"]
         local = {c.id: c for c in self._children}
@@ -348,7 +349,7 @@ class Run:
                 for r in runs]
 
     @property
-    def parent(self) -> "Run | None":
+    def parent(self) -> Run | None:
         if self._parent is None and not self._writable:
             parent_id = self.get_details().get("parent_run_id")
             if parent_id:
@@ -426,7 +427,7 @@ class Run:
                 return
             run._readable_seq = last
 
-    def _all_local_children(self) -> list["Run"]:
+    def _all_local_children(self) -> list[Run]:
         out = []
         for child in self._children:
             out.append(child)

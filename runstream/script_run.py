@@ -14,14 +14,15 @@ import shlex
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from runstream import snapshot
 from runstream.errors import RunstreamError
 from runstream.run import Run
-from schemas.limits import MAX_NAME_LENGTH, MAX_STRING_VALUE_LENGTH
+from runstream.schemas.limits import MAX_NAME_LENGTH, MAX_STRING_VALUE_LENGTH
 
 if TYPE_CHECKING:
     from runstream.experiment import Experiment
@@ -117,7 +118,7 @@ class ScriptRunConfig:
 class ScriptRun(Run):
     """A submitted run, as ``experiment.submit`` returns it: ``cancel()`` stops the script."""
 
-    _supervisor: "Supervisor"
+    _supervisor: Supervisor
 
     def cancel(self, grace_period_s: float = CANCEL_GRACE_S) -> None:
         """Stop the script (SIGTERM to its process group, SIGKILL after ``grace_period_s``)
@@ -135,7 +136,7 @@ class ScriptRun(Run):
         return self._supervisor.pid
 
 
-def submit(experiment: "Experiment", config: ScriptRunConfig, tags: dict[str, Any] | None = None) -> ScriptRun:
+def submit(experiment: Experiment, config: ScriptRunConfig, tags: dict[str, Any] | None = None) -> ScriptRun:
     """Snapshot, start the run, start the script; returns at once (see ``wait_for_completion``)."""
     from runstream.supervisor import Supervisor
 

@@ -19,18 +19,19 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Coroutine, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import orjson
 from uuid6 import uuid7
 
 from runstream.errors import DeliveryError
-from runstream.settings import Settings
+from runstream.schemas.events import SCHEMA_VERSION
+from runstream.schemas.limits import MAX_EVENT_BYTES, MAX_POINTS_PER_EVENT, MAX_ROWS_PER_EVENT
+from runstream.settings import ClientSettings
 from runstream.transport import HttpTransport, KafkaTransport, Transport
-from schemas.events import SCHEMA_VERSION
-from schemas.limits import MAX_EVENT_BYTES, MAX_POINTS_PER_EVENT, MAX_ROWS_PER_EVENT
 
 if TYPE_CHECKING:
     from runstream.outbox import RunOutbox
@@ -63,7 +64,7 @@ class _Waiter:
     __slots__ = ("done", "box", "no", "sizes")
 
     def __init__(self, done: threading.Event, box: dict[str, BaseException], no: int,
-                 sizes: dict["RunOutbox", int]) -> None:
+                 sizes: dict[RunOutbox, int]) -> None:
         self.done, self.box, self.no, self.sizes = done, box, no, sizes
 
 
@@ -76,7 +77,7 @@ class Sender:
     the disk outbox (``runstream.outbox``, the offline spool's format in
     ``settings.spool_dir``), which a background task delivers in order when it is back."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ClientSettings) -> None:
         self.settings = settings
         self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
         self._idle = False
@@ -96,7 +97,7 @@ class Sender:
         _live.add(self)
 
     # ---- called from user threads -------------------------------------------------
-    def put(self, run: "Run", item: tuple[Any, ...]) -> None:
+    def put(self, run: Run, item: tuple[Any, ...]) -> None:
         self._queue.append((run, item))
         if self._idle:
             self._idle = False
@@ -231,7 +232,7 @@ class Sender:
             # aiokafka's stop waits for batches it still holds (copies of what is in the
             # outbox now): never longer than a moment.
             await asyncio.wait_for(self.transport.close(), 5)
-        except (Exception, asyncio.TimeoutError) as exc:
+        except (TimeoutError, Exception) as exc:
             log.debug("closing the transport: %s", exc)
         await self.session.close()
 
@@ -276,7 +277,7 @@ class Sender:
         if flushes:
             self._check_waiters()
 
-    def _route(self, encoded: list[tuple[str, bytes]], force_disk: bool = False) -> set["RunOutbox"]:
+    def _route(self, encoded: list[tuple[str, bytes]], force_disk: bool = False) -> set[RunOutbox]:
         budget = self.settings.memory_budget_bytes
         memory: list[tuple[str, bytes]] = []
         size = 0
@@ -303,7 +304,7 @@ class Sender:
             self._drain_wake.set()
         return touched
 
-    def _spool_run(self, run_id: str) -> "RunOutbox":
+    def _spool_run(self, run_id: str) -> RunOutbox:
         """Send ``run_id``'s events through the outbox from now on. Its events still in memory
         are copied first, so the outbox holds every unacknowledged event of the run in order
         (the in-memory originals may arrive too: identical bytes, stored once)."""
@@ -346,7 +347,7 @@ class Sender:
             self._drain_wake.set()
         self._check_waiters()
 
-    def _encode_failed(self, run: "Run", exc: BaseException) -> None:
+    def _encode_failed(self, run: Run, exc: BaseException) -> None:
         if run.id not in self._encode_errors:
             self._encode_errors.add(run.id)
             log.error("runstream: run %s: a logged value could not be encoded and was dropped (%s: %s); "
@@ -393,7 +394,7 @@ class Sender:
             if sequential:
                 await asyncio.wait([acked])
 
-    def _acked(self, batch: _Batch, epoch: int, future: "asyncio.Future[None]") -> None:
+    def _acked(self, batch: _Batch, epoch: int, future: asyncio.Future[None]) -> None:
         exc = future.exception() if not future.cancelled() else ConnectionError("send cancelled")
         if epoch != self._epoch:
             return
@@ -434,8 +435,8 @@ class Sender:
 
     async def _drain_once(self) -> bool:
         from runstream.outbox import blob_lines
+        from runstream.schemas import events as ev
         from runstream.spool import _blobs, _upload_blob
-        from schemas import events as ev
 
         progressed = False
         for run_id, rob in list(self._outbox.items()):
@@ -539,7 +540,7 @@ def _describe(exc: BaseException | None) -> str:
     return text if text.startswith(name) else f"{name}: {text}"
 
 
-def _consume(future: "asyncio.Future[Any]") -> None:
+def _consume(future: asyncio.Future[Any]) -> None:
     """Retrieve an abandoned future's exception (asyncio would log it otherwise)."""
     if not future.cancelled():
         future.exception()
@@ -553,7 +554,7 @@ def _quiet_kafka_client() -> None:
         logger.setLevel(logging.CRITICAL)
 
 
-def encode_items(items: list[tuple["Run", tuple[Any, ...]]]) -> list[tuple[str, bytes]]:
+def encode_items(items: list[tuple[Run, tuple[Any, ...]]]) -> list[tuple[str, bytes]]:
     """Fold queued items into encoded events, run by run, keeping each run's order."""
     return fold(items)[0]
 
@@ -561,11 +562,11 @@ def encode_items(items: list[tuple["Run", tuple[Any, ...]]]) -> list[tuple[str, 
 OnError = Callable[["Run", BaseException], None]
 
 
-def _raise(run: "Run", exc: BaseException) -> None:
+def _raise(run: Run, exc: BaseException) -> None:
     raise exc
 
 
-def fold(items: list[tuple["Run", tuple[Any, ...]]], on_error: OnError = _raise,
+def fold(items: list[tuple[Run, tuple[Any, ...]]], on_error: OnError = _raise,
          ) -> tuple[list[tuple[str, bytes]], list[tuple[Any, ...]]]:
     """:func:`encode_items` in one pass over a drained queue, which also holds the FLUSH
     items (queued with run None): returns (encoded events, FLUSH items in order).
@@ -573,7 +574,7 @@ def fold(items: list[tuple["Run", tuple[Any, ...]]], on_error: OnError = _raise,
     An item that cannot be encoded is passed to ``on_error`` with its run (the default
     raises) and left out; it costs no seq, and the run's other items and every other
     run's are encoded as usual."""
-    by_run: dict["Run | None", list[tuple[Any, ...]]] = {}
+    by_run: dict[Run | None, list[tuple[Any, ...]]] = {}
     for run, item in items:
         run_items = by_run.get(run)
         if run_items is None:
@@ -592,7 +593,7 @@ def fold(items: list[tuple["Run", tuple[Any, ...]]], on_error: OnError = _raise,
 class _Folder:
     """Turns one run's items into events: consecutive points → one metric.points event."""
 
-    def __init__(self, run: "Run", out: list[tuple[str, bytes]], on_error: OnError = _raise) -> None:
+    def __init__(self, run: Run, out: list[tuple[str, bytes]], on_error: OnError = _raise) -> None:
         self.run, self.out, self.on_error = run, out, on_error
         self.series: dict[str, list[Any]] = {}
         self.points = self.bytes = 0
@@ -708,13 +709,13 @@ def _halve_series(series: dict[str, list[Any]]) -> tuple[dict[str, list[Any]], d
             {name: [steps[mid:], values[mid:], times[mid:], description, t]})
 
 
-_live: "weakref.WeakSet[Sender]" = weakref.WeakSet()
-_shared: dict[Settings, Sender] = {}
+_live: weakref.WeakSet[Sender] = weakref.WeakSet()
+_shared: dict[ClientSettings, Sender] = {}
 _shared_lock = threading.Lock()
-_last: tuple[Settings, Sender] | None = None
+_last: tuple[ClientSettings, Sender] | None = None
 
 
-def sender_for(settings: Settings) -> Sender:
+def sender_for(settings: ClientSettings) -> Sender:
     """The process's sender for these settings, started on first use.
 
     Called on every log call: the same settings object as last time gets its running
@@ -731,7 +732,7 @@ def sender_for(settings: Settings) -> Sender:
         return sender
 
 
-def close_sender(settings: Settings, timeout: float | None = None) -> None:
+def close_sender(settings: ClientSettings, timeout: float | None = None) -> None:
     """Flush and stop the sender for ``settings`` if one runs; the next use starts a new one."""
     with _shared_lock:
         sender = _shared.pop(settings, None)

@@ -15,14 +15,14 @@ import signal
 
 import asyncpg
 import psycopg
-
 from aiohttp import web
 
-from processors.metrics import start_server as start_metrics
-from processors.runner import Processor, pool as processor_pool
-from processors.dbfaults import backoff
-from runstream.settings import Settings
-from schemas.migrate import migrate
+from runstream.processors.dbfaults import backoff
+from runstream.processors.metrics import start_server as start_metrics
+from runstream.processors.runner import Processor
+from runstream.processors.runner import pool as processor_pool
+from runstream.schemas.migrate import migrate
+from runstream.settings import ServiceSettings
 
 log = logging.getLogger("runstream.serve")
 
@@ -41,7 +41,7 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-async def serve(settings: Settings, *, processors: int = 1, api: bool = True, gateway: bool = True,
+async def serve(settings: ServiceSettings, *, processors: int = 1, api: bool = True, gateway: bool = True,
                 stop: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop``). Applies pending migrations first (waiting,
     with backoff, while the database does not accept connections)."""
@@ -52,11 +52,11 @@ async def serve(settings: Settings, *, processors: int = 1, api: bool = True, ga
         loop.add_signal_handler(sig, stop.set)
     runners: list[web.AppRunner] = []
     if api:
-        from query_api.app import create_app as create_api
+        from runstream.query_api.app import create_app as create_api
 
         runners.append(await _start(create_api(settings), settings.api_host, settings.api_port))
     if gateway:
-        from ingest.gateway import create_app as create_gateway
+        from runstream.ingest.gateway import create_app as create_gateway
 
         runners.append(await _start(create_gateway(settings), settings.gateway_host, settings.gateway_port))
     try:
@@ -80,7 +80,7 @@ MIGRATE_ATTEMPTS = 30
 """Start-up waits about two minutes for the database, then fails (a wrong URL says so)."""
 
 
-async def _migrate_when_up(settings: Settings) -> None:
+async def _migrate_when_up(settings: ServiceSettings) -> None:
     attempt = 0
     while True:
         try:
@@ -94,7 +94,7 @@ async def _migrate_when_up(settings: Settings) -> None:
             attempt += 1
 
 
-async def _supervise(members: list[Processor], i: int, settings: Settings, pool: "asyncpg.Pool",
+async def _supervise(members: list[Processor], i: int, settings: ServiceSettings, pool: asyncpg.Pool,
                      stop: asyncio.Event) -> None:
     """Run processor ``i`` until ``stop``; if it fails, replace it (after a backoff) rather
     than let ``serve`` exit: the new member resumes from the offsets stored with the data,

@@ -1,69 +1,39 @@
 """The one place that reads ``RUNSTREAM_*`` environment variables.
 
-Services (gateway, processors, query API) and the SDK's ``Workspace`` take a
-:class:`Settings`; library code below them takes plain arguments.
+Two halves: :class:`ClientSettings`, what the SDK needs on a training machine (where to
+send events and read them back, how long to wait, where to keep what is not delivered),
+and :class:`ServiceSettings`, what the gateway, the processors and the query API need
+(database, listeners, consumer group). :class:`Settings` is both, for the tools that
+configure a whole stack (``runstream serve``, the devstack, the tests). A setting's env name
+is ``RUNSTREAM_`` + its field name upper-cased, whichever half it belongs to; library code
+below the entry points takes plain arguments.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Mapping
+from typing import TypeVar
 
 ENV_PREFIX = "RUNSTREAM_"
+S = TypeVar("S", bound="_Env")
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Every setting with its default; the env name is ``RUNSTREAM_`` + field name upper-cased."""
+class _Env:
+    """Read from ``RUNSTREAM_*``; the fields both halves need."""
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     """Kafka bootstrap servers, comma-separated."""
     topic: str = "runstream.events"
     """The event topic."""
-    partitions: int = 8
-    """Partitions the topic is created with (the processors' unit of parallelism)."""
-    database_url: str = "postgresql://runstream@127.0.0.1:5432/runstream"
-    """PostgreSQL / TimescaleDB connection URL."""
     blob_dir: str = str(Path.home() / ".runstream" / "blobs")
     """Directory of the content-addressed artifact store."""
-    transport: str = "kafka"
-    """How the SDK sends events: ``kafka`` (direct) or ``http`` (through the gateway)."""
-    api_url: str = "http://127.0.0.1:8080"
-    """Base URL of the query API (the SDK reads metrics through it)."""
-    ingest_url: str = "http://127.0.0.1:8081"
-    """Base URL of the ingest gateway (HTTP transport and artifact uploads)."""
-    portal_url: str = ""
-    """Base URL of the web UI for ``run.get_portal_url()``; empty means the API's own URL."""
-    ui_dir: str = ""
-    """Directory of the built web UI; empty means ``ui/dist`` of the source tree."""
-    api_host: str = "127.0.0.1"
-    api_port: int = 8080
-    gateway_host: str = "127.0.0.1"
-    gateway_port: int = 8081
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9464
-    """Port of the processors' Prometheus ``/metrics`` (``runstream processor`` and ``serve``); 0 disables it."""
-    processor_group: str = "runstream-processors"
-    """Kafka consumer group of the processors."""
-    processor_max_records: int = 20_000
-    """Most Kafka messages one processor transaction takes."""
-    spool_dir: str = str(Path.home() / ".runstream" / "spool")
-    """Where the SDK keeps events it could not send yet."""
-    memory_budget_bytes: int = 64 * 1024 * 1024
-    """Most bytes of encoded, unacknowledged events the SDK keeps in memory; beyond it (and
-    while Kafka or the gateway is unreachable) events go to the outbox in ``spool_dir``."""
-    delivery_timeout: int = 30
-    """Seconds ``complete()``, ``flush()``, ``Workspace.close()`` and interpreter exit wait for
-    delivery; what is still unsent then stays in ``spool_dir`` for ``runstream sync``."""
-    materialize_timeout: float = 10.0
-    """Longest time, in seconds, ``run.complete()``/``fail()``/``cancel()``/``flush()`` wait after
-    the acks for the query API to have materialized the run (read-your-writes across
-    processes); then they return with a warning. 0 skips the wait."""
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
+    def from_env(cls: type[S], env: Mapping[str, str] | None = None, **overrides: object) -> S:
         """Defaults, then ``RUNSTREAM_*`` variables, then keyword overrides."""
         env = os.environ if env is None else env
         values: dict[str, object] = {}
@@ -84,7 +54,7 @@ class Settings:
 
     @staticmethod
     def env_names() -> set[str]:
-        """Every environment variable this module reads."""
+        """Every environment variable this module reads (both halves)."""
         return {ENV_PREFIX + f.name.upper() for f in fields(Settings)}
 
     @staticmethod
@@ -92,3 +62,57 @@ class Settings:
         """Whether any of :meth:`env_names` is set (in ``env``, default the process's environment)."""
         env = os.environ if env is None else env
         return any(name in env for name in Settings.env_names())
+
+
+@dataclass(frozen=True)
+class ClientSettings(_Env):
+    """What the SDK needs (``Workspace``, ``runstream sync``)."""
+
+    transport: str = "kafka"
+    """How the SDK sends events: ``kafka`` (direct) or ``http`` (through the gateway)."""
+    api_url: str = "http://127.0.0.1:8080"
+    """Base URL of the query API (the SDK reads metrics through it)."""
+    ingest_url: str = "http://127.0.0.1:8081"
+    """Base URL of the ingest gateway (HTTP transport and artifact uploads)."""
+    portal_url: str = ""
+    """Base URL of the web UI for ``run.get_portal_url()``; empty means the API's own URL."""
+    spool_dir: str = str(Path.home() / ".runstream" / "spool")
+    """Where the SDK keeps events it could not send yet."""
+    memory_budget_bytes: int = 64 * 1024 * 1024
+    """Most bytes of encoded, unacknowledged events the SDK keeps in memory; beyond it (and
+    while Kafka or the gateway is unreachable) events go to the outbox in ``spool_dir``."""
+    delivery_timeout: int = 30
+    """Seconds ``complete()``, ``flush()``, ``Workspace.close()`` and interpreter exit wait for
+    delivery; what is still unsent then stays in ``spool_dir`` for ``runstream sync``."""
+    materialize_timeout: float = 10.0
+    """Longest time, in seconds, ``run.complete()``/``fail()``/``cancel()``/``flush()`` wait after
+    the acks for the query API to have materialized the run (read-your-writes across
+    processes); then they return with a warning. 0 skips the wait."""
+
+
+@dataclass(frozen=True)
+class ServiceSettings(_Env):
+    """What the services need (gateway, processors, query API, ``runstream migrate``)."""
+
+    partitions: int = 8
+    """Partitions the topic is created with (the processors' unit of parallelism)."""
+    database_url: str = "postgresql://runstream@127.0.0.1:5432/runstream"
+    """PostgreSQL / TimescaleDB connection URL."""
+    ui_dir: str = ""
+    """Directory of the built web UI; empty means ``ui/dist`` of the source tree."""
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8081
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464
+    """Port of the processors' Prometheus ``/metrics`` (``runstream processor`` and ``serve``); 0 disables it."""
+    processor_group: str = "runstream-processors"
+    """Kafka consumer group of the processors."""
+    processor_max_records: int = 20_000
+    """Most Kafka messages one processor transaction takes."""
+
+
+@dataclass(frozen=True)
+class Settings(ClientSettings, ServiceSettings):
+    """Both halves: a whole stack's settings (``runstream serve``, the devstack, tests)."""

@@ -26,7 +26,7 @@ class Sink(Protocol):
     online: bool
     """True if the run's events become readable through the query API as they are flushed."""
 
-    def put(self, run: "Run", item: tuple[Any, ...]) -> None:
+    def put(self, run: Run, item: tuple[Any, ...]) -> None:
         """Queue one item of ``run``; never waits on the network."""
 
     def flush(self, timeout: float | None = None) -> bool | None:
@@ -34,13 +34,13 @@ class Sink(Protocol):
         False means some were kept back undelivered (e.g. in a disk outbox during an outage):
         ``Run.flush`` then does not wait for the query API to show them."""
 
-    def store_blob(self, run: "Run", stream: BinaryIO) -> tuple[str, int]:
+    def store_blob(self, run: Run, stream: BinaryIO) -> tuple[str, int]:
         """Store an artifact's bytes where readers of ``run`` will find them; ``(sha256, size)``."""
 
-    def status(self, run: "Run", payload: dict[str, Any]) -> None:
+    def status(self, run: Run, payload: dict[str, Any]) -> None:
         """Record a terminal status change of ``run`` (``{"status": ..., "error": ...}``)."""
 
-    def child_sink(self) -> "Sink":
+    def child_sink(self) -> Sink:
         """The sink for child runs started from a run of this sink."""
 
 
@@ -49,20 +49,20 @@ class WorkspaceSink:
 
     online = True
 
-    def __init__(self, workspace: "Workspace") -> None:
+    def __init__(self, workspace: Workspace) -> None:
         self._ws = workspace
 
-    def put(self, run: "Run", item: tuple[Any, ...]) -> None:
+    def put(self, run: Run, item: tuple[Any, ...]) -> None:
         self._ws._sender.put(run, item)
 
     def flush(self, timeout: float | None = None) -> bool:
         return self._ws._sender.flush(timeout)
 
-    def store_blob(self, run: "Run", stream: BinaryIO) -> tuple[str, int]:
+    def store_blob(self, run: Run, stream: BinaryIO) -> tuple[str, int]:
         return self._ws._store_blob(stream, run.id)
 
-    def status(self, run: "Run", payload: dict[str, Any]) -> None:
+    def status(self, run: Run, payload: dict[str, Any]) -> None:
         run._event("run.status", payload)
 
-    def child_sink(self) -> "Sink":
+    def child_sink(self) -> Sink:
         return self

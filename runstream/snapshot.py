@@ -20,7 +20,7 @@ from pathlib import Path
 import pathspec
 
 from runstream.errors import LimitError, RunstreamError
-from schemas.limits import MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_FILES
+from runstream.schemas.limits import MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_FILES
 
 __all__ = ["Snapshot", "collect", "write_zip", "IGNORE_FILES", "SNAPSHOT_ARTIFACT"]
 

@@ -21,19 +21,20 @@ import collections
 import fcntl
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import aiohttp
 import orjson
 
 from runstream.blobstore import LocalBlobStore
 from runstream.errors import DeliveryError, RunstreamError
+from runstream.schemas import events as ev
+from runstream.schemas.blobs import blob_path
 from runstream.sender import FLUSH, encode_items
-from runstream.settings import Settings
-from schemas import events as ev
-from schemas.blobs import blob_path
+from runstream.settings import ClientSettings
 
 if TYPE_CHECKING:
     from runstream.run import Run
@@ -69,7 +70,7 @@ class SpoolSink:
         return self.root / run_id
 
     # ---- Sink -------------------------------------------------------------------
-    def put(self, run: "Run", item: tuple[Any, ...]) -> None:
+    def put(self, run: Run, item: tuple[Any, ...]) -> None:
         self._queue.append((run, item))
         self._wake.set()
 
@@ -84,13 +85,13 @@ class SpoolSink:
         if self._error is not None:
             raise DeliveryError(f"writing the spool {self.root} failed: {self._error}") from self._error
 
-    def store_blob(self, run: "Run", stream: BinaryIO) -> tuple[str, int]:
+    def store_blob(self, run: Run, stream: BinaryIO) -> tuple[str, int]:
         return LocalBlobStore(self.run_dir(run.id) / BLOBS_DIR).put_stream(stream)
 
-    def status(self, run: "Run", payload: dict[str, Any]) -> None:
+    def status(self, run: Run, payload: dict[str, Any]) -> None:
         run._event("run.status", payload)
 
-    def child_sink(self) -> "Sink":
+    def child_sink(self) -> Sink:
         return self
 
     # ---- the writer thread ------------------------------------------------------
@@ -152,7 +153,7 @@ def run_dirs(path: Path) -> list[Path]:
     return sorted(d for d in path.iterdir() if (d / EVENTS_FILE).is_file())
 
 
-def sync(settings: Settings, path: str | os.PathLike[str] | None = None) -> SyncReport:
+def sync(settings: ClientSettings, path: str | os.PathLike[str] | None = None) -> SyncReport:
     """Upload spooled runs (all of ``settings.spool_dir``, or ``path``) in order, once."""
     root = Path(path) if path is not None else Path(settings.spool_dir)
     if path is None and not root.exists():
@@ -164,7 +165,7 @@ def sync(settings: Settings, path: str | os.PathLike[str] | None = None) -> Sync
     return report
 
 
-async def _sync(settings: Settings, dirs: list[Path], report: SyncReport) -> None:
+async def _sync(settings: ClientSettings, dirs: list[Path], report: SyncReport) -> None:
     from runstream.transport import HttpTransport, KafkaTransport, Transport
 
     async with aiohttp.ClientSession() as session:
@@ -182,7 +183,7 @@ async def _sync(settings: Settings, dirs: list[Path], report: SyncReport) -> Non
             await transport.close()
 
 
-async def _sync_run(settings: Settings, session: aiohttp.ClientSession, transport: Any,
+async def _sync_run(settings: ClientSettings, session: aiohttp.ClientSession, transport: Any,
                     directory: Path, report: SyncReport) -> None:
     state = read_state(directory)
     report.already += state["events"]
@@ -219,7 +220,7 @@ def _blobs(events: list[ev.Event]) -> Iterator[str]:
             yield e.payload.artifact.sha256
 
 
-async def _upload_blob(settings: Settings, session: aiohttp.ClientSession, directory: Path, sha: str) -> int:
+async def _upload_blob(settings: ClientSettings, session: aiohttp.ClientSession, directory: Path, sha: str) -> int:
     """Put one spooled artifact where the query API reads it; 1 if it was uploaded."""
     source = blob_path(directory / BLOBS_DIR, sha)
     url = f"{settings.ingest_url.rstrip('/')}/api/v1/blobs/{sha}"

@@ -31,7 +31,7 @@ from runstream import context
 from runstream.errors import RunstreamError
 from runstream.relay import RelayServer
 from runstream.run import Run
-from schemas.limits import MAX_EVENT_BYTES, MAX_LOG_LINE_LENGTH, MAX_LOG_LINES_PER_EVENT
+from runstream.schemas.limits import MAX_EVENT_BYTES, MAX_LOG_LINE_LENGTH, MAX_LOG_LINES_PER_EVENT
 
 if TYPE_CHECKING:
     from runstream.script_run import ScriptRun
@@ -47,7 +47,7 @@ ERROR_TAIL_LINES = 40
 DRAIN_TIMEOUT_S = 30.0
 """After the script exits: how long to wait for its output pipes and relay connections to
 close (a process it left behind may hold them open)."""
-_running: set["Supervisor"] = set()
+_running: set[Supervisor] = set()
 """Scripts still running, waited for (or canceled) at exit."""
 _READ_BYTES = 65_536
 _LINES_BYTES = MAX_EVENT_BYTES // 2
@@ -57,7 +57,7 @@ _LINES_BYTES = MAX_EVENT_BYTES // 2
 class Supervisor:
     """One submitted script: its process, output readers, relay and final bookkeeping."""
 
-    def __init__(self, run: "ScriptRun", argv: list[str], cwd: Path, extra_env: dict[str, str],
+    def __init__(self, run: ScriptRun, argv: list[str], cwd: Path, extra_env: dict[str, str],
                  workdir: Path) -> None:
         self.run, self.argv, self.cwd, self.workdir = run, argv, cwd, workdir
         self.relay = RelayServer(run, workdir)

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Protocol
 import aiohttp
 
 from runstream.errors import DeliveryError
-from runstream.settings import Settings
-from schemas.limits import MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES
+from runstream.schemas.limits import MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES
+from runstream.settings import ClientSettings
 
 if TYPE_CHECKING:
     from runstream.producer import EventProducer
@@ -21,7 +21,7 @@ POST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
 
 class Transport(Protocol):
     async def start(self) -> None: ...
-    async def send(self, events: list[tuple[str, bytes]]) -> "asyncio.Future[None]":
+    async def send(self, events: list[tuple[str, bytes]]) -> asyncio.Future[None]:
         """Start sending; the returned future resolves when every event is acknowledged."""
     async def close(self) -> None: ...
 
@@ -32,7 +32,7 @@ class KafkaTransport:
     that is down only makes :meth:`start` fail. aiokafka is imported here, at start, so a
     process that sends over HTTP never loads it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ClientSettings) -> None:
         self._settings = settings
         self._producer: EventProducer | None = None
 
@@ -50,7 +50,7 @@ class KafkaTransport:
             raise
         self._producer = producer
 
-    async def send(self, events: list[tuple[str, bytes]]) -> "asyncio.Future[None]":
+    async def send(self, events: list[tuple[str, bytes]]) -> asyncio.Future[None]:
         if self._producer is None:
             raise ConnectionError("the Kafka producer is not started")
         futures = [await self._producer.enqueue(run_id, value) for run_id, value in events]
@@ -62,21 +62,21 @@ class KafkaTransport:
             self._producer = None
 
 
-async def _all(futures: list["asyncio.Future[object]"]) -> None:
+async def _all(futures: list[asyncio.Future[object]]) -> None:
     await asyncio.gather(*futures)
 
 
 class HttpTransport:
     """POSTs batches to the ingest gateway, which validates them and produces to Kafka."""
 
-    def __init__(self, settings: Settings, session: aiohttp.ClientSession) -> None:
+    def __init__(self, settings: ClientSettings, session: aiohttp.ClientSession) -> None:
         self._url = settings.ingest_url.rstrip("/") + "/api/v1/events"
         self._session = session
 
     async def start(self) -> None:
         pass
 
-    async def send(self, events: list[tuple[str, bytes]]) -> "asyncio.Future[None]":
+    async def send(self, events: list[tuple[str, bytes]]) -> asyncio.Future[None]:
         return asyncio.ensure_future(self._post_all(events))
 
     async def _post_all(self, events: list[tuple[str, bytes]]) -> None:

@@ -21,15 +21,16 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from runstream.errors import RunstreamError
 from runstream.live import follow
-from schemas.events import TERMINAL_STATUSES
-from schemas.values import decode
+from runstream.schemas.events import TERMINAL_STATUSES
+from runstream.schemas.values import decode
 
 try:
     import ipywidgets as widgets
@@ -265,7 +266,7 @@ def files_html(s: RunState) -> str:
 class RunDetails:
     """``RunDetails(run).show()``: a live view of ``run`` in a notebook."""
 
-    def __init__(self, run: "Run") -> None:
+    def __init__(self, run: Run) -> None:
         self.run = run
         self.state = RunState(run_id=run.id, name=run.name, experiment=run.experiment.name)
         self.status = widgets.HTML()

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import aiohttp
 import orjson
 
-from runstream.blobstore import LocalBlobStore
 from runstream import localstack
 from runstream.api import ApiClient
-from runstream.reader import reader
+from runstream.blobstore import LocalBlobStore
 from runstream.errors import RunstreamError
+from runstream.reader import reader
 from runstream.sender import Sender, close_sender, sender_for
-from runstream.settings import Settings
+from runstream.settings import ClientSettings, Settings
 
 if TYPE_CHECKING:
     from runstream.run import Run
@@ -34,19 +33,23 @@ class Workspace:
     ``runstream demo``) comes before the defaults: ``Workspace()`` finds that stack."""
 
     def __init__(self, url: str | None = None, token: str | None = None, *,
-                 settings: Settings | None = None, **overrides: Any) -> None:
+                 settings: ClientSettings | None = None, **overrides: Any) -> None:
         if url is not None:
             overrides["api_url"] = url
         elif settings is None and not Settings.env_is_set():
             overrides = {**(localstack.running_config() or {}), **overrides}
-        self.settings = settings or Settings.from_env(**overrides)
-        if settings is not None and overrides:
-            self.settings = Settings.from_env({}, **{**_as_dict(settings), **overrides})
+        overrides = _client_half(overrides)
+        if settings is None:
+            settings = ClientSettings.from_env(**overrides)
+        elif overrides:
+            settings = replace(settings, **overrides)
+        self.settings: ClientSettings = settings
         self.token = token
 
     @classmethod
-    def from_config(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> "Workspace":
-        """Read a JSON config whose keys are Settings field names (and ``token``). Looked up
+    def from_config(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Workspace:
+        """Read a JSON config whose keys are settings field names (and ``token``; the services'
+        settings may be there too, for a file shared with them: the SDK reads its half). Looked up
         in this order, the first found wins: ``path``; ``runstream.json`` or
         ``.runstream/config.json`` from the current directory upwards; ``RUNSTREAM_*``
         environment variables (no file); ``~/.runstream/config.json`` of a running local
@@ -70,7 +73,7 @@ class Workspace:
                                      f"upwards), no RUNSTREAM_* variables set and no running local stack "
                                      f"({localstack.config_path()}; start one with `runstream services up`)")
         token = values.pop("token", None)
-        return cls(token=token, settings=Settings.from_env(**{**values, **overrides}))
+        return cls(token=token, settings=ClientSettings.from_env(**_client_half({**values, **overrides})))
 
     @property
     def _sender(self) -> Sender:
@@ -102,14 +105,14 @@ class Workspace:
             return sender.store_blob_in_outbox(run_id, data)
         try:
             sender.call(put, timeout=None)
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             if run_id is None:
                 raise RunstreamError(f"artifact upload failed: {exc}") from exc
             sender.report_outage(exc)
             return sender.store_blob_in_outbox(run_id, data)
         return sha, len(data)
 
-    def get_run(self, run_id: str) -> "Run":
+    def get_run(self, run_id: str) -> Run:
         """Azure ML's ``Workspace.get_run``: the run ``run_id`` opened for reading (see ``Run.get``)."""
         from runstream.run import Run
 
@@ -135,5 +138,9 @@ def _find_config() -> Path | None:
     return None
 
 
-def _as_dict(settings: Settings) -> dict[str, Any]:
-    return {f.name: getattr(settings, f.name) for f in fields(Settings)}
+_SERVICE_ONLY = frozenset(f.name for f in fields(Settings)) - frozenset(f.name for f in fields(ClientSettings))
+
+
+def _client_half(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` without the services' settings (unknown names are kept, to be refused)."""
+    return {k: v for k, v in values.items() if k not in _SERVICE_ONLY}

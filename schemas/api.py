@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, TypeAlias, TypedDict
 
 import msgspec
 from msgspec import Meta
 
-from schemas.events import LogStream, NonFinite, RunKind, Status, TerminalStatus
+from runstream.schemas.events import LogStream, NonFinite, RunKind, Status, TerminalStatus
 
 __all__ = [
     "ALIASES",
@@ -33,7 +33,7 @@ __all__ = [
 REF_TEMPLATE = "#/components/schemas/{name}"
 """Where a named shape's schema is referenced from (OpenAPI's components)."""
 
-Value = bool | int | float | str | NonFinite | None
+Value: TypeAlias = bool | int | float | str | NonFinite | None
 """A metric value or table cell as JSON carries it (None: missing)."""
 
 Columns = dict[str, list[Value]]

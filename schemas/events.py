@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, get_args
 import msgspec
 from msgspec import Meta, Struct
 
-from schemas import blobs, limits
+from runstream.schemas import blobs, limits
 
 __all__ = [
     "EVENT_TYPES",

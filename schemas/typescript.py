@@ -13,8 +13,8 @@ from typing import Any, get_args
 
 import msgspec
 
-from schemas import api
-from schemas.events import TERMINAL_STATUSES, Status
+from runstream.schemas import api
+from runstream.schemas.events import TERMINAL_STATUSES, Status
 
 __all__ = ["typescript"]
 

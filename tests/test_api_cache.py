@@ -17,9 +17,9 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestServer
 
-from query_api.cache import ResponseCache
-from query_api.live import LISTENER
 from runstream import Experiment, Run, Workspace
+from runstream.query_api.cache import ResponseCache
+from runstream.query_api.live import LISTENER
 from tests.support.listening import listening_again, the_listen_backend
 from tests.support.names import unique
 from tests.support.waiting import eventually

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.error
-import urllib.parse
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from processors.materialize import to_datetime
-from query_api import asof
-from query_api.app import create_app
 from runstream import Experiment, Run, Workspace
+from runstream.processors.materialize import to_datetime
+from runstream.query_api import asof
+from runstream.query_api.app import create_app
 from runstream.settings import Settings
 from tests.support.names import unique
 from tests.support.waiting import wait_for

@@ -11,11 +11,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from runstream import Experiment, LimitError, Workspace
+from runstream.schemas import limits
 from runstream.settings import Settings
-from schemas import limits
+from tests.support import events
 from tests.support.names import unique
 from tests.support.waiting import wait_for
-from tests.support import events
 
 
 async def post(settings: Settings, body: bytes) -> tuple[int, Any]:

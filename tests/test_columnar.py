@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import random
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
-from processors import columnar
-from processors.materialize import COLUMNAR_MIN_POINTS, materialize
-from query_api import downsample
-from schemas import events
+from runstream.processors import columnar
+from runstream.processors.materialize import COLUMNAR_MIN_POINTS, materialize
+from runstream.query_api import downsample
+from runstream.schemas import events
 from tests.support import events as made
 
 RUN = "01a21e1d-ef53-7c69-83bb-c2fcc112304b"
-EPOCH_2000 = datetime(2000, 1, 1, tzinfo=timezone.utc)
+EPOCH_2000 = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def event(seq: int, name: str, steps: list[int], values: list[Any], times: list[float]) -> events.Event:
@@ -96,7 +96,7 @@ def test_timestamps_round_like_datetime_fromtimestamp() -> None:
     rng = random.Random(9)
     times = [rng.uniform(0, 4e9) for _ in range(20_000)] + [1.0000005, 2.0000015, 1e9 + 0.9999995]
     got = columnar.microseconds(times)
-    want = [(datetime.fromtimestamp(t, timezone.utc) - EPOCH_2000) // _US for t in times]
+    want = [(datetime.fromtimestamp(t, UTC) - EPOCH_2000) // _US for t in times]
     assert got.tolist() == want
 
 

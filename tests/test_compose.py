@@ -36,7 +36,7 @@ KAFKA, DB, BLOBS = "RUNSTREAM_KAFKA_BOOTSTRAP", "RUNSTREAM_DATABASE_URL", "RUNST
 # What each of our services talks to (from the code: the gateway never opens the
 # database, the query API never opens Kafka, migrations only need the database).
 NEEDS: dict[str, set[str]] = {
-    "migrate": {DB},
+    "migrate": {DB, KAFKA},  # the migrations, and the event topic
     "processor": {KAFKA, DB},
     "gateway": {KAFKA, BLOBS},
     "api": {DB, BLOBS},
@@ -246,7 +246,7 @@ def test_dependencies() -> None:
                 assert "healthcheck" in SERVICES[dep], f"{dep} has no healthcheck to wait for"
     # `restart: no` unquoted is YAML false, which compose rejects; the one-shot must not restart.
     assert SERVICES["migrate"]["restart"] == "no"
-    assert depends_on("migrate") == {DB_SERVICE: "service_healthy"}
+    assert depends_on("migrate") == {DB_SERVICE: "service_healthy", KAFKA_SERVICE: "service_healthy"}
     for service in OURS:
         if service == "migrate":
             continue
@@ -289,8 +289,7 @@ def test_blob_store_is_one_shared_volume() -> None:
 
 
 def test_dockerfile_copies_every_package() -> None:
-    include = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]
-    packages = {pattern.rstrip("*").rstrip(".") for pattern in include}
+    packages = set(PYPROJECT["tool"]["setuptools"]["package-dir"].values())  # the folders installed
     copied = {src.removeprefix("./").split("/")[0] for src in copy_sources()}
     if "." in copied:  # `COPY . .` copies everything
         return

@@ -22,8 +22,8 @@ import jsonschema
 import pytest
 
 from runstream import Experiment, Workspace
-from schemas import blobs, events, notify
-from schemas.typescript import typescript
+from runstream.schemas import blobs, events, notify
+from runstream.schemas.typescript import typescript
 from tests.support.names import unique
 
 REPO = Path(__file__).resolve().parent.parent
@@ -228,7 +228,7 @@ async def test_every_route_answers_as_its_openapi_document_says(
 def test_the_metrics_answers_are_told_apart_by_their_parameters_not_their_shape() -> None:
     """The three metrics answers are an anyOf: an empty run's ``{}`` is each of them, so a
     oneOf (what the document said before) rejected the API's own answers."""
-    from query_api import openapi
+    from runstream.query_api import openapi
 
     doc = openapi.document()
     schema = doc["paths"]["/api/runs/{run_id}/metrics"]["get"]["responses"]["200"]["content"]["application/json"][

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from runstream.settings import Settings
+from tests.support import events
+from tests.support.events import archived
 from tests.support.names import unique
 from tests.support.services import start_serve, stop
 from tests.support.waiting import wait_for
-from tests.support import events
-from tests.support.events import archived
 
 RUNS, EVENTS_PER_RUN, POINTS_PER_EVENT = 40, 500, 4
 

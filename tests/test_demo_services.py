@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from runstream.cli import app
-from runstream.demo import _running, start_background_serve, stop_background_serve, wait_ready
+from runstream.devstack.demo import _running, start_background_serve, stop_background_serve, wait_ready
 from runstream.devstack.stack import free_ports
 from runstream.settings import Settings
 from tests.support.names import unique

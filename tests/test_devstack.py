@@ -124,7 +124,7 @@ def test_cluster_node_properties_replicate_everything_three_ways() -> None:
 
 
 def test_min_insync_replicas_is_a_majority_from_three() -> None:
-    from ingest.topic import min_insync_replicas
+    from runstream.ingest.topic import min_insync_replicas
 
     assert [min_insync_replicas(n) for n in (1, 2, 3, 5)] == [1, 1, 2, 3]
 

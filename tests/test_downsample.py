@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from query_api.downsample import (
+from runstream.query_api.downsample import (
     MIN_MAX_POINTS,
     Point,
     bucket_count,

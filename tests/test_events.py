@@ -11,8 +11,8 @@ import jsonschema
 import orjson
 import pytest
 
-from schemas import events, values
-from schemas.limits import MAX_COLUMNS_PER_ROW, MAX_NAME_LENGTH, MAX_POINTS_PER_EVENT, MAX_STRING_VALUE_LENGTH
+from runstream.schemas import events, values
+from runstream.schemas.limits import MAX_COLUMNS_PER_ROW, MAX_NAME_LENGTH, MAX_POINTS_PER_EVENT, MAX_STRING_VALUE_LENGTH
 from tests.support import events as made
 
 RUN = "01a21e1d-ef53-7c69-83bb-c2fcc112304b"

@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from benchmarks.faults import FaultStack, Workload, start_stack, wait_until
-from ingest.topic import ensure_topic
 from runstream import devstack
+from runstream.ingest.topic import ensure_topic
 from tests.support.names import REPO, unique
 from tests.test_broker_faults import POINTS, RATE, assert_exactly_once, state_dir
 

@@ -11,18 +11,19 @@ import asyncio
 import statistics
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from query_api.app import create_app
-from query_api.live import HEARTBEAT_S, LISTENER
 from runstream import Experiment, Run, Workspace
 from runstream.errors import ApiError
 from runstream.live import SseParser, follow
+from runstream.query_api.app import create_app
+from runstream.query_api.live import HEARTBEAT_S, LISTENER
 from runstream.settings import Settings
 from tests.support.listening import listening_again, the_listen_backend
 from tests.support.names import unique

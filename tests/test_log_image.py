@@ -9,11 +9,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import pytest
 
-from runstream import Experiment, LimitError, Workspace  # noqa: E402
-from tests.support.names import unique  # noqa: E402
+from runstream import Experiment, LimitError, Workspace
+from tests.support.names import unique
 
 
 def png_of(figure: object) -> bytes:

@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
-from processors.materialize import KIND_BOOL, KIND_FLOAT, KIND_INT, KIND_STR, materialize
-from schemas import events
+from runstream.processors.materialize import KIND_BOOL, KIND_FLOAT, KIND_INT, KIND_STR, materialize
+from runstream.schemas import events
 from tests.support import events as made
 
 RUN = "01a21e1d-ef53-7c69-83bb-c2fcc112304b"

@@ -20,21 +20,21 @@ from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
-from aiohttp import test_utils
 import pytest
+from aiohttp import test_utils
 from aiokafka import AIOKafkaProducer, TopicPartition
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.parser import text_string_to_metric_families
 
-from processors.metrics import BATCH_SIZE_BUCKETS, Buckets, create_app, start_server
-from processors.runner import Processor
 from runstream.devstack.stack import free_ports
+from runstream.processors.metrics import BATCH_SIZE_BUCKETS, Buckets, create_app, start_server
+from runstream.processors.runner import Processor
 from runstream.settings import Settings
+from tests.support import events
 from tests.support.names import unique
 from tests.support.services import start_serve, stop
 from tests.support.waiting import wait_for
-from tests.support import events
 
 PREFIX = "runstream_processor_"
 RUNS, EVENTS_PER_RUN, POINTS_PER_EVENT = 8, 5, 3

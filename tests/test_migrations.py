@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from runstream.schemas.migrate import load_migrations, migrate
 from runstream.settings import Settings
-from schemas.migrate import load_migrations, migrate
 from tests.support.pglite import PgliteServer, node_available
 
 AVAILABLE = "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"

@@ -16,8 +16,8 @@ import pytest
 
 from runstream import Experiment, Run, RunstreamError, Workspace
 from runstream.context import OFFLINE_EXPERIMENT
-from runstream.spool import EVENTS_FILE, SYNCED_FILE, SpoolSink
 from runstream.settings import Settings
+from runstream.spool import EVENTS_FILE, SYNCED_FILE, SpoolSink
 from tests.support.waiting import wait_for
 
 OFFLINE_SCRIPT = """

@@ -11,23 +11,24 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import aiohttp
 import psycopg
 import pytest
 
-from runstream.demo import wait_ready
 from runstream.devstack import postgres
+from runstream.devstack.demo import wait_ready
 from runstream.devstack.stack import free_ports
+from runstream.schemas.migrate import migrate
 from runstream.settings import Settings
-from schemas.migrate import migrate
+from tests.support import events
 from tests.support.names import unique
 from tests.support.services import start_serve, stop
 from tests.support.waiting import wait_for
-from tests.support import events
 
 RUNS, EVENTS_PER_RUN, POINTS_PER_EVENT = 2, 50, 500  # 50,000 points
 TOTAL = RUNS * EVENTS_PER_RUN * POINTS_PER_EVENT

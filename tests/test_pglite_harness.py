@@ -7,8 +7,9 @@ One server for the module; each test uses its own tables and ONE connection at a
 from __future__ import annotations
 
 import gc
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import psycopg
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 EXTVERSION = "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
-DAY1 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+DAY1 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def one(conn: psycopg.Connection[Any], sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...]:

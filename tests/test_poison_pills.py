@@ -14,24 +14,25 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
 
-from processors import salvage
-from processors.store import Received
-from runstream.demo import wait_ready
+from runstream.devstack.demo import wait_ready
 from runstream.devstack.stack import free_ports
+from runstream.processors import salvage
+from runstream.processors.store import Received
+from runstream.schemas import events as ev
 from runstream.settings import Settings
-from schemas import events as ev
+from tests.support import events
 from tests.support.names import unique
+from tests.support.rejects import reject_step
 from tests.support.services import start_serve, stop
 from tests.support.waiting import wait_for
-from tests.support import events
-from tests.support.rejects import reject_step
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ async def produce_raw(settings: Settings, run_id: str, messages: list[bytes]) ->
     """Produce raw bytes keyed by ``run_id`` (one partition, in order); their offsets."""
     from aiokafka import AIOKafkaProducer
 
-    from ingest.producer import ensure_topic
+    from runstream.ingest.producer import ensure_topic
 
     await ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)

@@ -11,8 +11,9 @@ import math
 import random
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import orjson
@@ -20,15 +21,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from query_api.app import create_app, init_connection
-from query_api.downsample import Point, downsample
-from query_api.errors import error_middleware
+from runstream.query_api.app import create_app, init_connection
+from runstream.query_api.downsample import Point, downsample
+from runstream.query_api.errors import error_middleware
+from runstream.schemas.blobs import blob_path
 from runstream.settings import Settings
-from schemas.blobs import blob_path
 from tests.support import events as made
 from tests.support.sql import EXAMPLE_PARAMS, STATEMENTS
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NAN, INF = math.nan, math.inf
 NONFINITE = {"NaN": NAN, "Infinity": INF, "-Infinity": -INF}
 

@@ -15,11 +15,10 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
 
 import pytest
 

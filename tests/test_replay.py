@@ -14,9 +14,9 @@ from typing import Any
 import orjson
 import pytest
 
-from processors import replay
-from processors.replay import PROJECTIONS, REBUILD_SCHEMA, ReplayError, rebuild
 from runstream import Experiment, Workspace
+from runstream.processors import replay
+from runstream.processors.replay import PROJECTIONS, REBUILD_SCHEMA, ReplayError, rebuild
 from runstream.settings import Settings
 from tests.support.names import unique
 
@@ -256,7 +256,7 @@ def test_as_a_command_of_its_own_it_forks_its_workers(workspace: Workspace, sett
     ids = log_everything(workspace, experiment)
     live = snapshot(db, ids, experiment)
     env = {**os.environ, **settings.to_env()}
-    command = [sys.executable, "-m", "processors.replay", "--no-swap", "--json", "--workers", "3"]
+    command = [sys.executable, "-m", "runstream.processors.replay", "--no-swap", "--json", "--workers", "3"]
 
     done = subprocess.run(command, env=env, capture_output=True, timeout=240)
     assert done.returncode == 0, done.stderr.decode()
@@ -296,7 +296,7 @@ async def test_the_swap_tells_listeners_that_any_run_may_have_changed(workspace:
     replaces every projection at once, so it notifies "*" (flush everything) at commit."""
     import asyncpg
 
-    from schemas import notify
+    from runstream.schemas import notify
 
     log_everything(workspace, unique("replay-notify"))
     conn = await asyncpg.connect(settings.database_url)

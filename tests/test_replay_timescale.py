@@ -15,8 +15,8 @@ import asyncpg
 import orjson
 import pytest
 
-from processors import replay
-from processors.replay_load import REBUILD_SCHEMA
+from runstream.processors import replay
+from runstream.processors.replay_load import REBUILD_SCHEMA
 from tests.support.pglite import PgliteServer, node_available
 
 pytestmark = pytest.mark.skipif(not node_available(), reason="node and npm are needed for the PGlite TimescaleDB server")

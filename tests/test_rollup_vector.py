@@ -10,12 +10,12 @@ from typing import Any
 import asyncpg
 import orjson
 
-from query_api import queries
-from query_api.downsample import Point, downsample, rollup_shift
+from runstream.query_api import queries
+from runstream.query_api.downsample import Point, downsample, rollup_shift
 from runstream.settings import Settings
+from tests.support import events
 from tests.support.names import unique
 from tests.support.waiting import wait_for
-from tests.support import events
 
 N = 120_000
 

@@ -11,7 +11,7 @@ from sklearn.metrics import mean_squared_error
 from sklearn.model_selection import train_test_split
 
 from runstream import Experiment, Workspace
-from runstream.demo import best_run
+from runstream.devstack.demo import best_run
 from tests.support.names import unique
 from tests.support.sweep import run_sweep
 from tests.support.waiting import wait_for

@@ -18,11 +18,10 @@ from sklearn.metrics import mean_squared_error
 from sklearn.model_selection import train_test_split
 
 import runstream
-from runstream import Environment, Experiment, LimitError, Run, RunstreamError, ScriptRunConfig, Workspace
-from runstream.demo import EXAMPLES, best_run, copy_example, submit_option2
-from runstream import progress
+from runstream import Environment, Experiment, LimitError, Run, RunstreamError, ScriptRunConfig, Workspace, progress
+from runstream.devstack.demo import EXAMPLES, best_run, copy_example, submit_option2
 from runstream.progress import RunFailedError
-from schemas.limits import MAX_SNAPSHOT_BYTES
+from runstream.schemas.limits import MAX_SNAPSHOT_BYTES
 from tests.support.names import unique
 from tests.support.waiting import wait_for
 

@@ -4,15 +4,15 @@ PostgreSQL 17 + TimescaleDB 2.23 (the PGlite WASM build from npm; no Docker or a
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import asyncpg
 import psycopg
 import pytest
 
-from query_api import queries
-from query_api.app import init_connection
-from schemas.migrate import migrate
+from runstream.query_api import queries
+from runstream.query_api.app import init_connection
+from runstream.schemas.migrate import migrate
 from tests.support.pglite import PgliteServer, node_available
 from tests.support.sql import EXAMPLE_PARAMS, STATEMENTS
 
@@ -59,7 +59,7 @@ async def test_every_query_api_statement_runs_on_timescaledb(pg: PgliteServer) -
 async def _seed(conn: asyncpg.Connection) -> None:
     """A run with what every statement reads, written with INSERT (COPY is not supported here)."""
     run = uuid.UUID(str(EXAMPLE_PARAMS["RUN_BY_ID"][0]))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     await conn.execute("INSERT INTO experiments (name, created_at) VALUES ('exp', $1) ON CONFLICT DO NOTHING", now)
     await conn.execute(
         "INSERT INTO runs (run_id, experiment, name, kind, status, started_at, updated_at, last_seq) "

@@ -13,8 +13,9 @@ import time
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -22,13 +23,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from playwright import sync_api as playwright_api
 
-from query_api import ui
 from runstream import Experiment, Workspace
+from runstream.query_api import ui
 from runstream.settings import Settings
 from tests.support.names import REPO, unique
 from tests.support.sweep import run_sweep
 from tests.support.waiting import wait_for
-
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = REPO / "test-output" / "ui"

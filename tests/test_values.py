@@ -11,7 +11,8 @@ from __future__ import annotations
 import urllib.parse
 import urllib.request
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -20,9 +21,9 @@ import pytest
 
 from runstream import Experiment, LimitError, Workspace
 from runstream.settings import Settings
+from tests.support import events
 from tests.support.names import unique
 from tests.support.waiting import wait_for
-from tests.support import events
 
 EXTREMES = [2**63 - 1, -(2**63), 2**53 + 1, -(2**53 + 1), 2**62 + 3, 0, -1]
 """ints float64 cannot hold (and two it can), each a boundary of int64 or of float64's ints."""

@@ -19,12 +19,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ingest.gateway import validate_batch
-from processors.materialize import cell_json, split_value
-from query_api.errors import BadRequest, Unprocessable
-from query_api.queries import value as stored_value
 from runstream import Experiment, LimitError, Workspace, checks
-from schemas import events
+from runstream.ingest.gateway import validate_batch
+from runstream.processors.materialize import cell_json, split_value
+from runstream.query_api.errors import BadRequest, Unprocessable
+from runstream.query_api.queries import value as stored_value
+from runstream.schemas import events
 from tests.support.names import unique
 
 RUN_ID = "0190a3c4-1111-7000-8000-000000000002"

@@ -5,7 +5,6 @@ stops them (also from another process); ``read_info(state_dir)`` describes a run
 stack. Command line: ``python -m runstream.devstack up|down|status [--state-dir DIR] [--brokers N]``.
 """
 
-from runstream.devstack.stack import (DevstackError, StackInfo, broker_status, down, main, read_info, start_broker,
-                                      up)
+from runstream.devstack.stack import DevstackError, StackInfo, broker_status, down, main, read_info, start_broker, up
 
 __all__ = ["DevstackError", "StackInfo", "broker_status", "down", "main", "read_info", "start_broker", "up"]

@@ -16,11 +16,12 @@ import shutil
 import socket
 import subprocess
 import uuid
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Coroutine
+from typing import Any
 
-from ingest.topic import min_insync_replicas
+from runstream.ingest.topic import min_insync_replicas
 
 KAFKA_VERSION = "3.9.1"
 HERE = Path(__file__).resolve().parent

@@ -20,10 +20,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from runstream.devstack import kafka, postgres
 
@@ -357,7 +358,7 @@ def up(state_dir: Path, *, kafka_port: int | None = None, pg_port: int | None = 
     log.info("kafka jars ready in %.1fs", time.monotonic() - t0)
     nodes, p_port = _pick_ports(state_dir, kafka_port, pg_port, brokers)
     voters = {i: c for i, (_, c) in enumerate(nodes, start=1)}
-    entries = [{"node_id": i, "port": k, "controller_port": c, **{key: str(path) for key, path in
+    entries: list[dict[str, Any]] = [{"node_id": i, "port": k, "controller_port": c, **{key: str(path) for key, path in
                                                                   _node_paths(state_dir, i).items()}}
                for i, (k, c) in enumerate(nodes, start=1)]
     k_port, c_port = nodes[0]

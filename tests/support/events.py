@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from uuid6 import uuid7
 
-from schemas import events as contract
+from runstream.schemas import events as contract
 
 
 def body(run_id: str, seq: int, type_: str, payload: dict[str, Any], **over: Any) -> dict[str, Any]:
@@ -51,7 +51,7 @@ def new_run_id() -> str:
 
 async def produce(settings: Any, messages: list[tuple[str, bytes]]) -> None:
     """Produce ``(run_id, encoded event)`` pairs straight to the settings' topic, in order."""
-    from ingest.topic import ensure_topic
+    from runstream.ingest.topic import ensure_topic
     from runstream.producer import EventProducer
 
     await ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from query_api.live import listen_application_name
+from runstream.query_api.live import listen_application_name
 from tests.support.waiting import eventually
 
 

@@ -38,8 +38,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 import pytest
 
@@ -175,7 +176,7 @@ def start_pglite(port: int | None = None, *, timeout: float = 60.0) -> PgliteSer
 @contextlib.contextmanager
 def migrated_timescale() -> Iterator[PgliteServer]:
     """A fresh server with every runstream migration applied, the TimescaleDB ones included."""
-    from schemas.migrate import migrate
+    from runstream.schemas.migrate import migrate
 
     with start_pglite() as server:
         report = migrate(server.dsn)

@@ -21,10 +21,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from runstream import Workspace, devstack
-from runstream.demo import wait_ready
+from runstream.devstack.demo import wait_ready
 from runstream.devstack.stack import free_ports
+from runstream.schemas.migrate import migrate
 from runstream.settings import Settings
-from schemas.migrate import migrate
 from tests.support.names import REPO
 
 
@@ -116,7 +116,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture()
 async def local_api(services: Settings) -> AsyncIterator[TestServer]:
     """A second query API in this process, so a test can reach its listener and cache."""
-    from query_api.app import create_app
+    from runstream.query_api.app import create_app
 
     server = TestServer(create_app(services))
     await server.start_server()

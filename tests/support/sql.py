@@ -7,10 +7,10 @@ the runs page is a function of its ordering, so two orderings stand in for it he
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from query_api import queries
+from runstream.query_api import queries
 
 STATEMENTS: dict[str, str] = {
     **{name: sql for name, sql in vars(queries).items() if name.isupper() and isinstance(sql, str)},
@@ -49,8 +49,8 @@ EXAMPLE_PARAMS: dict[str, tuple[Any, ...]] = {
     "EVENTS_PAGE": (RUN, -1, 100),
     "AS_OF_EXTENT": (RUN, 3),
     "AS_OF_EVENTS": (RUN, 3),
-    "AS_OF_FIRST_AFTER": (RUN, datetime(2026, 1, 1, tzinfo=timezone.utc)),
-    "AS_OF_CHILDREN": (RUN, datetime(2026, 1, 1, tzinfo=timezone.utc)),
+    "AS_OF_FIRST_AFTER": (RUN, datetime(2026, 1, 1, tzinfo=UTC)),
+    "AS_OF_CHILDREN": (RUN, datetime(2026, 1, 1, tzinfo=UTC)),
     "LOG_LINES_PAGE": (RUN, -1, -1, 100),
     "LIVE_EVENTS": (RUN, -1, 500),
     "LIVE_RUN_STATE": (RUN,),

@@ -37,7 +37,7 @@ LOCAL_STACK_SETTINGS = ("kafka_bootstrap", "database_url", "blob_dir", "api_url"
 
 
 def submit_option2(ws: Workspace, experiment_name: str, source_directory: str | os.PathLike[str],
-                   show_output: bool = True) -> "ScriptRun":
+                   show_output: bool = True) -> ScriptRun:
     """Option 2 of the seed, steps 3 and 4 as the seed writes them: submit ``train.py`` from
     ``source_directory`` in a user-managed environment and wait for it."""
     from runstream import Environment, Experiment, ScriptRunConfig
