@@ -80,7 +80,7 @@ async def produce_raw(settings: Settings, run_id: str, messages: list[bytes]) ->
     """Produce raw bytes keyed by ``run_id`` (one partition, in order); their offsets."""
     from aiokafka import AIOKafkaProducer
 
-    from runstream.ingest.producer import ensure_topic
+    from runstream.ingest.topic import ensure_topic
 
     await ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
