@@ -12,6 +12,7 @@ not retried: the caller dead-letters or reports it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import random
 
 import asyncpg
@@ -25,6 +26,9 @@ _TRANSIENT_CLASSES = ("08", "57")
 _TRANSIENT_STATES = frozenset({"53300", "53400"})
 
 
+_FILE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT,
+                          errno.EISDIR, errno.ENOTDIR, errno.EMFILE, errno.ENFILE, errno.EFBIG})
+
 _CLIENT_MISTAKES = (asyncpg.exceptions._base.ClientConfigurationError,
                     asyncpg.exceptions._base.UnsupportedClientFeatureError,
                     asyncpg.exceptions._base.InternalClientError)
@@ -32,8 +36,13 @@ _CLIENT_MISTAKES = (asyncpg.exceptions._base.ClientConfigurationError,
 
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` means the database (connection) is unavailable, not that the data is bad."""
-    if isinstance(exc, (OSError, asyncio.TimeoutError, TimeoutError, ConnectionError)):
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError, ConnectionError)):
         return True
+    if isinstance(exc, OSError):
+        # A socket's failure (refused, reset, unreachable; asyncio's "Multiple exceptions:
+        # Connect call failed" has no errno), not the local disk's: a full disk or a denied
+        # file under a blob write must not pass for "database unavailable, retry later".
+        return exc.errno not in _FILE_ERRNOS and exc.filename is None
     if isinstance(exc, asyncpg.PostgresConnectionError):
         return True  # ConnectionDoesNotExistError, ConnectionFailureError, ...
     if isinstance(exc, asyncpg.InterfaceError):

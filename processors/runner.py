@@ -115,6 +115,7 @@ class Processor:
         self.lock = asyncio.Lock()
         self.stats = Stats()
         self.generation = 0
+        self._stopping = asyncio.Event()  # run()'s stop, once it runs
         self.queue: asyncio.Queue[Prepared] = asyncio.Queue(maxsize=1)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
@@ -158,6 +159,7 @@ class Processor:
                 await self.consumer.seek_to_beginning(tp)
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stopping = stop
         await ensure_topic(self.settings.kafka_bootstrap, self.settings.topic, self.settings.partitions)
         self.consumer.subscribe([self.settings.topic], listener=_SeekOnAssign(self))
         await self.consumer.start()
@@ -226,10 +228,17 @@ class Processor:
                 if not is_transient(exc):
                     raise
                 # However PostgreSQL went away (immediate/fast/smart stop, restart, closed
-                # port): the transaction did not commit, so the batch is retried whole.
+                # port): the transaction did not commit, so the batch is retried whole...
                 log.warning("database unavailable (%s: %s); retrying the batch", type(exc).__name__, exc)
                 await asyncio.sleep(backoff(attempt))
                 attempt += 1
+                # ...unless its partitions were given up meanwhile (their new owner reads them
+                # again from the stored offsets: the rebalance must not wait for the database)
+                # or the processor is stopping (it reads them again when it starts).
+                if p.generation != self.generation or self._stopping.is_set():
+                    log.warning("dropping an uncommitted batch of %d message(s): %s", len(received) + len(dead),
+                                "partitions revoked" if p.generation != self.generation else "stopping")
+                    return
         elapsed = time.perf_counter() - started
         self.stats.write_seconds += elapsed
         self.stats.write_latency.observe(elapsed)

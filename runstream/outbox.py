@@ -46,6 +46,8 @@ class RunOutbox:
         self.removed = False
         self.blobs_pending = 0
         """Artifact bytes stored here whose event is not appended yet (the folder must stay)."""
+        self.parked: str | None = None
+        """Why the sender stopped delivering this folder (it stays for ``runstream sync``)."""
 
     def append(self, data: bytes) -> None:
         self._file.write(data + b"\n")

@@ -31,7 +31,7 @@ from runstream.errors import DeliveryError
 from runstream.schemas.events import SCHEMA_VERSION
 from runstream.schemas.limits import MAX_EVENT_BYTES, MAX_POINTS_PER_EVENT, MAX_ROWS_PER_EVENT
 from runstream.settings import ClientSettings
-from runstream.transport import HttpTransport, KafkaTransport, Transport
+from runstream.transport import HttpTransport, KafkaTransport, Transport, is_outage
 
 if TYPE_CHECKING:
     from runstream.outbox import RunOutbox
@@ -440,6 +440,8 @@ class Sender:
 
         progressed = False
         for run_id, rob in list(self._outbox.items()):
+            if rob.parked:
+                continue  # left for `runstream sync` (said once when parked)
             fd = rob.lock()
             if fd is None:
                 continue
@@ -459,6 +461,16 @@ class Sender:
                     await _upload_blob(self.settings, self.session, rob.dir, sha)  # before the events that refer to it
                 await (await self.transport.send([(run_id, line) for line in lines]))
                 rob.delivered_offset = rob.delivered(state, lines)
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                # Not the service's absence (a batch the gateway refuses, artifact bytes gone,
+                # an unreadable record): retrying cannot help, and it must not hold up the
+                # other runs or make the sender believe the service is down.
+                rob.parked = f"{type(exc).__name__}: {exc}"
+                log.error("runstream: the outbox of run %s cannot be delivered (%s); it stays in %s: fix the cause, "
+                          "then run `runstream sync %s`", run_id, rob.parked, rob.dir, rob.dir)
+                continue
             finally:
                 rob.unlock(fd)
             progressed = True

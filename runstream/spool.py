@@ -35,6 +35,7 @@ from runstream.schemas import events as ev
 from runstream.schemas.blobs import blob_path
 from runstream.sender import FLUSH, encode_items
 from runstream.settings import ClientSettings
+from runstream.transport import is_outage
 
 if TYPE_CHECKING:
     from runstream.run import Run
@@ -161,7 +162,16 @@ def sync(settings: ClientSettings, path: str | os.PathLike[str] | None = None) -
     report = SyncReport()
     dirs = run_dirs(root)
     if dirs:
-        asyncio.run(_sync(settings, dirs, report))
+        try:
+            asyncio.run(_sync(settings, dirs, report))
+        except RunstreamError:
+            raise
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            where = settings.ingest_url if settings.transport == "http" else settings.kafka_bootstrap
+            raise DeliveryError(f"the service at {where} is unreachable ({type(exc).__name__}: {exc}); "
+                                f"{report.sent} event(s) were sent; run it again when it is back") from exc
     return report
 
 
@@ -242,6 +252,8 @@ async def _upload_blob(settings: ClientSettings, session: aiohttp.ClientSession,
         return 1
     data = await asyncio.to_thread(source.read_bytes)
     async with session.put(url, data=data) as resp:
+        if resp.status >= 500:  # the gateway's trouble, not the bytes': retried as an outage
+            raise ConnectionError(f"artifact upload: the gateway answered {resp.status}")
         if resp.status >= 400:
             raise RunstreamError(f"sync: artifact upload failed ({resp.status}): {await resp.text()}")
     return 1

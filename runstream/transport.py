@@ -19,6 +19,13 @@ POST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
 """A gateway that stopped answering fails a POST (which is then retried) instead of hanging it."""
 
 
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the service is unreachable (retry later), not that it refused the events."""
+    if isinstance(exc, (ConnectionError, TimeoutError, aiohttp.ClientError)):
+        return True
+    return type(exc).__module__.startswith("aiokafka")  # KafkaError and its kin, without importing aiokafka
+
+
 class Transport(Protocol):
     async def start(self) -> None: ...
     async def send(self, events: list[tuple[str, bytes]]) -> asyncio.Future[None]:

@@ -8,6 +8,7 @@ exactly once; what it could is checked in PostgreSQL (the archive, the points, t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -26,6 +27,7 @@ import pytest
 
 from runstream import Experiment, Workspace
 from runstream.devstack.stack import free_ports
+from runstream.schemas.blobs import blob_path
 from runstream.sender import POINT
 from runstream.settings import Settings
 from runstream.spool import EVENTS_FILE
@@ -203,8 +205,9 @@ GATEWAY_SCRIPT = """
 
 
 def start_gateway(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen([sys.executable, "-m", "runstream.cli", "gateway"], env=script_env(settings),
-                               stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        process = subprocess.Popen([sys.executable, "-m", "runstream.cli", "gateway"], env=script_env(settings),
+                                   stdout=out, stderr=subprocess.STDOUT)
 
     def ready() -> bool:
         assert process.poll() is None, log.read_text()
@@ -415,3 +418,49 @@ def test_broker_paused_when_the_run_completes(services: Settings, db: Any, tmp_p
     assert archive(db, run_id) == [(seq, 1) for seq in range(row[1] + 1)]
     assert first_delivery_order(db, run_id) == list(range(row[1] + 1))
     assert points(db, run_id, "loss") == [(i, i * 0.5) for i in range(n)]
+
+
+def test_an_undeliverable_outbox_is_parked_and_holds_up_nothing(services: Settings, db: Any, tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A run whose outbox cannot be delivered (here its artifact bytes were removed) is left
+    for `runstream sync` with one error; the other runs' outboxes drain, the sender does not
+    take it for an outage (a later run is delivered straight away), and once the cause is
+    fixed `runstream sync` delivers it."""
+    port = closed_port()
+    gateway = replace(services, transport="http", gateway_port=port, ingest_url=f"http://127.0.0.1:{port}",
+                      spool_dir=str(tmp_path / "outbox"), delivery_timeout=3)
+    ws = Workspace(settings=gateway)
+    experiment = Experiment(ws, unique("parked"))
+    broken, fine = experiment.start_logging(), experiment.start_logging()
+    data = os.urandom(4096)
+    broken.upload_file("outputs/model.bin", data)  # the gateway is down: the bytes go to the outbox
+    for i in range(100):
+        broken.log("loss", i)
+        fine.log("loss", i)
+    broken.flush(timeout=0.5)
+    fine.flush(timeout=0.5)
+    sha = hashlib.sha256(data).hexdigest()
+    kept = blob_path(tmp_path / "outbox" / broken.id / "blobs", sha)
+    assert kept.is_file()
+    hidden = kept.with_name("hidden")
+    kept.rename(hidden)  # the artifact's bytes are gone: this outbox cannot be delivered
+    server = start_gateway(gateway, tmp_path / "gateway.log")
+    try:
+        with caplog.at_level(logging.ERROR, logger="runstream.sender"):
+            wait_for(lambda: len(points(db, fine.id, "loss")) == 100, timeout=60, what="the other run's outbox")
+            later = experiment.start_logging()
+            later.log("loss", 1.0)
+            later.complete()
+            assert run_row(db, later.id) == ("completed", 2)  # delivered, not spilled: the sender is not "down"
+            fine.complete()
+            broken.complete()  # returns after delivery_timeout, its events kept on disk
+            ws.close()
+        parked = [r.getMessage() for r in caplog.records if "cannot be delivered" in r.getMessage()]
+        assert len(parked) == 1 and broken.id in parked[0] and "runstream sync" in parked[0]
+        assert run_row(db, broken.id) is None
+        hidden.rename(kept)  # the cause fixed
+        sync_cli(gateway, tmp_path / "outbox")
+        assert points(db, broken.id, "loss") == [(i, float(i)) for i in range(100)]
+        assert completed(db, broken.id)[0] == "completed"
+    finally:
+        stop(server)

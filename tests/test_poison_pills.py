@@ -289,6 +289,12 @@ async def test_same_seq_with_other_content_is_a_conflict_and_an_identical_resend
     assert db.execute("SELECT value FROM tags WHERE run_id = %s AND key = 'k'", (run2,)).fetchone() == ("a",)
     assert [r[1:3] for r in letters(db, run2)] == [(1, -1)]
 
+    # Re-driving a conflict conflicts again: it stays pending, the first copy stays stored.
+    done = cli(s, "retry", "--run", run2)
+    assert done.returncode == 1 and "still failing: conflict: seq 1" in done.stdout, done.stdout + done.stderr
+    assert [r[1:3] for r in letters(db, run2)] == [(1, -1)]
+    assert db.execute("SELECT value FROM tags WHERE run_id = %s AND key = 'k'", (run2,)).fetchone() == ("a",)
+
 
 async def test_a_status_before_the_start_is_not_lost(own: tuple[Settings, Any], db: Any) -> None:
     s, _ = own
