@@ -1,6 +1,6 @@
 """Rebuild every projection from the event archive into fresh tables, then swap them in.
 
-``python -m processors.replay [--json] [--no-swap] [--workers N]`` (database from
+``python -m runstream.processors.replay [--json] [--no-swap] [--workers N]`` (database from
 ``RUNSTREAM_DATABASE_URL``).
 
 1. The projection tables are created empty in the schema ``runstream_rebuild`` (``LIKE``
@@ -47,7 +47,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
@@ -268,9 +267,6 @@ def _handing_out(ranges: Sequence[Range]) -> NextRange:
     return next_range
 
 
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
-
-
 @dataclass
 class _Worker:
     """A loader process and the JSON-lines channel to it (see replay_load.serve)."""
@@ -342,8 +338,7 @@ def _waiter(pid: int) -> Callable[[], Awaitable[int]]:
 
 
 async def _spawn_worker() -> _Worker:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "runstream.processors.replay_load", env=env,
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "runstream.processors.replay_load",
                                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                                                 limit=1 << 30)  # the result line lists the runs
     assert proc.stdin is not None and proc.stdout is not None
@@ -437,7 +432,7 @@ def default_workers() -> int:
 def main(argv: list[str] | None = None) -> int:
     from runstream.settings import ServiceSettings
 
-    parser = argparse.ArgumentParser(prog="python -m processors.replay", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="runstream replay", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-swap", action="store_true",
                         help=f"leave the rebuilt tables in schema {REBUILD_SCHEMA} (to compare them)")

@@ -3,7 +3,7 @@ rebuild schema, one range of runs after another.
 
 Runs in the replay process itself (its own share of the ranges, and the catch-up in the
 swap) and in each worker process (:func:`serve`: forked from the replay process, or
-started as ``python -m processors.replay_load``), each on connections of its own, in the
+started as ``python -m runstream.processors.replay_load``), each on connections of its own, in the
 snapshot the replay process exported.
 
 Per event the work is the processors' own: :func:`schemas.events.decode`'s schema
@@ -330,5 +330,5 @@ def serve(channel: Channel) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m processors.replay_load: a worker on stdin/stdout
+if __name__ == "__main__":  # python -m runstream.processors.replay_load: a worker on stdin/stdout
     raise SystemExit(serve(Channel(sys.stdin.buffer, sys.stdout.buffer)))

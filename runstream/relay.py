@@ -218,7 +218,7 @@ class RelayClient:
             self.run._seq = box["seq"]
 
     def store_blob(self, run: Run, stream: BinaryIO) -> tuple[str, int]:
-        return self._ws._store_blob(stream)
+        return self._ws._store_blob(stream, run.id)  # the gateway down: into this process's outbox
 
     def status(self, run: Run, payload: dict[str, Any]) -> None:
         self._queue.append((FLUSH, None, payload))

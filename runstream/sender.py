@@ -172,6 +172,8 @@ class Sender:
             asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(60)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout)
+            if not self._thread.is_alive():
+                self._loop.close()  # its selector and self-pipe; a restarted sender makes a new loop
             _live.discard(self)
 
     # ---- the sender thread --------------------------------------------------------

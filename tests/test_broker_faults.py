@@ -12,22 +12,12 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from benchmarks.faults import FaultStack, Workload, count, expected_sum, start_stack, wait_stored, wait_until
-from tests.support.names import REPO, unique
-
-POINTS = 100_000
-RATE = 25_000.0  # points/s: about 4 s of logging, so the fault lands while the script logs
-SCRIPT_TIMEOUT_S = 240
-
-
-def state_dir(suffix: str) -> Path:
-    """A state dir beside the session's (one per worktree), so `services down` can clean it."""
-    base = Path(os.environ.get("RUNSTREAM_TEST_STATE_DIR", REPO / ".state" / "test-stack"))
-    return base.with_name(f"{base.name}-{suffix}")
+from benchmarks.faults import FaultStack, Workload, start_stack
+from tests.support.faults import POINTS, RATE, assert_stored_once, state_dir
+from tests.support.names import unique
 
 
 @pytest.fixture(scope="module")
@@ -37,29 +27,6 @@ def fault_stack() -> Iterator[FaultStack]:
         yield stack
     finally:
         stack.close()
-
-
-def assert_exactly_once(stack: FaultStack, workload: Workload) -> None:
-    report = workload.result(SCRIPT_TIMEOUT_S)
-    assert report["returncode"] == 0 and report["error"] is None, report
-    assert report["points"] == workload.planned
-    counts, complete_at = wait_stored(stack, workload, timeout_s=120)
-    assert complete_at is not None, f"stored {counts.distinct} of {workload.planned}"
-    # Let anything still in flight land before checking for copies: the run's status is
-    # written last by its `completed` event, which follows every point in the partition.
-    wait_until(lambda: _completed(stack, workload), 60, "every run completed")
-    final = count(stack.settings.database_url, workload.experiment)
-    assert (final.rows, final.distinct) == (workload.planned, workload.planned), final
-    assert final.value_sum == expected_sum(workload)
-
-
-def _completed(stack: FaultStack, workload: Workload) -> bool:
-    import psycopg
-
-    with psycopg.connect(stack.settings.database_url, autocommit=True) as conn:
-        row = conn.execute("SELECT count(*) FILTER (WHERE status = 'completed'), count(*) FROM runs "
-                           "WHERE experiment = %s", (workload.experiment,)).fetchone()
-    return row is not None and row[1] > 0 and row[0] == row[1]
 
 
 def test_broker_sigkill_and_restart_mid_stream_stores_every_point_once(fault_stack: FaultStack) -> None:
@@ -72,7 +39,7 @@ def test_broker_sigkill_and_restart_mid_stream_stores_every_point_once(fault_sta
         workload.wait_logged(min(POINTS, logged_at_kill + POINTS // 10))
     finally:
         fault_stack.restart_broker()
-    assert_exactly_once(fault_stack, workload)
+    assert_stored_once(fault_stack, workload)
 
 
 def test_broker_sigstop_then_sigcont_stores_every_point_once(fault_stack: FaultStack) -> None:
@@ -85,7 +52,7 @@ def test_broker_sigstop_then_sigcont_stores_every_point_once(fault_stack: FaultS
         workload.wait_logged(POINTS * 3 // 5)
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert_exactly_once(fault_stack, workload)
+    assert_stored_once(fault_stack, workload)
 
 
 def test_gateway_sigkill_and_restart_delivers_http_transport_points_once(fault_stack: FaultStack) -> None:
@@ -96,4 +63,4 @@ def test_gateway_sigkill_and_restart_delivers_http_transport_points_once(fault_s
         workload.wait_logged(POINTS * 2 // 5)
     finally:
         fault_stack.start_gateway()
-    assert_exactly_once(fault_stack, workload)
+    assert_stored_once(fault_stack, workload)

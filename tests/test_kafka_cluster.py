@@ -20,8 +20,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from benchmarks.faults import FaultStack, Workload, start_stack, wait_until
 from runstream import devstack
 from runstream.ingest.topic import ensure_topic
+from tests.support.faults import POINTS, RATE, assert_stored_once, state_dir
 from tests.support.names import REPO, unique
-from tests.test_broker_faults import POINTS, RATE, assert_exactly_once, state_dir
 
 
 @pytest.fixture(scope="module")
@@ -80,5 +80,5 @@ def test_one_broker_of_three_sigkilled_mid_stream_loses_nothing(cluster: FaultSt
     workload = Workload(cluster, unique("cluster-kill"), points=POINTS, rate=RATE)
     workload.wait_logged(POINTS // 5)
     cluster.kill_broker(1)  # the first bootstrap server; not restarted
-    assert_exactly_once(cluster, workload)
+    assert_stored_once(cluster, workload)
     assert [b["pid"] is None for b in devstack.broker_status(cluster.state_dir)] == [True, False, False]
