@@ -146,7 +146,8 @@ class Sender:
         async def store() -> tuple[str, int]:
             rob = self._spool_run(run_id)
             rob.blobs_pending += 1
-            return rob.store_blob(data)
+            # The file write on a worker thread: up to MAX_ARTIFACT_BYTES must not stall delivery.
+            return await asyncio.to_thread(rob.store_blob, data)
 
         return asyncio.run_coroutine_threadsafe(store(), self._loop).result()
 
