@@ -30,7 +30,7 @@ from runstream.workspace import Workspace
 if TYPE_CHECKING:
     from runstream.script_run import ScriptRun
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # runstream/devstack/demo.py -> the checkout
 """The repository's examples (the demo runs from a source checkout)."""
 LOCAL_STACK_SETTINGS = ("kafka_bootstrap", "database_url", "blob_dir", "api_url", "ingest_url")
 """What the demo records in ``~/.runstream/config.json`` for clients (``runstream.localstack``)."""
