@@ -123,6 +123,9 @@ _WORD = re.compile(r"[A-Za-z_][\w/-]*")
 _SEGMENT = re.compile(r"[\w/-]+")
 _OPERATOR = re.compile(r"<=|>=|!=|<>|==|=|<|>")
 _ESCAPE = re.compile(r"\\(.)", re.S)
+# A number's decimal exponent within a double's range, so no bound value overflows a
+# PostgreSQL float8 or numeric.
+_MIN_EXPONENT, _MAX_EXPONENT = -307, 307
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,10 @@ def tokenize(text: str) -> list[_Token]:
         if m := _SPACE.match(text, pos):
             pos = m.end()
         elif m := _NUMBER.match(text, pos):
-            tokens.append(_Token("number", m.group(), pos, value=Decimal(m.group())))
+            number = Decimal(m.group())
+            if number and not _MIN_EXPONENT <= number.adjusted() <= _MAX_EXPONENT:
+                raise _error(f"number out of range {m.group()!r}", pos, "a value must fit a double")
+            tokens.append(_Token("number", m.group(), pos, value=number))
             pos = m.end()
         elif text[pos] in "'\"":
             if not (m := _STRING.match(text, pos)):
@@ -344,8 +350,7 @@ def _checked(c: Comparison) -> Comparison:
     if kind in ("start_time", "end_time"):
         if isinstance(c.value, tuple):
             raise _error(f"unexpected list for {_describe(c)}", c.pos, "compare a time with = != < <= > >=")
-        if isinstance(c.value, str):
-            _instant(c.value, c.pos)
+        _instant(c.value, c.pos)
     return c
 
 
@@ -355,12 +360,15 @@ def _describe(c: Comparison) -> str:
             "attribute": f"attributes.{f.name}"}[f.kind]
 
 
-def _instant(text: str, pos: int) -> datetime:
+def _instant(value: Value, pos: int) -> datetime:
+    """A time value (ISO 8601, naive = UTC; or epoch milliseconds) as an aware datetime."""
     try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise _error(f"invalid time {text!r}", pos,
-                     "expected ISO 8601 (2026-01-01T12:00:00Z) or epoch milliseconds") from None
+        if isinstance(value, Decimal):
+            return datetime.fromtimestamp(float(value) / 1000, UTC)
+        t = datetime.fromisoformat(value)
+    except (ValueError, OverflowError, OSError):
+        raise _error(f"invalid time {str(value)!r}", pos,
+                     "expected ISO 8601 (2026-01-01T12:00:00Z) or epoch milliseconds in years 1..9999") from None
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
@@ -369,6 +377,10 @@ def parse(text: str) -> Expr:
     (0-based character offset) and the offending token."""
     if len(text) > MAX_FILTER_CHARS:
         raise BadRequest(f"filter: longer than {MAX_FILTER_CHARS} characters ({len(text)})")
+    # PostgreSQL text holds neither NUL nor invalid UTF-8: refused here, not a 500 there.
+    bad = next((i for i, ch in enumerate(text) if ch == "\x00" or "\ud800" <= ch <= "\udfff"), None)
+    if bad is not None:
+        raise _error(f"unexpected {text[bad]!r}", bad, "NUL and invalid UTF-8 cannot be searched for")
     parser = _Parser(text)
     if parser.peek().kind == "end":
         raise _unexpected(parser.peek(), _FIELD_EXPECTED)
@@ -417,10 +429,8 @@ class _Compiler:
             return (f"EXISTS (SELECT 1 FROM tags t WHERE t.run_id = r.run_id AND t.key = {self.param(f.name)}::text "
                     f"AND {self.text('t.value', c)})")
         if f.name in _TIME_ATTRIBUTES:
-            col, v = _TIME_ATTRIBUTES[f.name], c.value
-            if isinstance(v, str):
-                return f"{col} {_SQL_OPS[c.op]} {self.param(_instant(v, c.pos))}::timestamptz"
-            return f"{col} {_SQL_OPS[c.op]} to_timestamp({self.param(float(v))}::float8 / 1000)"  # type: ignore[arg-type]
+            instant = _instant(c.value, c.pos)  # type: ignore[arg-type]  # _checked refused lists
+            return f"{_TIME_ATTRIBUTES[f.name]} {_SQL_OPS[c.op]} {self.param(instant)}::timestamptz"
         if f.name == "duration":
             return self.number("date_part('epoch', r.ended_at - r.started_at)", c, "float8")
         if f.name == "status":

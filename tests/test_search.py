@@ -112,7 +112,11 @@ MALFORMED = [
     ("params.a in (1, 'b')", "filter: unexpected mix of numbers and strings at position 12; a list holds one "
      "or the other"),
     ("start_time > 'yesterday'", "filter: invalid time 'yesterday' at position 13; expected ISO 8601 "
-     "(2026-01-01T12:00:00Z) or epoch milliseconds"),
+     "(2026-01-01T12:00:00Z) or epoch milliseconds in years 1..9999"),
+    ("metrics.mse < 1e400", "filter: number out of range '1e400' at position 14; a value must fit a double"),
+    ("start_time > 1e20", "filter: invalid time '1E+20' at position 13; expected ISO 8601 (2026-01-01T12:00:00Z) "
+     "or epoch milliseconds in years 1..9999"),
+    ("name = 'a\x00b'", "filter: unexpected '\\x00' at position 9; NUL and invalid UTF-8 cannot be searched for"),
     ("", "filter: unexpected end of filter at position 0; expected a field (metrics.<name>, params.<name>, "
      "tags.<key>, attributes.<name>) or '('"),
 ]
@@ -296,7 +300,7 @@ async def test_search_across_experiments(sweep: Sweep, session: aiohttp.ClientSe
     assert answer["error"]["message"] == f"experiment {missing!r} not found"
 
 
-@pytest.mark.parametrize(("text", "message"), MALFORMED[:6])
+@pytest.mark.parametrize(("text", "message"), MALFORMED[:6] + MALFORMED[-4:-1])
 async def test_malformed_filters_are_400_with_the_message(
     sweep: Sweep, session: aiohttp.ClientSession, workspace: Workspace, text: str, message: str
 ) -> None:
@@ -313,6 +317,8 @@ INJECTIONS = [
     "name = \"probe\\\" or \\\"1\\\"=\\\"1\"",
     "tags.`team' OR '1'='1` like '%'",
     "run_id = '00000000-0000-0000-0000-000000000000'' OR ''1''=''1'",
+    "params.alpha < -1e300 or duration > 1e300 or metrics.mse.min < -1e307 or tags.team = 1e-300",
+    "name = 'caf\u00e9 \U0001f600' or tags.`\u00fc` in ('\u00fc')",
 ]
 
 
