@@ -29,7 +29,7 @@ Meaning:
   missing), and with a param, tag, or text attribute whose value reads as a number
   (other values never match); a string compares as text (``like``/``ilike`` take SQL
   patterns with ``%`` and ``_``). ``start_time``/``end_time`` take epoch milliseconds (as
-  MLflow) or an ISO 8601 string; ``duration`` is seconds.
+  MLflow) or an ISO 8601 string; ``duration`` is seconds. A number must fit a double.
 * A run lacking the field never matches the comparison, ``!=`` and ``not in`` included
   (SQL's NULL: there is no negation of whole expressions).
 

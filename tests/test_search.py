@@ -300,6 +300,11 @@ async def test_search_across_experiments(sweep: Sweep, session: aiohttp.ClientSe
     assert answer["error"]["message"] == f"experiment {missing!r} not found"
 
 
+def test_the_sdk_passes_a_filter_through(sweep: Sweep, workspace: Workspace) -> None:
+    runs = Experiment(workspace, sweep.experiment).get_runs(filter="metrics.mse < 3200")
+    assert {r.name for r in runs} == {"Lasso-0.5", "lasso-0.4"}
+
+
 @pytest.mark.parametrize(("text", "message"), MALFORMED[:6] + MALFORMED[-4:-1])
 async def test_malformed_filters_are_400_with_the_message(
     sweep: Sweep, session: aiohttp.ClientSession, workspace: Workspace, text: str, message: str
