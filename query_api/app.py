@@ -30,6 +30,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("openapi", "/api/openapi.json", handlers.openapi_document),
     ("experiments", "/api/experiments", handlers.experiments),
     ("experiment_runs", "/api/experiments/{name:.+}/runs", handlers.experiment_runs),
+    ("search_runs", "/api/runs", handlers.search_runs),
     ("run", "/api/runs/{run_id}", handlers.run),
     ("run_metrics", "/api/runs/{run_id}/metrics", handlers.run_metrics),
     ("metric_vector", "/api/runs/{run_id}/metrics/{name:.+}", handlers.metric_vector),

@@ -24,7 +24,7 @@ import asyncpg
 from aiohttp import web
 
 from runstream.processors.materialize import to_datetime
-from runstream.query_api import asof, openapi, queries
+from runstream.query_api import asof, openapi, queries, search
 from runstream.query_api.cache import CACHE
 from runstream.query_api.downsample import MIN_MAX_POINTS
 from runstream.query_api.errors import BadRequest, NotFound, NotReady, json_response
@@ -216,8 +216,9 @@ async def cached(request: web.Request, read: Callable[[Scope], Awaitable[Answer]
 _HIT = {"X-Cache": "hit"}
 
 
-def run_filter(request: web.Request) -> queries.RunFilter:
-    """Parse the filters, ordering and page of the runs listing."""
+def run_filter(request: web.Request, experiments: list[str] | None = None) -> queries.RunFilter:
+    """Parse the filters, ordering and page of the runs listing: of the path's experiment,
+    or of ``experiments`` (all when empty) for the search across experiments."""
     statuses = query_list(request, "status", split_commas=True)
     for s in statuses:
         if s not in STATUSES:
@@ -251,7 +252,7 @@ def run_filter(request: web.Request) -> queries.RunFilter:
     if parent_raw:
         parent = "none" if parent_raw == "none" else parse_uuid(parent_raw, "parent")
     return queries.RunFilter(
-        experiment=request.match_info["name"],
+        experiments=[request.match_info["name"]] if experiments is None else experiments,
         statuses=statuses,
         parent=parent,
         tags=tags,
@@ -262,6 +263,7 @@ def run_filter(request: web.Request) -> queries.RunFilter:
         limit=query_int(request, "limit", 100, 1, MAX_LIMIT),
         offset=query_int(request, "offset", 0, 0, 2**62),
         columns=query_list(request, "columns"),
+        search=search.parse(request.query["filter"]) if request.query.get("filter", "").strip() else None,
     )
 
 
@@ -292,6 +294,13 @@ async def experiments(request: web.Request) -> web.Response:
 async def experiment_runs(request: web.Request) -> web.Response:
     """Runs of one experiment, filtered, ordered and paged."""
     return json_response(await queries.runs_page(request.app[POOL], run_filter(request)))
+
+
+async def search_runs(request: web.Request) -> web.Response:
+    """Runs of the ``experiments`` named (comma-separated or repeated; all if none),
+    filtered (``filter``: :mod:`query_api.search`), ordered and paged."""
+    experiments = query_list(request, "experiments", split_commas=True)
+    return json_response(await queries.runs_page(request.app[POOL], run_filter(request, experiments)))
 
 
 async def run(request: web.Request) -> web.Response:

@@ -162,6 +162,16 @@ _METRICS = {"anyOf": [
 """Which one is given follows from the parameters (an empty object is all three)."""
 
 
+_FILTER = _q("filter", _STR, """The search language (query_api/search.py), e.g.
+`metrics.mse < 3300 and params.alpha >= 0.2 or tags.team = "a"`: `and` (binds tighter), `or`,
+parentheses; `= != < <= > >= like ilike in (..) not in (..)`; fields `metrics.<name>[.min|.max|.last]`
+(last by default), `params.<name>` (the run's properties), `tags.<key>`,
+`attributes.<status|name|run_id|start_time|end_time|duration|experiment>` (or bare); names with
+dots or spaces in backticks; values are numbers or quoted strings; MLflow's filter grammar and
+status names (FINISHED, KILLED, ...) are accepted. A run lacking a field never matches a
+comparison on it. A malformed filter is a 400 naming the position and the token.""")
+
+
 def _paths() -> dict[str, Any]:
     return {
         "/api/health": _get("Liveness", [], _json(_ref("Health"))),
@@ -175,6 +185,7 @@ def _paths() -> dict[str, Any]:
             "Runs of an experiment, filtered, ordered and paged",
             [
                 _path("name", "Experiment name."),
+                _FILTER,
                 _q("status", _STR, f"{', '.join(sorted(STATUSES))}; repeat or comma-separate.", True),
                 _q("tag", _STR, "`key` (has the tag) or `key:value`; repeatable, all must match.", True),
                 _q("metric", _STR, "`name<op>number`, op one of < <= > >= = !=, against the metric's last "
@@ -185,6 +196,20 @@ def _paths() -> dict[str, Any]:
                 _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
                 _q("offset", {"type": "integer", "minimum": 0, "default": 0}, "Page start."),
                 _q("parent", _STR, "`none` = top-level runs only; a run id = its children."),
+                _q("columns", _STR, "Only these metric summaries per run (default all); repeatable.", True),
+            ],
+            _json(_ref("RunsPage")), 400, 404,
+        ),
+        "/api/runs": _get(
+            "Runs across experiments: searched with `filter`, ordered and paged as an experiment's runs",
+            [
+                _q("experiments", _STR, "Experiment names, comma-separated or repeated; default all. An "
+                   "unknown one is a 404.", True),
+                _FILTER,
+                _q("order_by", {"type": "string", "default": "started_at"}, "As for an experiment's runs."),
+                _q("order", {"enum": ["asc", "desc"]}, "Default desc for started_at, asc otherwise."),
+                _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
+                _q("offset", {"type": "integer", "minimum": 0, "default": 0}, "Page start."),
                 _q("columns", _STR, "Only these metric summaries per run (default all); repeatable.", True),
             ],
             _json(_ref("RunsPage")), 400, 404,

@@ -21,6 +21,7 @@ import orjson
 
 from runstream.query_api import downsample as ds
 from runstream.query_api.errors import BadRequest, NotFound, WaitTimeout
+from runstream.query_api.search import Expr, compile_filter
 from runstream.schemas import api
 from runstream.schemas.values import encode
 
@@ -33,8 +34,6 @@ EXPERIMENTS = """
 SELECT e.name, e.created_at, count(r.run_id) AS run_count, max(r.updated_at) AS last_activity
 FROM experiments e LEFT JOIN runs r ON r.experiment = e.name
 GROUP BY e.name, e.created_at ORDER BY e.name"""
-
-EXPERIMENT_EXISTS = "SELECT EXISTS (SELECT 1 FROM experiments WHERE name = $1)"
 
 _run_columns = """r.run_id, r.experiment, r.name, r.status, r.kind, r.parent_run_id, r.error,
        r.started_at, r.ended_at, r.updated_at, r.last_seq"""
@@ -198,13 +197,14 @@ WHERE run_id = $1 AND (seq, idx) > ($2, $3) ORDER BY seq, idx LIMIT $4"""
 
 # Runs of an experiment. Every filter is always present and switched off by an empty
 # array (or parent mode 'any'), so the statement is fixed text; only the ORDER BY is
-# chosen from _ORDERINGS. $1 experiment, $2 statuses, $3 parent mode ('any' | 'none' |
+# chosen from _ORDERINGS and the search filter (query_api.search) is compiled in after
+# the fixed parameters: {where}, "TRUE" without one. $1 experiments, $2 statuses, $3 parent mode ('any' | 'none' |
 # 'id'), $4 parent run id, $5/$6 tag keys/values (NULL value = key only), $7/$8/$9
 # metric names/operators/thresholds against last_value, $10 metric to order by.
 _runs_from_where = """
 FROM runs r
 LEFT JOIN metric_summaries o ON o.run_id = r.run_id AND o.name = $10::text
-WHERE r.experiment = $1
+WHERE r.experiment = ANY($1::text[])
   AND (cardinality($2::text[]) = 0 OR r.status = ANY($2::text[]))
   AND ($3::text = 'any' OR ($3::text = 'none' AND r.parent_run_id IS NULL)
        OR ($3::text = 'id' AND r.parent_run_id = $4::uuid))
@@ -224,7 +224,8 @@ WHERE r.experiment = $1
                 WHEN '>=' THEN s.last_value >= m.threshold
                 WHEN '=' THEN s.last_value = m.threshold
                 WHEN '!=' THEN s.last_value <> m.threshold
-            END))"""
+            END))
+  AND ({where})"""
 
 METRIC_OPERATORS = ("<=", ">=", "!=", "<", ">", "=")
 """Operators of a metric filter, longest first (the order a parser must try them)."""
@@ -245,15 +246,21 @@ ORDER_FIELDS = ("started_at", "name", "status")
 """``order_by`` values besides ``metric:<name>``."""
 
 
-def runs_page_sql(order_by: str, order: str) -> str:
-    """The runs page statement for a whitelisted ordering ($11 limit, $12 offset)."""
+def runs_page_sql(order_by: str, order: str, where: str = "TRUE") -> str:
+    """The runs page statement for a whitelisted ordering ($11 limit, $12 offset) and a
+    compiled search filter (:func:`query_api.search.compile_filter` from $13)."""
     return (
-        f"SELECT {_run_columns}, count(*) OVER () AS total {_runs_from_where}\n"
+        f"SELECT {_run_columns}, count(*) OVER () AS total {_runs_from_where.replace('{where}', where)}\n"
         f"ORDER BY {_ORDERINGS[(order_by, order)]}\nLIMIT $11 OFFSET $12"
     )
 
 
-RUNS_COUNT = f"SELECT count(*) {_runs_from_where}"
+def runs_count_sql(where: str = "TRUE") -> str:
+    """The runs count for a compiled search filter (numbered from $11)."""
+    return f"SELECT count(*) {_runs_from_where.replace('{where}', where)}"
+
+
+EXPERIMENT_NAMES = "SELECT name FROM experiments WHERE cardinality($1::text[]) = 0 OR name = ANY($1::text[])"
 
 
 _INT64_LIMIT = 2.0**63
@@ -429,7 +436,8 @@ async def run_detail(db: Db, run_id: uuid.UUID, min_seq: int | None = None, wait
 class RunFilter:
     """Parsed filters, ordering and page of ``GET /api/experiments/{name}/runs``."""
 
-    experiment: str
+    experiments: Sequence[str]
+    """Experiments searched (each must exist); empty = all."""
     statuses: Sequence[str] = ()
     parent: str | uuid.UUID | None = None
     """``None`` any run, ``"none"`` top-level runs only, a run id: its children."""
@@ -445,6 +453,8 @@ class RunFilter:
     offset: int = 0
     columns: Sequence[str] = ()
     """Metric summaries to return per run; empty = all."""
+    search: Expr | None = None
+    """The ``filter`` expression (:mod:`query_api.search`), all other filters also hold."""
 
     def __post_init__(self) -> None:
         if (self.order_by, self.order) not in _ORDERINGS:
@@ -456,7 +466,7 @@ class RunFilter:
         """Parameters $1..$10 of the runs statements."""
         mode = "any" if self.parent is None else "none" if self.parent == "none" else "id"
         return (
-            self.experiment,
+            list(self.experiments),
             list(self.statuses),
             mode,
             self.parent if mode == "id" else None,
@@ -470,12 +480,20 @@ class RunFilter:
 
 
 async def runs_page(db: Db, f: RunFilter) -> api.RunsPage:
-    """``{"runs": [...], "total": N}`` for one experiment, filtered, ordered and paged."""
-    if not await db.fetchval(EXPERIMENT_EXISTS, f.experiment):
-        raise NotFound(f"experiment {f.experiment!r} not found")
-    args = f.args()
-    rows = await db.fetch(runs_page_sql(f.order_by, f.order), *args, f.limit, f.offset)
-    total = rows[0]["total"] if rows else (await db.fetchval(RUNS_COUNT, *args) if f.offset else 0)
+    """``{"runs": [...], "total": N}`` for the experiments (all if none named; an unknown
+    one is :class:`NotFound`), filtered, ordered and paged."""
+    known = [r["name"] for r in await db.fetch(EXPERIMENT_NAMES, list(f.experiments))]
+    for name in f.experiments:
+        if name not in known:
+            raise NotFound(f"experiment {name!r} not found")
+    args = (known, *f.args()[1:])
+    where, values = compile_filter(f.search, 13) if f.search is not None else ("TRUE", [])
+    rows = await db.fetch(runs_page_sql(f.order_by, f.order, where), *args, f.limit, f.offset, *values)
+    if rows or not f.offset:
+        total = rows[0]["total"] if rows else 0
+    else:
+        where, values = compile_filter(f.search, 11) if f.search is not None else ("TRUE", [])
+        total = await db.fetchval(runs_count_sql(where), *args, *values)
     ids = [r["run_id"] for r in rows]
     tags, summaries = await _tags_and_summaries(db, ids, f.columns)
     runs: list[api.Run] = [{**run_of(r), "tags": tags[r["run_id"]], "metrics": summaries[r["run_id"]]} for r in rows]

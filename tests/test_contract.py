@@ -210,6 +210,12 @@ async def test_every_route_answers_as_its_openapi_document_says(
         doc.validate_schema({"$ref": f"#/components/schemas/{ref}"}, json.loads(data), f"live {event}")
     doc.checked.add("/api/runs/{run_id}/live")
 
+    searched = await _get(session, api, "/api/runs", {"experiments": experiment, "filter": 'tags.team = "a"'})
+    assert [r["run_id"] for r in searched["runs"]] == [parent.id]
+    doc.validate("/api/runs", 200, searched)
+    doc.validate("/api/runs", 400, await _get(session, api, "/api/runs", {"filter": "tags.team ="}, status=400))
+    doc.validate("/api/runs", 404, await _get(session, api, "/api/runs", {"experiments": unique("none")}, status=404))
+
     for params in [{"run": f"{parent.id},{child.id}"}, {"run": parent.id, "vectors": "true", "metric": "loss"}]:
         doc.validate("/api/compare", 200, await _get(session, api, "/api/compare", params))
 

@@ -10,24 +10,29 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from runstream.query_api import queries
+from runstream.query_api import queries, search
 
+_SEARCH = ("metrics.mse.min < 3300 and (params.alpha >= 0.2 or params.alpha in ('a', 'b')) "
+           "or tags.team like 'a%' and status = 'FINISHED' and attributes.start_time > 0 and duration < 5 "
+           "and metrics.acc not in (1, 2)")
 STATEMENTS: dict[str, str] = {
     **{name: sql for name, sql in vars(queries).items() if name.isupper() and isinstance(sql, str)},
     "RUNS_FILTERED_EXAMPLE": queries.runs_page_sql("metric", "desc"),
     "RUNS_PAGE_DEFAULT": queries.runs_page_sql("started_at", "desc"),
+    "RUNS_COUNT": queries.runs_count_sql(),
+    "RUNS_SEARCH_EXAMPLE": queries.runs_page_sql("name", "asc", search.compile_filter(search.parse(_SEARCH), 13)[0]),
 }
 """Statement name -> SQL: the module's upper-case ``str`` constants and two runs pages."""
 
 RUN = uuid.UUID("00000000-0000-7000-8000-000000000001")
 _RUNS_ARGS = (
-    "exp", ["running", "completed"], "id", RUN, ["team", "lr"], [None, "0.1"],
+    ["exp"], ["running", "completed"], "id", RUN, ["team", "lr"], [None, "0.1"],
     ["mse", "acc"], ["<", ">="], [0.3, 0.9], "mse",
 )
 EXAMPLE_PARAMS: dict[str, tuple[Any, ...]] = {
     "READY": (),
     "EXPERIMENTS": (),
-    "EXPERIMENT_EXISTS": ("exp",),
+    "EXPERIMENT_NAMES": (["exp"],),
     "RUN_BY_ID": (RUN,),
     "RUNS_BY_IDS": ([RUN],),
     "RUN_LAST_SEQ": (RUN,),
@@ -56,6 +61,8 @@ EXAMPLE_PARAMS: dict[str, tuple[Any, ...]] = {
     "LIVE_RUN_STATE": (RUN,),
     "RUNS_COUNT": _RUNS_ARGS,
     "RUNS_FILTERED_EXAMPLE": _RUNS_ARGS + (100, 0),
-    "RUNS_PAGE_DEFAULT": ("exp", [], "any", None, [], [], [], [], [], None, 100, 0),
+    "RUNS_PAGE_DEFAULT": (["exp"], [], "any", None, [], [], [], [], [], None, 100, 0),
+    "RUNS_SEARCH_EXAMPLE": (["exp"], [], "any", None, [], [], [], [], [], None, 100, 0,
+                            *search.compile_filter(search.parse(_SEARCH), 13)[1]),
 }
 """Runnable example parameters for every statement of :data:`STATEMENTS`, keyed by name."""
