@@ -41,6 +41,9 @@ log = logging.getLogger("runstream.sender")
 T = TypeVar("T")
 
 POINT, ROW, EVENT, FLUSH = 0, 1, 2, 3
+QUEUED_CALL_BYTES = 128
+"""About what one queued logging call costs in memory (its tuple, value and time): the
+queue holds at most ``memory_budget_bytes`` / this many calls before :meth:`Sender.put` waits."""
 LINGER_S = 0.005
 """Shortest time between two drains of the queue (points logged meanwhile share events)."""
 _BYTE_BUDGET = MAX_EVENT_BYTES * 3 // 4  # leave room for the envelope and estimate error
@@ -80,6 +83,7 @@ class Sender:
     def __init__(self, settings: ClientSettings) -> None:
         self.settings = settings
         self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._max_queued = max(10_000, settings.memory_budget_bytes // QUEUED_CALL_BYTES)
         self._idle = False
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -98,10 +102,24 @@ class Sender:
 
     # ---- called from user threads -------------------------------------------------
     def put(self, run: Run, item: tuple[Any, ...]) -> None:
-        self._queue.append((run, item))
+        queue = self._queue
+        queue.append((run, item))
         if self._idle:
             self._idle = False
             self._loop.call_soon_threadsafe(self._wake.set)
+        if len(queue) > self._max_queued:
+            self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Backpressure on a caller that logs faster than the sender thread folds and routes
+        its calls (CPU and the local disk, never the network: in an outage the events go to
+        the outbox): it waits here until the queue is drained, so the calls waiting in memory
+        stay about ``memory_budget_bytes`` too, however fast a script logs and however long
+        an outage lasts."""
+        if threading.current_thread() is self._thread:
+            return
+        while len(self._queue) > self._max_queued // 2 and self._thread.is_alive():
+            time.sleep(0.001)  # lets the sender thread run (the GIL) and drain the queue
 
     def flush(self, timeout: float | None = None) -> bool:
         """Return True when every event queued so far is acknowledged, waiting at most ``timeout``
