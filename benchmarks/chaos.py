@@ -161,6 +161,7 @@ def finish(stack: FaultStack, workload: Workload, result: Result, sizes: Sizes, 
     """Collect the script's report (waiting for it unless given) and the database's counts
     into ``result``; time to recover counts from ``recovered_at`` (default: now)."""
     report = report if report is not None else workload.result(sizes.script_timeout_s)
+    deliver_leftovers(stack, workload, result)
     result.sent = workload.planned
     result.max_log_s = report.get("max_log_s")
     result.max_complete_s = report.get("max_complete_s") or None  # None: the script never got to complete()
@@ -187,6 +188,18 @@ def finish(stack: FaultStack, workload: Workload, result: Result, sizes: Sizes, 
             result.notes.append(f"value sum {counts.value_sum} != {expected_sum(workload)}")
     if (rc := stack.processes["processor"].poll()) is not None:
         result.notes.append(f"the processor exited ({rc}) and stayed down")
+
+
+def deliver_leftovers(stack: FaultStack, workload: Workload, result: Result) -> None:
+    """What the script left in its outbox when its complete() gave up waiting (as it tells
+    its user to) is delivered with ``runstream sync``, as the user would: part of the row."""
+    spool = Path(stack.settings.spool_dir)
+    if not any(spool.glob("*/events.jsonl")):
+        return
+    sync = subprocess.run([sys.executable, "-m", "runstream.cli", "sync", str(spool)],
+                          env={**stack.env(), "RUNSTREAM_TRANSPORT": workload.transport}, cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    result.notes.append("left on disk by complete(), then " + (sync.stdout.strip() or sync.stderr.strip()[-200:]))
 
 
 def settled(stack: FaultStack, workload: Workload) -> bool:

@@ -150,6 +150,7 @@ class Workload:
     def __init__(self, stack: FaultStack, experiment: str, *, points: int, runs: int = 2, names: int = 2,
                  rate: float = 0.0, transport: str = "kafka", **settings: str) -> None:
         self.experiment = experiment
+        self.transport = transport
         self.steps = points // (runs * names)
         self.planned = self.steps * runs * names
         self.progress_file = stack.state_dir / f"progress-{experiment}"

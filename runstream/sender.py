@@ -41,9 +41,18 @@ log = logging.getLogger("runstream.sender")
 T = TypeVar("T")
 
 POINT, ROW, EVENT, FLUSH = 0, 1, 2, 3
-QUEUED_CALL_BYTES = 128
-"""About what one queued logging call costs in memory (its tuple, value and time): the
-queue holds at most ``memory_budget_bytes`` / this many calls before :meth:`Sender.put` waits."""
+QUEUED_CALL_BYTES = 200
+"""About what one queued logging call costs in memory (its tuples, value, time and slot)."""
+
+
+def budget_shares(memory_budget_bytes: int) -> tuple[int, int]:
+    """``memory_budget_bytes`` bounds all the SDK holds in memory, so it is shared out: a
+    quarter for logging calls waiting to be folded (as a number of calls, past which
+    :meth:`Sender.put` waits) and a quarter for encoded events waiting for their
+    acknowledgement (the Kafka client holds a copy of those it was handed: another quarter);
+    the rest is slack for the client's buffers and the allocator. Returns (calls, bytes)."""
+    quarter = memory_budget_bytes // 4
+    return max(1_000, quarter // QUEUED_CALL_BYTES), quarter
 LINGER_S = 0.005
 """Shortest time between two drains of the queue (points logged meanwhile share events)."""
 _BYTE_BUDGET = MAX_EVENT_BYTES * 3 // 4  # leave room for the envelope and estimate error
@@ -83,7 +92,7 @@ class Sender:
     def __init__(self, settings: ClientSettings) -> None:
         self.settings = settings
         self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
-        self._max_queued = max(10_000, settings.memory_budget_bytes // QUEUED_CALL_BYTES)
+        self._max_queued, self._event_budget = budget_shares(settings.memory_budget_bytes)
         self._idle = False
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -114,8 +123,8 @@ class Sender:
         """Backpressure on a caller that logs faster than the sender thread folds and routes
         its calls (CPU and the local disk, never the network: in an outage the events go to
         the outbox): it waits here until the queue is drained, so the calls waiting in memory
-        stay about ``memory_budget_bytes`` too, however fast a script logs and however long
-        an outage lasts."""
+        stay within their share of ``memory_budget_bytes`` (:func:`budget_shares`), however
+        fast a script logs and however long an outage lasts."""
         if threading.current_thread() is self._thread:
             return
         while len(self._queue) > self._max_queued // 2 and self._thread.is_alive():
@@ -299,7 +308,7 @@ class Sender:
             self._check_waiters()
 
     def _route(self, encoded: list[tuple[str, bytes]], force_disk: bool = False) -> set[RunOutbox]:
-        budget = self.settings.memory_budget_bytes
+        budget = self._event_budget
         memory: list[tuple[str, bytes]] = []
         size = 0
         touched: set[RunOutbox] = set()

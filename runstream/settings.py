@@ -79,8 +79,10 @@ class ClientSettings(_Env):
     spool_dir: str = str(Path.home() / ".runstream" / "spool")
     """Where the SDK keeps events it could not send yet."""
     memory_budget_bytes: int = 64 * 1024 * 1024
-    """Most bytes of encoded, unacknowledged events the SDK keeps in memory; beyond it (and
-    while Kafka or the gateway is unreachable) events go to the outbox in ``spool_dir``."""
+    """Most memory the SDK's buffers take: logging calls waiting to be folded and encoded,
+    unacknowledged events (shared out in ``runstream.sender.budget_shares``); events beyond
+    their share (and all of them while Kafka or the gateway is unreachable) go to the
+    outbox in ``spool_dir``, and a caller logging faster than they are folded waits."""
     delivery_timeout: int = 30
     """Seconds ``complete()``, ``flush()``, ``Workspace.close()`` and interpreter exit wait for
     delivery; what is still unsent then stays in ``spool_dir`` for ``runstream sync``."""
