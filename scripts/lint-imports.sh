@@ -10,4 +10,4 @@ layout=$(mktemp -d)
 trap 'rm -rf "$layout"' EXIT
 cp -r runstream benchmarks "$layout/"
 for folder in schemas ingest processors query_api; do cp -r "$folder" "$layout/runstream/$folder"; done
-(cd "$layout" && PYTHONPATH="$layout" "$BIN/lint-imports" --config "$OLDPWD/pyproject.toml")
+(cd "$layout" && PYTHONPATH="$layout" "$BIN/lint-imports" "$OLDPWD/pyproject.toml")
