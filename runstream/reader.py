@@ -8,6 +8,7 @@ aiohttp session per process, started on the first read.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import threading
 from collections.abc import Callable, Coroutine
@@ -49,6 +50,17 @@ def reader() -> Reader:
         if _reader is None:
             _reader = Reader()
         return _reader
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Close the session on its loop (else aiohttp reports it unclosed at exit)."""
+    current = _reader
+    if current is not None and current._session is not None:
+        try:
+            asyncio.run_coroutine_threadsafe(current._session.close(), current._loop).result(2)
+        except Exception:  # exiting anyway: a loop already gone or busy is not worth a traceback
+            pass
 
 
 def _forget_after_fork() -> None:
