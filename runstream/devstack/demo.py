@@ -161,9 +161,9 @@ def _ports() -> tuple[int, int]:
 
 def start_background_serve(state_dir: Path, settings: Settings) -> subprocess.Popen[bytes]:
     """``runstream serve`` detached from this terminal, its pid in ``state_dir/serve.pid``."""
-    log = (state_dir / "serve.log").open("ab")
-    server = subprocess.Popen([sys.executable, "-m", "runstream.cli", "serve"], env={**os.environ, **settings.to_env()},
-                              stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    with (state_dir / "serve.log").open("ab") as log:  # the child keeps its own descriptor
+        server = subprocess.Popen([sys.executable, "-m", "runstream.cli", "serve"], env={**os.environ, **settings.to_env()},
+                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     (state_dir / "serve.pid").write_text(str(server.pid))
     return server
 
