@@ -317,6 +317,14 @@ class Sender:
             rob = outbox.get(run_id)
             if rob is None and (force_disk or self._down or self._mem_bytes + size + len(data) > budget):
                 rob = self._spool_run(run_id)
+                # The run's events folded just before this one are not in self._mem yet: they
+                # go to the outbox ahead of it, or the drain could overtake them.
+                if any(rid == run_id for rid, _ in memory):
+                    for rid, earlier in memory:
+                        if rid == run_id:
+                            rob.append(earlier)
+                            size -= len(earlier)
+                    memory = [(rid, d) for rid, d in memory if rid != run_id]
             if rob is not None:
                 # A run with events in the outbox keeps going there until they are delivered:
                 # none of its events may overtake an earlier one.

@@ -8,6 +8,7 @@ exactly once; what it could is checked in PostgreSQL (the archive, the points, t
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -17,9 +18,10 @@ import sys
 import textwrap
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import psutil
@@ -28,7 +30,7 @@ import pytest
 from runstream import Experiment, Workspace
 from runstream.devstack.stack import free_ports
 from runstream.schemas.blobs import blob_path
-from runstream.sender import POINT
+from runstream.sender import POINT, Sender
 from runstream.settings import Settings
 from runstream.spool import EVENTS_FILE
 from tests.support.names import unique
@@ -36,6 +38,7 @@ from tests.support.services import stop
 from tests.support.waiting import wait_for
 
 UNREACHABLE = "is unreachable"
+T = TypeVar("T")
 
 
 def closed_port() -> int:
@@ -319,6 +322,33 @@ def test_over_budget_runs_go_through_the_outbox_in_order(services: Settings, db:
         assert first_delivery_order(db, run.id) == list(range(run._seq))
         assert points(db, run.id, "loss") == [(i, i * 0.5) for i in range(30_000)]
     assert not list((tmp_path / "outbox").glob(f"*/{EVENTS_FILE}")), "every outbox folder was delivered and removed"
+
+
+def test_a_run_spooled_mid_fold_keeps_its_earlier_events_ahead(services: Settings, tmp_path: Path) -> None:
+    """One fold where a run's first events fit the memory budget and a later one does not:
+    the earlier ones go to the outbox ahead of it instead of travelling in memory, where the
+    outbox's drain could overtake them (CI once archived a run as seq 1, 2, 0, 3, ...)."""
+    settings = replace(services, kafka_bootstrap=f"127.0.0.1:{closed_port()}", spool_dir=str(tmp_path / "outbox"))
+    sender = Sender(settings)
+    try:
+        def route() -> tuple[list[tuple[str, bytes]], list[bytes]]:
+            sender._event_budget = 250
+            folded = [("a", b"a0" * 50), ("b", b"b0" * 50), ("a", b"a1" * 50), ("a", b"a2" * 50), ("b", b"b1" * 50)]
+            sender._route(folded)  # a0 and b0 fit in memory, a1 is over budget: run a is spooled
+            in_memory = [event for batch in sender._mem for event in batch.events]
+            outbox = sender._outbox["a"]
+            outbox.flush()
+            return in_memory, (outbox.dir / EVENTS_FILE).read_bytes().splitlines()
+
+        in_memory, spooled = asyncio.run_coroutine_threadsafe(_call(route), sender._loop).result(10)
+    finally:
+        sender.close(timeout=0)
+    assert spooled == [b"a0" * 50, b"a1" * 50, b"a2" * 50], "run a's events, all in the outbox, in order"
+    assert in_memory == [("b", b"b0" * 50), ("b", b"b1" * 50)], "run b still fits in memory"
+
+
+async def _call(fn: Callable[[], T]) -> T:
+    return fn()  # on the sender's loop, with no await: no other task of the sender runs meanwhile
 
 
 def test_an_event_that_cannot_be_encoded_is_contained(workspace: Workspace, db: Any,
