@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from runstream.errors import ApiError
+from runstream.errors import ApiError, ApiUnreachable
 from runstream.reader import Reader
 from runstream.schemas import values
 
@@ -36,7 +36,17 @@ class ApiClient:
                     raise ApiError(resp.status, _message(body))
                 return orjson.loads(body)
 
-        return self._reader.call(fetch)
+        return self._call(fetch)
+
+    def _call(self, fn: Any, timeout: float | None = 60) -> Any:
+        """Run a request on the reader; the API out of reach is an :class:`ApiUnreachable`
+        naming it (an SDK caller catches RunstreamError, not aiohttp's classes)."""
+        try:
+            return self._reader.call(fn, timeout)
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            if isinstance(exc, TimeoutError):
+                raise
+            raise ApiUnreachable(f"the query API at {self._base} cannot be reached: {exc}") from exc
 
     def wait_for_seq(self, run_id: str, min_seq: int, timeout: float) -> None:
         """Return once the API has materialized ``run_id`` up to event ``min_seq``.
@@ -44,8 +54,8 @@ class ApiClient:
         Asks ``GET /api/runs/{run_id}?min_seq=...&wait_ms=...`` (the server waits), again
         while it answers 504 (not there yet) or 503 (database down) and time is left.
         Raises :class:`TimeoutError` after ``timeout`` seconds (a hung API included),
-        :class:`ApiError` for another error answer and ``aiohttp.ClientError`` (or
-        ``OSError``) if the API cannot be reached.
+        :class:`ApiError` for another error answer and :class:`ApiUnreachable` if the API
+        cannot be reached.
         """
         deadline = time.monotonic() + timeout
         url = f"{self._base}/api/runs/{run_id}"
@@ -64,7 +74,7 @@ class ApiClient:
             raise TimeoutError(f"run {run_id} not materialized up to seq {min_seq} within {timeout:g} s")
 
         # The loop-side timeout ends the request; this one bounds a reader loop that is busy.
-        self._reader.call(fetch, timeout=timeout + 1)
+        self._call(fetch, timeout=timeout + 1)
 
     def download(self, path: str, target: Path, **params: Any) -> None:
         async def fetch(session: aiohttp.ClientSession) -> None:
@@ -76,7 +86,7 @@ class ApiClient:
                     async for chunk in resp.content.iter_chunked(1024 * 1024):
                         out.write(chunk)
 
-        self._reader.call(fetch, timeout=None)
+        self._call(fetch, timeout=None)
 
 
 def _message(body: bytes) -> str:

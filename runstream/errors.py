@@ -1,6 +1,6 @@
 """The SDK's exceptions; everything it raises on purpose derives from RunstreamError."""
 
-__all__ = ["RunstreamError", "LimitError", "DeliveryError", "ApiError"]
+__all__ = ["RunstreamError", "LimitError", "DeliveryError", "ApiError", "ApiUnreachable"]
 
 
 class RunstreamError(Exception):
@@ -22,3 +22,7 @@ class ApiError(RunstreamError):
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+
+
+class ApiUnreachable(RunstreamError, ConnectionError):
+    """The query API could not be reached (refused, reset, DNS, TLS): nothing was answered."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import os
 import threading
 from collections.abc import Callable, Coroutine
@@ -30,13 +31,25 @@ class Reader:
         threading.Thread(target=self._loop.run_forever, name="runstream-reader", daemon=True).start()
 
     def call(self, fn: Callable[[aiohttp.ClientSession], Coroutine[Any, Any, T]], timeout: float | None = 60) -> T:
-        """Run ``fn(session)`` on the reader's loop and return its result (or raise its error)."""
-        return asyncio.run_coroutine_threadsafe(self._run(fn), self._loop).result(timeout)
+        """Run ``fn(session)`` on the reader's loop and return its result (or raise its error).
+        After ``timeout`` seconds the call is cancelled on the loop (its request ends too) and
+        :class:`TimeoutError` is raised."""
+        return wait_cancelling(asyncio.run_coroutine_threadsafe(self._run(fn), self._loop), timeout)
 
     async def _run(self, fn: Callable[[aiohttp.ClientSession], Coroutine[Any, Any, T]]) -> T:
         if self._session is None:
             self._session = aiohttp.ClientSession(json_serialize=lambda o: orjson.dumps(o).decode())
         return await fn(self._session)
+
+
+def wait_cancelling(future: concurrent.futures.Future[T], timeout: float | None) -> T:
+    """``future.result(timeout)``, but a timeout also cancels the coroutine behind it: a
+    caller that gave up leaves no request running on the loop."""
+    try:
+        return future.result(timeout)
+    except TimeoutError:
+        future.cancel()
+        raise
 
 
 _reader: Reader | None = None

@@ -28,6 +28,7 @@ import orjson
 from uuid6 import uuid7
 
 from runstream.errors import DeliveryError
+from runstream.reader import wait_cancelling
 from runstream.schemas.events import SCHEMA_VERSION
 from runstream.schemas.limits import MAX_EVENT_BYTES, MAX_POINTS_PER_EVENT, MAX_ROWS_PER_EVENT
 from runstream.settings import ClientSettings
@@ -162,8 +163,9 @@ class Sender:
         return not events
 
     def call(self, fn: Callable[[aiohttp.ClientSession], Coroutine[Any, Any, T]], timeout: float | None = 60) -> T:
-        """Run ``fn(session)`` on the sender's loop (API reads, uploads) and return its result."""
-        return asyncio.run_coroutine_threadsafe(fn(self.session), self._loop).result(timeout)
+        """Run ``fn(session)`` on the sender's loop (uploads) and return its result; cancelled
+        on the loop after ``timeout`` seconds (:class:`TimeoutError`)."""
+        return wait_cancelling(asyncio.run_coroutine_threadsafe(fn(self.session), self._loop), timeout)
 
     def store_blob_in_outbox(self, run_id: str, data: bytes) -> tuple[str, int]:
         """Keep an artifact's bytes in the run's outbox folder (the gateway is unreachable);

@@ -16,16 +16,20 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 import runstream.run as run_module
 from runstream import Experiment, Run, Workspace
+from runstream.api import ApiClient
 from runstream.devstack.stack import free_ports
-from runstream.errors import RunstreamError
+from runstream.errors import ApiUnreachable, RunstreamError
+from runstream.reader import reader
 from runstream.settings import Settings
 from runstream.sinks import WorkspaceSink
 from tests.support.names import unique
@@ -245,3 +249,34 @@ def test_the_bound_is_a_setting_read_from_the_environment() -> None:
     assert Settings().materialize_timeout == 10.0
     with pytest.raises(ValueError, match="RUNSTREAM_MATERIALIZE_TIMEOUT='soon' is not a number"):
         Settings.from_env({"RUNSTREAM_MATERIALIZE_TIMEOUT": "soon"})
+
+
+def test_a_read_of_an_unreachable_api_raises_the_sdks_error(workspace: Workspace) -> None:
+    """Nothing listens at the API's address: reads raise ApiUnreachable (a RunstreamError naming
+    the address), not an aiohttp class the caller never imported."""
+    port = free_ports(1)[0]
+    ws = Workspace(settings=replace(workspace.settings, api_url=f"http://127.0.0.1:{port}"))
+    with pytest.raises(ApiUnreachable, match=f"127.0.0.1:{port}") as caught:
+        ws.get_run(str(uuid.uuid4()))
+    assert isinstance(caught.value, RunstreamError)
+
+
+def test_a_read_that_times_out_is_cancelled_on_the_loop(silent_port: tuple[int, socket.socket]) -> None:
+    """The caller gives up after its timeout and the request ends with it: the silent server
+    sees the connection closed, instead of a request left running on the reader's loop."""
+    port, listener = silent_port
+    api = ApiClient(reader(), f"http://127.0.0.1:{port}")
+
+    async def hang(session: aiohttp.ClientSession) -> bytes:
+        async with session.get(f"http://127.0.0.1:{port}/api/runs") as resp:
+            return await resp.read()
+
+    with pytest.raises(TimeoutError):
+        api._call(hang, timeout=0.5)
+    conn, _ = listener.accept()
+    with conn:
+        conn.settimeout(10)
+        received = b""
+        while chunk := conn.recv(65536):  # the request, then EOF once the client closed it
+            received += chunk
+    assert received.startswith(b"GET /api/runs ")
