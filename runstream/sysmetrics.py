@@ -8,7 +8,9 @@ runstream``); NVML (``pip install "runstream[gpu]"``, the ``pynvml`` module of
 nvidia-ml-py) only if it is installed, and a machine without an NVIDIA driver or GPU
 simply records no ``gpu_*`` metrics.
 
-Names (each a vector whose step is the sample's index; its time is when it was taken):
+Samples: the first after a second (or the interval, if shorter), then every interval, and
+a last one when the run ends (before its status). Names (each a vector whose step is the
+sample's index; its time is when it was taken):
 ``cpu_utilization_percentage``, ``system_memory_usage_megabytes``,
 ``system_memory_usage_percentage``, ``disk_usage_megabytes``,
 ``disk_usage_percentage``, ``disk_available_megabytes`` (the filesystem of the working
@@ -34,6 +36,8 @@ __all__ = ["SystemMetrics", "PREFIX"]
 log = logging.getLogger("runstream.sysmetrics")
 
 PREFIX = "system/"
+FIRST_SAMPLE_S = 1.0
+"""The first sample comes this long after the start, or after the interval if shorter."""
 _MB = 1_000_000
 
 
@@ -74,6 +78,12 @@ class _Gpus:
                 log.debug("nvmlShutdown: %s", exc)
 
 
+def _total_time(t: Any) -> float:
+    """All CPU time of a ``cpu_times()`` reading; Linux counts guest time inside user and
+    nice as well, so it is taken out once (as psutil does)."""
+    return float(sum(t)) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+
+
 class SystemMetrics:
     """Samples on a daemon thread every ``interval`` seconds and logs on ``run``; for a
     submitted script, ``pid`` is its process (its tree is sampled too)."""
@@ -89,9 +99,10 @@ class SystemMetrics:
             self.root.cpu_percent(None)  # starts its measurement too
             self._procs[self.root.pid] = self.root
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # the sampling thread's and stop()'s last sample
         self._step = 0
         self._net0 = psutil.net_io_counters()
-        psutil.cpu_percent(None)  # the first call only starts the measurement
+        self._cpu0 = psutil.cpu_times()  # CPU busy share between two samples (see _cpu_percent)
         self._gpus = _Gpus()
         self._thread = threading.Thread(target=self._loop, name=f"runstream-sysmetrics-{run.id}", daemon=True)
 
@@ -109,20 +120,29 @@ class SystemMetrics:
         return monitor
 
     def stop(self) -> None:
-        """Stop sampling (no sample after this returns)."""
+        """Take a last sample and stop (no sample after this returns; again: nothing)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join()
+        self._record()  # the end of a run shorter than the interval is seen too
         self._gpus.close()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        # The first sample after a second (or the interval, if shorter): a short run still
+        # gets a first sample and, at stop, a last one.
+        wait = min(self.interval, FIRST_SAMPLE_S)
+        while not self._stop.wait(wait):
+            self._record()
+            wait = self.interval
+
+    def _record(self) -> None:
+        with self._lock:
             try:
                 sample = self.sample()
             except Exception as exc:  # a sampling failure never touches the run's own logging
                 log.warning("run %s: system metrics not sampled: %s", self.run.id, exc)
-                continue
-            if self._stop.is_set():
                 return
             for name, value in sample.items():
                 self.run.log(PREFIX + name, value, step=self._step)
@@ -135,7 +155,7 @@ class SystemMetrics:
         disk = ps.disk_usage(self.path)
         net = ps.net_io_counters()
         out = {
-            "cpu_utilization_percentage": float(ps.cpu_percent(None)),
+            "cpu_utilization_percentage": self._cpu_percent(),
             "system_memory_usage_megabytes": (mem.total - mem.available) / _MB,
             "system_memory_usage_percentage": float(mem.percent),
             "disk_usage_megabytes": disk.used / _MB,
@@ -148,6 +168,16 @@ class SystemMetrics:
             out.update(self._process_tree())
         out.update(self._gpus.sample())
         return out
+
+    def _cpu_percent(self) -> float:
+        """Busy share of all CPUs since the last sample, from this monitor's own previous
+        reading (``psutil.cpu_percent(None)`` keeps one reading per process, which any
+        other caller resets)."""
+        now = self.psutil.cpu_times()
+        before, self._cpu0 = self._cpu0, now
+        total = _total_time(now) - _total_time(before)
+        busy = total - sum(getattr(now, f, 0.0) - getattr(before, f, 0.0) for f in ("idle", "iowait"))
+        return max(0.0, min(100.0, 100.0 * busy / total)) if total > 0 else 0.0
 
     def _process_tree(self) -> dict[str, float]:
         """CPU (percent of one core, since the last sample) and resident memory of the

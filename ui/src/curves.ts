@@ -216,7 +216,7 @@ export class CurvesChart {
       logY: String(logY), series: String(series.length - 1), bands: String(bands.length), points: String(xs.length),
     });
     if (!this.curves.length) {
-      this.body.append(h("p", { class: "msg" }, this.metricPick.value ? "No run on this page has this metric." : "No vector metric."));
+      this.body.append(h("p", { class: "msg" }, this.metricPick.value ? "No run on this page has this metric." : "No metric was logged more than once: nothing to draw as a curve."));
       this.el.dataset.state = "ready";
       this.meta.textContent = "";
       return;

@@ -290,7 +290,7 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
     const groupables = [...[...knownParams].sort().map((n) => parseColumn(columnKey("param", n))),
       ...[...knownTags].sort().map((n) => parseColumn(columnKey("tag", n)))];
     const vectors = [...known].filter((n) => plottable(n) && runs.some((r) => (r.metrics[n]?.count ?? 0) > 1)).sort();
-    curves.set(vectors.length ? vectors : [...known].filter(plottable).sort(), groupables, runs, query);
+    curves.set(vectors, groupables, runs, query);
   }
 
   function renderCompareBar(): void {
