@@ -10,7 +10,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from runstream.query_api import handlers, live, ui
+from runstream.query_api import export, handlers, live, ui
 from runstream.query_api.cache import CACHE, ResponseCache
 from runstream.query_api.errors import error_middleware
 from runstream.query_api.handlers import POOL, SETTINGS
@@ -30,9 +30,12 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("openapi", "/api/openapi.json", handlers.openapi_document),
     ("experiments", "/api/experiments", handlers.experiments),
     ("experiment_runs", "/api/experiments/{name:.+}/runs", handlers.experiment_runs),
+    ("experiment_runs_csv", "/api/experiments/{name:.+}/runs.csv", export.runs_csv),
+    ("metric_groups", "/api/experiments/{name:.+}/groups", handlers.metric_groups),
     ("search_runs", "/api/runs", handlers.search_runs),
     ("run", "/api/runs/{run_id}", handlers.run),
     ("run_metrics", "/api/runs/{run_id}/metrics", handlers.run_metrics),
+    ("metric_csv", "/api/runs/{run_id}/metrics.csv", export.metric_csv),
     ("metric_vector", "/api/runs/{run_id}/metrics/{name:.+}", handlers.metric_vector),
     ("table", "/api/runs/{run_id}/tables/{name:.+}", handlers.table),
     ("files", "/api/runs/{run_id}/files", handlers.files),

@@ -11,6 +11,7 @@ tables), through :func:`cached`, which answers from the cache when it can
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import re
 import typing
@@ -216,7 +217,25 @@ async def cached(request: web.Request, read: Callable[[Scope], Awaitable[Answer]
 _HIT = {"X-Cache": "hit"}
 
 
-def run_filter(request: web.Request, experiments: list[str] | None = None) -> queries.RunFilter:
+def _principal_workspace(request: web.Request) -> str:
+    """The request's workspace. Stand-in: replaced by auth.principal_of at merge."""
+    p = request.get("principal")
+    return p.workspace if p else "default"
+
+
+def group_by_of(request: web.Request) -> tuple[str, str] | None:
+    """``group_by=tag:<key>`` or ``param:<name>`` (absent: one group), or 400."""
+    raw = request.query.get("group_by", "")
+    if not raw:
+        return None
+    kind, colon, name = raw.partition(":")
+    if not colon or not name or kind not in ("tag", "param"):
+        raise _bad("group_by", raw, "tag:<key> or param:<name>")
+    return kind, name
+
+
+def run_filter(request: web.Request, experiments: list[str] | None = None,
+               max_limit: int = MAX_LIMIT) -> queries.RunFilter:
     """Parse the filters, ordering and page of the runs listing: of the path's experiment,
     or of ``experiments`` (all when empty) for the search across experiments."""
     statuses = query_list(request, "status", split_commas=True)
@@ -240,10 +259,12 @@ def run_filter(request: web.Request, experiments: list[str] | None = None) -> qu
             raise _bad("metric", raw, "<name><op><number> with op one of < <= > >= = !=")
         metrics.append((m["name"], "=" if m["op"] == "==" else m["op"], threshold))
     order_by, order_metric = request.query.get("order_by", "started_at"), None
-    if order_by.startswith("metric:") and len(order_by) > len("metric:"):
-        order_by, order_metric = "metric", order_by[len("metric:"):]
+    prefix, colon, key = order_by.partition(":")
+    if colon and key and prefix in queries.ORDER_PREFIXES:
+        order_by, order_metric = queries.ORDER_PREFIXES[prefix], key
     elif order_by not in queries.ORDER_FIELDS:
-        raise _bad("order_by", order_by, "started_at, name, status or metric:<name>")
+        raise _bad("order_by", order_by, "started_at, name, status, duration, metric:<name>, metric.min:<name>, "
+                                         "metric.max:<name>, param:<name> or tag:<key>")
     order = request.query.get("order", "desc" if order_by == "started_at" else "asc")
     if order not in ("asc", "desc"):
         raise _bad("order", order, "asc or desc")
@@ -260,10 +281,11 @@ def run_filter(request: web.Request, experiments: list[str] | None = None) -> qu
         order_by=order_by,
         order_metric=order_metric,
         order=order,
-        limit=query_int(request, "limit", 100, 1, MAX_LIMIT),
+        limit=query_int(request, "limit", min(100, max_limit), 1, max_limit),
         offset=query_int(request, "offset", 0, 0, 2**62),
         columns=query_list(request, "columns"),
         search=search.parse(request.query["filter"]) if request.query.get("filter", "").strip() else None,
+        workspace=_principal_workspace(request),
     )
 
 
@@ -301,6 +323,21 @@ async def search_runs(request: web.Request) -> web.Response:
     filtered (``filter``: :mod:`query_api.search`), ordered and paged."""
     experiments = query_list(request, "experiments", split_commas=True)
     return json_response(await queries.runs_page(request.app[POOL], run_filter(request, experiments)))
+
+
+async def metric_groups(request: web.Request) -> web.Response:
+    """A metric of the experiment's filtered runs grouped by a tag or param: per group, the
+    mean and min–max band over steps, from every point (``name`` of the metric, ``group_by``,
+    ``max_points``, the runs listing's filters; ``limit`` runs at most, newest first)."""
+    metric = request.query.get("name", "")
+    if not metric:
+        raise _bad("name", metric, "the metric's name")
+    f = run_filter(request, max_limit=queries.MAX_GROUP_RUNS)
+    if "limit" not in request.query:
+        f = dataclasses.replace(f, limit=queries.MAX_GROUP_RUNS)
+    f = dataclasses.replace(f, columns=[metric])
+    result = await queries.metric_groups(request.app[POOL], f, metric, group_by_of(request), _max_points(request, 1000))
+    return json_response(result)
 
 
 async def run(request: web.Request) -> web.Response:

@@ -172,6 +172,23 @@ status names (FINISHED, KILLED, ...) are accepted. A run lacking a field never m
 comparison on it. A malformed filter is a 400 naming the position and the token.""")
 
 
+_ORDER_BY = _q("order_by", {"type": "string", "default": "started_at"}, "started_at, name, status, duration, "
+              "metric:<name> (last value), metric.min:<name>, metric.max:<name>, param:<name> (numbers "
+              "numerically, before strings) or tag:<key> (numerically where numbers, then as text); missing "
+              "values and NaN last.")
+_RUN_FILTERS = [
+    _FILTER,
+    _q("status", _STR, f"{', '.join(sorted(STATUSES))}; repeat or comma-separate.", True),
+    _q("tag", _STR, "`key` (has the tag) or `key:value`; repeatable, all must match.", True),
+    _q("metric", _STR, "`name<op>number` against the metric's last value; repeatable.", True),
+    _q("parent", _STR, "`none` = top-level runs only; a run id = its children."),
+    _ORDER_BY,
+    _q("order", {"enum": ["asc", "desc"]}, "Default desc for started_at, asc otherwise."),
+]
+_CSV = {"description": "CSV (UTF-8, header row first), streamed with chunked transfer encoding",
+        "content": {"text/csv": {"schema": {"type": "string"}}}}
+
+
 def _paths() -> dict[str, Any]:
     return {
         "/api/health": _get("Liveness", [], _json(_ref("Health"))),
@@ -190,8 +207,7 @@ def _paths() -> dict[str, Any]:
                 _q("tag", _STR, "`key` (has the tag) or `key:value`; repeatable, all must match.", True),
                 _q("metric", _STR, "`name<op>number`, op one of < <= > >= = !=, against the metric's last "
                    "value; repeatable, all must hold.", True),
-                _q("order_by", {"type": "string", "default": "started_at"}, "started_at, name, status or "
-                   "metric:<name> (last value; NULL and NaN last)."),
+                _ORDER_BY,
                 _q("order", {"enum": ["asc", "desc"]}, "Default desc for started_at, asc otherwise."),
                 _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
                 _q("offset", {"type": "integer", "minimum": 0, "default": 0}, "Page start."),
@@ -200,13 +216,34 @@ def _paths() -> dict[str, Any]:
             ],
             _json(_ref("RunsPage")), 400, 404,
         ),
+        "/api/experiments/{name}/runs.csv": _get(
+            "The experiment's runs as CSV: every run the runs listing would page through with the same "
+            "filters and ordering. Columns: run fields, tags.<key>, params.<name>, and per metric "
+            "metrics.<name> (last), metrics.<name>.min, metrics.<name>.max",
+            [_path("name", "Experiment name."), *_RUN_FILTERS,
+             _q("columns", _STR, "Only these metrics (default every scalar/list metric); repeatable.", True)],
+            _CSV, 400, 404,
+        ),
+        "/api/experiments/{name}/groups": _get(
+            "A metric of the experiment's filtered runs grouped by a tag or param: per group and bucket of "
+            "steps, the mean, min and max over every finite point of its runs (computed from all points)",
+            [_path("name", "Experiment name."),
+             _q("name", _STR, "The metric (required)."),
+             _q("group_by", _STR, "tag:<key> or param:<name>; absent: every run in one group (group null)."),
+             {**_MAX_POINTS, "schema": {"type": "integer", "minimum": 0, "maximum": 100000, "default": 1000},
+              "description": "Buckets of steps per group at most (0: one per step)."},
+             *_RUN_FILTERS,
+             _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1000},
+                "Runs read at most (in the order given; `truncated` says more matched).")],
+            _json(_ref("MetricGroups")), 400, 404,
+        ),
         "/api/runs": _get(
             "Runs across experiments: searched with `filter`, ordered and paged as an experiment's runs",
             [
                 _q("experiments", _STR, "Experiment names, comma-separated or repeated; default all. An "
                    "unknown one is a 404.", True),
                 _FILTER,
-                _q("order_by", {"type": "string", "default": "started_at"}, "As for an experiment's runs."),
+                _ORDER_BY,
                 _q("order", {"enum": ["asc", "desc"]}, "Default desc for started_at, asc otherwise."),
                 _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
                 _q("offset", {"type": "integer", "minimum": 0, "default": 0}, "Page start."),
@@ -238,6 +275,11 @@ def _paths() -> dict[str, Any]:
                 _q("to_step", {"type": "integer", "minimum": 0}, "Last step, inclusive."), _MAX_POINTS,
             ],
             _cached(_json(_ref("Vector"))), 400, 404, 504,
+        ),
+        "/api/runs/{run_id}/metrics.csv": _get(
+            "One metric's every point as CSV (step,time,value; time ISO 8601 UTC), streamed",
+            [_RUN_ID, _q("name", _STR, "The metric (required)."), *_WAIT],
+            _CSV, 400, 404, 504,
         ),
         "/api/runs/{run_id}/tables/{name}": _get(
             "A table metric as column lists (rows in logging order)",

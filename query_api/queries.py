@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeAlias, cast
@@ -242,15 +242,37 @@ _ORDERINGS: dict[tuple[str, str], str] = {
     ("metric", "asc"): f"{_metric_key} ASC NULLS LAST, r.started_at DESC, r.run_id",
     ("metric", "desc"): f"{_metric_key} DESC NULLS LAST, r.started_at DESC, r.run_id",
 }
-ORDER_FIELDS = ("started_at", "name", "status")
-"""``order_by`` values besides ``metric:<name>``."""
+# Sorting by any column of the table (issue 13): a metric's min or max, a param (the run's
+# properties until a params projection exists; jsonb order: numbers numerically, before
+# strings), a tag (numerically where it reads as a number, then as text) and the duration.
+# The name ($10) is always a bind parameter; only these fixed expressions are spliced in.
+# A tag value PostgreSQL's numeric input accepts (exponent bounded: never overflows).
+_numeric_tag = r"'^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d{1,4})?\s*$'"
+_tag_value = "(SELECT t.value FROM tags t WHERE t.run_id = r.run_id AND t.key = $10::text)"
+_SORT_KEYS = {
+    "metric_min": "NULLIF(o.min_value, 'NaN'::float8) {o} NULLS LAST",
+    "metric_max": "NULLIF(o.max_value, 'NaN'::float8) {o} NULLS LAST",
+    "param": "(r.properties -> $10::text) {o} NULLS LAST",
+    "tag": (f"(CASE WHEN {_tag_value} ~ {_numeric_tag} THEN {_tag_value}::numeric END) {{o}} NULLS LAST, "
+            f"{_tag_value} {{o}} NULLS LAST"),
+    "duration": "(r.ended_at - r.started_at) {o} NULLS LAST",
+}
+for _field, _key in _SORT_KEYS.items():
+    for _order in ("asc", "desc"):
+        _ORDERINGS[(_field, _order)] = _key.replace("{o}", _order.upper()) + ", r.started_at DESC, r.run_id"
+ORDER_FIELDS = ("started_at", "name", "status", "duration")
+"""``order_by`` values besides ``<prefix>:<name>`` (:data:`ORDER_PREFIXES`)."""
+ORDER_PREFIXES = {"metric": "metric", "metric.last": "metric", "metric.min": "metric_min",
+                  "metric.max": "metric_max", "param": "param", "tag": "tag"}
+"""``order_by=<prefix>:<name>``: the ordering each prefix selects (the name is ``$10``)."""
 
 
 def runs_page_sql(order_by: str, order: str, where: str = "TRUE") -> str:
     """The runs page statement for a whitelisted ordering ($11 limit, $12 offset) and a
     compiled search filter (:func:`query_api.search.compile_filter` from $13)."""
     return (
-        f"SELECT {_run_columns}, count(*) OVER () AS total {_runs_from_where.replace('{where}', where)}\n"
+        f"SELECT {_run_columns}, r.properties, count(*) OVER () AS total "
+        f"{_runs_from_where.replace('{where}', where)}\n"
         f"ORDER BY {_ORDERINGS[(order_by, order)]}\nLIMIT $11 OFFSET $12"
     )
 
@@ -259,6 +281,52 @@ def runs_count_sql(where: str = "TRUE") -> str:
     """The runs count for a compiled search filter (numbered from $11)."""
     return f"SELECT count(*) {_runs_from_where.replace('{where}', where)}"
 
+
+def runs_export_sql(order_by: str, order: str, where: str = "TRUE") -> str:
+    """Every run the runs listing would page through (same filters and ordering, no
+    LIMIT), each with its tags and its scalar/list metrics' summaries as arrays of
+    records: the CSV export reads it with a cursor. The search filter is numbered from $11."""
+    return (
+        f"SELECT {_run_columns}, r.properties,\n"
+        f"  ARRAY(SELECT ROW(t.key, t.value) FROM tags t WHERE t.run_id = r.run_id) AS tags,\n"
+        f"  ARRAY(SELECT ROW(s.name, s.last_value, s.last_text, s.last_kind, s.min_value, s.max_value)\n"
+        f"        FROM metric_summaries s WHERE s.run_id = r.run_id AND s.kind IN ('scalar', 'list')) AS summaries\n"
+        f"{_runs_from_where.replace('{where}', where)}\nORDER BY {_ORDERINGS[(order_by, order)]}"
+    )
+
+
+def runs_export_keys_sql(where: str = "TRUE") -> str:
+    """The CSV export's columns: the tag keys, property names and scalar/list metric names
+    of the filtered runs, each sorted (filter numbered from $11)."""
+    return (
+        f"WITH f AS (SELECT r.run_id, r.properties {_runs_from_where.replace('{where}', where)})\n"
+        "SELECT ARRAY(SELECT DISTINCT t.key FROM tags t JOIN f ON t.run_id = f.run_id ORDER BY 1) AS tags,\n"
+        "       ARRAY(SELECT DISTINCT k FROM f, jsonb_object_keys(f.properties) AS k ORDER BY 1) AS params,\n"
+        "       ARRAY(SELECT DISTINCT s.name FROM metric_summaries s JOIN f ON s.run_id = f.run_id\n"
+        "             WHERE s.kind IN ('scalar', 'list') ORDER BY 1) AS metrics"
+    )
+
+
+# A metric's whole history in step order (the CSV export reads it with a cursor).
+METRIC_HISTORY = """
+SELECT step, ts, value, text, kind FROM metric_points WHERE run_id = $1 AND name = $2 ORDER BY step, ts"""
+
+# The step range of a metric over many runs: each run's ends from the index.
+METRIC_STEP_BOUNDS = """
+SELECT min(b.lo) AS lo, max(b.hi) AS hi FROM unnest($1::uuid[]) AS w(run_id)
+CROSS JOIN LATERAL (SELECT min(step) AS lo, max(step) AS hi FROM metric_points
+                    WHERE run_id = w.run_id AND name = $2) AS b"""
+
+# Grouped bands: per group ($2, one per run of $1) and bucket of $5 steps from $4, the
+# mean, minimum and maximum of every finite numeric point of metric $3 (full fidelity:
+# from metric_points, not from a downsampled answer).
+METRIC_GROUP_BANDS = """
+SELECT w.grp, min(p.step) AS step, avg(p.value) AS mean, min(p.value) AS lo, max(p.value) AS hi
+FROM unnest($1::uuid[], $2::text[]) AS w(run_id, grp)
+JOIN metric_points p ON p.run_id = w.run_id AND p.name = $3
+WHERE p.step BETWEEN $4 AND $6 AND p.value NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8)
+GROUP BY w.grp, (p.step - $4) / $5
+ORDER BY w.grp NULLS LAST, step"""
 
 EXPERIMENT_NAMES = "SELECT name FROM experiments WHERE cardinality($1::text[]) = 0 OR name = ANY($1::text[])"
 
@@ -446,7 +514,8 @@ class RunFilter:
     metrics: Sequence[tuple[str, str, float]] = ()
     """``(name, operator, threshold)`` against the metric's last value, all must hold."""
     order_by: str = "started_at"
-    """A field of :data:`ORDER_FIELDS` or ``"metric"`` (then ``order_metric`` names it)."""
+    """A field of :data:`ORDER_FIELDS` or an ordering of :data:`ORDER_PREFIXES` (then
+    ``order_metric`` names the metric, param or tag)."""
     order_metric: str | None = None
     order: str = "desc"
     limit: int = 100
@@ -455,6 +524,8 @@ class RunFilter:
     """Metric summaries to return per run; empty = all."""
     search: Expr | None = None
     """The ``filter`` expression (:mod:`query_api.search`), all other filters also hold."""
+    workspace: str = "default"
+    """The principal's workspace (auth contract): bound into the WHERE once runs have one."""
 
     def __post_init__(self) -> None:
         if (self.order_by, self.order) not in _ORDERINGS:
@@ -479,14 +550,19 @@ class RunFilter:
         )
 
 
+async def _known_experiments(db: Db, names: Sequence[str]) -> list[str]:
+    """The experiments named (all when none is), :class:`NotFound` for an unknown one."""
+    known = [r["name"] for r in await db.fetch(EXPERIMENT_NAMES, list(names))]
+    for name in names:
+        if name not in known:
+            raise NotFound(f"experiment {name!r} not found")
+    return known
+
+
 async def runs_page(db: Db, f: RunFilter) -> api.RunsPage:
     """``{"runs": [...], "total": N}`` for the experiments (all if none named; an unknown
     one is :class:`NotFound`), filtered, ordered and paged."""
-    known = [r["name"] for r in await db.fetch(EXPERIMENT_NAMES, list(f.experiments))]
-    for name in f.experiments:
-        if name not in known:
-            raise NotFound(f"experiment {name!r} not found")
-    args = (known, *f.args()[1:])
+    args = (await _known_experiments(db, f.experiments), *f.args()[1:])
     where, values = compile_filter(f.search, 13) if f.search is not None else ("TRUE", [])
     rows = await db.fetch(runs_page_sql(f.order_by, f.order, where), *args, f.limit, f.offset, *values)
     if rows or not f.offset:
@@ -496,8 +572,98 @@ async def runs_page(db: Db, f: RunFilter) -> api.RunsPage:
         total = await db.fetchval(runs_count_sql(where), *args, *values)
     ids = [r["run_id"] for r in rows]
     tags, summaries = await _tags_and_summaries(db, ids, f.columns)
-    runs: list[api.Run] = [{**run_of(r), "tags": tags[r["run_id"]], "metrics": summaries[r["run_id"]]} for r in rows]
+    runs: list[api.Run] = [{**run_of(r), "tags": tags[r["run_id"]], "metrics": summaries[r["run_id"]],
+                            "properties": r["properties"]} for r in rows]
     return {"runs": runs, "total": total}
+
+
+EXPORT_CHUNK_ROWS = 2000
+"""Rows a CSV export fetches from its cursor at a time (what it holds in memory)."""
+
+
+async def stream_rows(pool: asyncpg.Pool, sql: str, *args: Any) -> AsyncIterator[list[asyncpg.Record]]:
+    """The rows of ``sql`` in chunks of :data:`EXPORT_CHUNK_ROWS`, read with a server-side
+    cursor in a read-only transaction on one connection (held until the caller stops)."""
+    async with pool.acquire() as conn, conn.transaction(readonly=True):
+        cursor = await conn.cursor(sql, *args)
+        while rows := await cursor.fetch(EXPORT_CHUNK_ROWS):
+            yield rows
+
+
+async def runs_export(db: Db, f: RunFilter) -> tuple[dict[str, list[str]], str, tuple[Any, ...]]:
+    """The CSV export of the filtered runs: its columns (``tags``, ``params``, ``metrics``:
+    names), and the statement and arguments to stream with :func:`stream_rows`."""
+    args = (await _known_experiments(db, f.experiments), *f.args()[1:])
+    where, values = compile_filter(f.search, 11) if f.search is not None else ("TRUE", [])
+    keys = await db.fetchrow(runs_export_keys_sql(where), *args, *values)
+    return dict(keys), runs_export_sql(f.order_by, f.order, where), (*args, *values)
+
+
+async def metric_history_check(db: Db, run_id: uuid.UUID, name: str) -> None:
+    """:class:`NotFound` unless the run has a scalar or list metric ``name``."""
+    summary = await db.fetchrow(SUMMARY_ONE, run_id, name)
+    if summary is None:
+        raise NotFound(f"run {run_id} has no metric {name!r}")
+    if summary["kind"] not in ("scalar", "list"):
+        raise NotFound(f"metric {name!r} of run {run_id} is a {summary['kind']}, not a vector")
+
+
+MAX_GROUP_RUNS = 1000
+"""Most runs one grouped-band answer reads (the newest first of the filtered runs)."""
+
+
+async def metric_groups(db: Db, f: RunFilter, metric: str, group_by: tuple[str, str] | None,
+                        max_points: int) -> api.MetricGroups:
+    """``metric`` over the filtered runs (at most ``f.limit``), grouped by a tag or param
+    value (``("tag" | "param", name)``; None: one group), as per-bucket mean/min/max bands
+    computed from every point (buckets of steps so that at most ``max_points`` remain)."""
+    page = await runs_page(db, f)
+    ids: list[uuid.UUID] = []
+    groups: list[str | None] = []
+    members: dict[str | None, int] = {}
+    for r in page["runs"]:
+        if r["metrics"].get(metric, {}).get("kind") not in ("scalar", "list"):
+            continue
+        grp = None if group_by is None else _group_value(r, *group_by)
+        ids.append(r["run_id"])
+        groups.append(grp)
+        members[grp] = members.get(grp, 0) + 1
+    bands: list[api.GroupBand] = []
+    bounds = await db.fetchrow(METRIC_STEP_BOUNDS, ids, metric) if ids else None
+    if bounds is not None and bounds["lo"] is not None:
+        lo, hi = bounds["lo"], bounds["hi"]
+        width = ds.bucket_width(lo, hi, max_points) if max_points else 1
+        by_group: dict[str | None, api.GroupBand] = {}
+        for b in await db.fetch(METRIC_GROUP_BANDS, ids, groups, metric, lo, width, hi):
+            band = by_group.get(b["grp"])
+            if band is None:
+                band = by_group[b["grp"]] = {"group": b["grp"], "runs": members[b["grp"]], "steps": [],
+                                             "mean": [], "min": [], "max": []}
+                bands.append(band)
+            band["steps"].append(b["step"])
+            band["mean"].append(b["mean"])
+            band["min"].append(b["lo"])
+            band["max"].append(b["hi"])
+    return {
+        "metric": metric,
+        "group_by": None if group_by is None else f"{group_by[0]}:{group_by[1]}",
+        "runs": len(page["runs"]),
+        "truncated": page["total"] > len(page["runs"]),
+        "groups": bands,
+    }
+
+
+def _group_value(run: api.Run, kind: str, name: str) -> str | None:
+    """A run's group: its tag value (a tag without a value: its key), or its param as text
+    (a non-string param as JSON: 0.05 → "0.05"); None when it has neither."""
+    if kind == "tag":
+        if name not in run["tags"]:
+            return None
+        return run["tags"][name] or name
+    if name not in run["properties"]:
+        return None
+    v = run["properties"][name]
+    return v if isinstance(v, str) else orjson.dumps(v).decode()
 
 
 async def run_tree(db: Db, run_id: uuid.UUID) -> dict[uuid.UUID, int]:

@@ -8,6 +8,10 @@ from runstream import checks
 from runstream.run import Run
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import pandas
+
     from runstream.script_run import ScriptRun, ScriptRunConfig
     from runstream.workspace import Workspace
 
@@ -19,9 +23,17 @@ class Experiment:
         self.workspace = workspace
         self.name = checks.name(name, "experiment name")
 
-    def start_logging(self, *, name: str | None = None, **properties: Any) -> Run:
-        """Start an interactive run (notebooks, scripts); keyword arguments become properties."""
-        return Run._start(self, name=name, parent=None, kind="interactive", properties=properties)
+    def start_logging(self, *, name: str | None = None, log_system_metrics: bool = False, **properties: Any) -> Run:
+        """Start an interactive run (notebooks, scripts); keyword arguments become properties.
+        ``log_system_metrics=True`` samples CPU, memory, disk, network and GPUs into
+        ``system/*`` metrics every ``settings.system_metrics_interval`` seconds until the run
+        ends (:mod:`runstream.sysmetrics`)."""
+        run = Run._start(self, name=name, parent=None, kind="interactive", properties=properties)
+        if log_system_metrics:
+            from runstream.sysmetrics import SystemMetrics
+
+            run._system_metrics = SystemMetrics.start_for(run, self.workspace.settings.system_metrics_interval)
+        return run
 
     def submit(self, config: ScriptRunConfig, tags: dict[str, Any] | None = None) -> ScriptRun:
         """Run ``config``'s script in a subprocess as a new ``submitted`` run and return it at
@@ -37,6 +49,15 @@ class Experiment:
         params = {"parent": "none", "limit": 1000, **filters}
         runs = self.workspace._api.get(f"/experiments/{self.name}/runs", **params)["runs"]
         return [Run(self, r["run_id"], _name=r.get("name")) for r in runs]
+
+    def search_runs(self, filter_string: str = "", order_by: str | Sequence[str] | None = None,
+                    max_results: int | None = None) -> pandas.DataFrame:
+        """This experiment's runs (children too) matching ``filter_string`` as a pandas
+        DataFrame: :func:`runstream.search_runs` for this experiment (``get_runs`` keeps
+        Azure ML's list of :class:`Run`)."""
+        from runstream.frames import search_runs
+
+        return search_runs([self.name], filter_string, order_by, max_results, workspace=self.workspace)
 
     def __repr__(self) -> str:
         return f"Experiment(name={self.name!r})"

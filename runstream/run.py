@@ -28,6 +28,7 @@ from runstream.sinks import Sink, WorkspaceSink
 
 if TYPE_CHECKING:
     from runstream.experiment import Experiment
+    from runstream.sysmetrics import SystemMetrics
     from runstream.workspace import Workspace
 
 log = logging.getLogger("runstream.run")
@@ -54,6 +55,7 @@ class Run:
         self._children: list[Run] = []
         self._pending: list[Future[None]] = []  # background image uploads
         self._ended = False
+        self._system_metrics: SystemMetrics | None = None  # runstream.sysmetrics, stopped at the end
 
     # ---- lifecycle ---------------------------------------------------------------
     @classmethod
@@ -110,6 +112,9 @@ class Run:
 
     def _status(self, status: str, error: str | None = None) -> None:
         self._check_writable()
+        if self._system_metrics is not None and status in TERMINAL_STATUSES:
+            self._system_metrics.stop()  # its last sample goes before the status
+            self._system_metrics = None
         self._wait_pending()
         payload: dict[str, Any] = {"status": status}
         if error is not None:

@@ -90,6 +90,9 @@ class ClientSettings(_Env):
     """Longest time, in seconds, ``run.complete()``/``fail()``/``cancel()``/``flush()`` wait after
     the acks for the query API to have materialized the run (read-your-writes across
     processes); then they return with a warning. 0 skips the wait."""
+    system_metrics_interval: float = 10.0
+    """Seconds between samples of CPU, memory, disk, network and GPU metrics (``system/*``)
+    of submitted runs and of ``start_logging(log_system_metrics=True)``; 0 turns them off."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from runstream.errors import RunstreamError
 from runstream.relay import RelayServer
 from runstream.run import Run
 from runstream.schemas.limits import MAX_EVENT_BYTES, MAX_LOG_LINE_LENGTH, MAX_LOG_LINES_PER_EVENT
+from runstream.sysmetrics import SystemMetrics
 
 if TYPE_CHECKING:
     from runstream.script_run import ScriptRun
@@ -99,6 +100,8 @@ class Supervisor:
         for reader in self._readers:
             reader.start()
         _running.add(self)
+        self.run._system_metrics = SystemMetrics.start_for(
+            self.run, self.run._ws.settings.system_metrics_interval, self.process.pid, str(self.cwd))
         threading.Thread(target=self._watch, name=f"runstream-submitted-{self.run.id}", daemon=True).start()
 
     def cancel(self, grace_period_s: float) -> None:
@@ -158,6 +161,9 @@ class Supervisor:
         assert self.process is not None
         try:
             returncode = self.process.wait()
+            if self.run._system_metrics is not None:  # no sample of a script that has ended
+                self.run._system_metrics.stop()
+                self.run._system_metrics = None
             deadline = time.monotonic() + DRAIN_TIMEOUT_S
             for reader in self._readers:
                 reader.join(max(0.0, deadline - time.monotonic()))

@@ -129,6 +129,7 @@ class Run(RunRecord):
 
     tags: dict[str, str | None]
     metrics: dict[str, Summary]
+    properties: Annotated[dict[str, Value], Meta(description="start_logging's keyword arguments (params.* in filters)")]
 
 
 class RunsPage(TypedDict):
@@ -146,7 +147,6 @@ class AsOf(TypedDict):
 class RunDetail(Run):
     """``/api/runs/{run_id}``: a run with properties and child ids."""
 
-    properties: dict[str, Value]
     children: list[uuid.UUID]
     as_of: NotRequired[AsOf]
     """Only with ``as_of_seq`` or ``as_of``."""
@@ -230,6 +230,29 @@ class Compare(TypedDict):
     runs: list[CompareRun]
 
 
+class GroupBand(TypedDict):
+    """One group of runs' metric: per step bucket, the mean, minimum and maximum over every
+    finite point of the group's runs in it."""
+
+    group: Annotated[str | None, Meta(description="the tag or param value (JSON text for a non-string param); "
+                                                  "null: runs without it, or every run when not grouped")]
+    runs: Annotated[int, Meta(description="runs of the group that have points")]
+    steps: Annotated[list[int], Meta(description="each bucket's first step")]
+    mean: list[float]
+    min: list[float]
+    max: list[float]
+
+
+class MetricGroups(TypedDict):
+    """``/api/experiments/{name}/groups``: a metric of the filtered runs, grouped."""
+
+    metric: str
+    group_by: str | None
+    runs: Annotated[int, Meta(description="runs read (at most max_runs, newest first)")]
+    truncated: Annotated[bool, Meta(description="more runs matched than max_runs")]
+    groups: list[GroupBand]
+
+
 class LiveEnd(TypedDict):
     """The ``data`` of the live stream's final ``end`` message (other messages carry a RunEvent)."""
 
@@ -239,7 +262,7 @@ class LiveEnd(TypedDict):
 
 RESPONSES: tuple[Any, ...] = (
     ErrorResponse, Health, Experiments, RunsPage, RunDetail, MetricsAsOf, Vector, Table, Files, EventsPage, LogsPage,
-    Compare, LiveEnd, RunEvent, ImageRef,
+    Compare, LiveEnd, RunEvent, ImageRef, MetricGroups,
 )
 """Every named shape; with their members they make the OpenAPI components."""
 

@@ -11,7 +11,8 @@ import wait_for``), never from this file or from another test module.
 - tests/support/events.py: the one builder of hand-made events;
 - tests/support/sql.py: every query API statement with example parameters;
 - tests/support/listening.py: the query API's LISTEN connections as PostgreSQL sees them;
-- tests/support/sweep.py: the seed's option 1 as a function.
+- tests/support/sweep.py: the seed's option 1 as a function;
+- tests/support/browser.py: headless Chromium (fixtures ``chromium``, ``ui_page``).
 """
 
-pytest_plugins = ["tests.support.services", "tests.support.pglite"]
+pytest_plugins = ["tests.support.services", "tests.support.pglite", "tests.support.browser"]

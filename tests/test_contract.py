@@ -219,6 +219,19 @@ async def test_every_route_answers_as_its_openapi_document_says(
     for params in [{"run": f"{parent.id},{child.id}"}, {"run": parent.id, "vectors": "true", "metric": "loss"}]:
         doc.validate("/api/compare", 200, await _get(session, api, "/api/compare", params))
 
+    groups = await _get(session, api, f"/api/experiments/{experiment}/groups", {"name": "loss", "group_by": "tag:team"})
+    assert [g["group"] for g in groups["groups"]] == ["a", None]
+    doc.validate("/api/experiments/{name}/groups", 200, groups)
+    doc.validate("/api/experiments/{name}/groups", 400,
+                 await _get(session, api, f"/api/experiments/{experiment}/groups", status=400))
+    for path, params in [(f"/api/experiments/{experiment}/runs.csv", {"filter": 'tags.team = "a"'}),
+                         (f"{run}/metrics.csv", {"name": "loss"})]:
+        async with session.get(api + path, params=params) as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/csv")
+            assert (await resp.text()).count("\n") == 2 if path.endswith("runs.csv") else 5
+    assert "text/csv" in doc.doc["paths"]["/api/runs/{run_id}/metrics.csv"]["get"]["responses"]["200"]["content"]
+    doc.checked.update({"/api/experiments/{name}/runs.csv", "/api/runs/{run_id}/metrics.csv"})
+
     # Errors: the shapes the document gives for them.
     missing = f"/api/runs/{uuid.uuid4()}"
     doc.validate("/api/runs/{run_id}", 404, await _get(session, api, missing, status=404))

@@ -21,6 +21,12 @@ STATEMENTS: dict[str, str] = {
     "RUNS_PAGE_DEFAULT": queries.runs_page_sql("started_at", "desc"),
     "RUNS_COUNT": queries.runs_count_sql(),
     "RUNS_SEARCH_EXAMPLE": queries.runs_page_sql("name", "asc", search.compile_filter(search.parse(_SEARCH), 13)[0]),
+    "RUNS_BY_TAG": queries.runs_page_sql("tag", "asc"),
+    "RUNS_BY_PARAM": queries.runs_page_sql("param", "desc"),
+    "RUNS_BY_METRIC_MIN": queries.runs_page_sql("metric_min", "asc"),
+    "RUNS_BY_DURATION": queries.runs_page_sql("duration", "desc"),
+    "RUNS_EXPORT": queries.runs_export_sql("metric_max", "asc", search.compile_filter(search.parse(_SEARCH), 11)[0]),
+    "RUNS_EXPORT_KEYS": queries.runs_export_keys_sql(),
 }
 """Statement name -> SQL: the module's upper-case ``str`` constants and two runs pages."""
 
@@ -64,5 +70,15 @@ EXAMPLE_PARAMS: dict[str, tuple[Any, ...]] = {
     "RUNS_PAGE_DEFAULT": (["exp"], [], "any", None, [], [], [], [], [], None, 100, 0),
     "RUNS_SEARCH_EXAMPLE": (["exp"], [], "any", None, [], [], [], [], [], None, 100, 0,
                             *search.compile_filter(search.parse(_SEARCH), 13)[1]),
+    "RUNS_BY_TAG": (["exp"], [], "any", None, [], [], [], [], [], "seed", 100, 0),
+    "RUNS_BY_PARAM": (["exp"], [], "any", None, [], [], [], [], [], "alpha", 100, 0),
+    "RUNS_BY_METRIC_MIN": _RUNS_ARGS + (100, 0),
+    "RUNS_BY_DURATION": (["exp"], [], "any", None, [], [], [], [], [], None, 100, 0),
+    "RUNS_EXPORT": (["exp"], [], "any", None, [], [], [], [], [], "mse",
+                    *search.compile_filter(search.parse(_SEARCH), 11)[1]),
+    "RUNS_EXPORT_KEYS": _RUNS_ARGS,
+    "METRIC_HISTORY": (RUN, "mse"),
+    "METRIC_STEP_BOUNDS": ([RUN], "mse"),
+    "METRIC_GROUP_BANDS": ([RUN], ["a"], "mse", 0, 10, 100),
 }
 """Runnable example parameters for every statement of :data:`STATEMENTS`, keyed by name."""

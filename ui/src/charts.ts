@@ -174,7 +174,11 @@ export class VectorChart {
       },
     });
     this.parts = chartCard(name, { metric: name }, () => void this.load(null),
-      h("label", { class: "pick", title: "logarithmic y axis (values > 0 only)" }, this.logBox, " log"));
+      h("label", { class: "pick", title: "logarithmic y axis (values > 0 only)" }, this.logBox, " log"),
+      h("a", {
+        class: "small csv", href: `/api/runs/${encodeURIComponent(runId)}/metrics.csv?name=${encodeURIComponent(name)}`,
+        title: "every point as CSV", attrs: { download: "" },
+      }, "CSV"));
     this.el = this.parts.el;
     signal.addEventListener("abort", () => this.destroy());
   }

@@ -88,6 +88,19 @@ export interface Files {
   files: FileInfo[];
 }
 
+/** One group of runs' metric: per step bucket, the mean, minimum and maximum over every finite point of the group's runs in it. */
+export interface GroupBand {
+  /** the tag or param value (JSON text for a non-string param); null: runs without it, or every run when not grouped */
+  group: string | null;
+  max: number[];
+  mean: number[];
+  min: number[];
+  /** runs of the group that have points */
+  runs: number;
+  /** each bucket's first step */
+  steps: number[];
+}
+
 /** ``/api/health`` (``ok``) and ``/api/ready`` (``ready``). */
 export interface Health {
   status: string;
@@ -119,6 +132,17 @@ export interface LogsPage {
   next_after_seq: number | null;
 }
 
+/** ``/api/experiments/{name}/groups``: a metric of the filtered runs, grouped. */
+export interface MetricGroups {
+  group_by: string | null;
+  groups: GroupBand[];
+  metric: string;
+  /** runs read (at most max_runs, newest first) */
+  runs: number;
+  /** more runs matched than max_runs */
+  truncated: boolean;
+}
+
 /** ``/api/runs/{run_id}/metrics`` with ``as_of_seq`` or ``as_of``. */
 export interface MetricsAsOf {
   as_of: AsOf;
@@ -142,6 +166,8 @@ export interface Run {
   metrics: Record<string, Summary>;
   name: string | null;
   parent_run_id: string | null;
+  /** start_logging's keyword arguments (params.* in filters) */
+  properties: Record<string, Value>;
   run_id: string;
   started_at: string;
   status: Status;
@@ -164,6 +190,7 @@ export interface RunDetail {
   metrics: Record<string, Summary>;
   name: string | null;
   parent_run_id: string | null;
+  /** start_logging's keyword arguments (params.* in filters) */
   properties: Record<string, Value>;
   run_id: string;
   started_at: string;

@@ -1,17 +1,24 @@
 // "/experiments/{name}": the runs table. Filtering, sorting and paging happen in the API
 // (GET /api/experiments/{name}/runs), so 10,000 runs cost one page of rows; the page's
 // state lives in the URL's query, so a filtered, sorted view can be shared and reloaded.
-import { api, enc, STATUSES, toFloat, type Run, type Summary } from "../api";
+import { ApiError, api, enc, STATUSES, toFloat, url, type Query, type Run, type Summary, type Value } from "../api";
+import { cellValue, columnKey, columnLabel, isMetric, numericValue, parseColumn, sortKey, type Column } from "../columns";
+import { CurvesChart } from "../curves";
 import { h, link, message, setChildren, statusBadge, type Child } from "../dom";
 import { elapsed, fmtDuration, fmtTime, fmtValue, runLabel } from "../format";
 import type { PageContext } from "../main";
 import { navigate } from "../nav";
+import { ParallelChart, ScatterChart } from "../sweep";
 
 const OPERATORS = ["<", "<=", ">", ">=", "=", "!="];
 const PAGE_SIZES = [25, 50, 100, 200];
 const DEFAULT_COLUMNS = 8;
+const DEFAULT_PARAMS = 4;
+/** Runs the sweep charts read (the filtered runs, newest first). */
+const CHART_RUNS = 1000;
 
 interface State {
+  filter: string;
   status: string[];
   tag: string[];
   metric: string[];
@@ -26,6 +33,7 @@ interface State {
 function parse(p: URLSearchParams): State {
   const limit = Number(p.get("limit"));
   return {
+    filter: p.get("filter") ?? "",
     status: p.getAll("status"),
     tag: p.getAll("tag"),
     metric: p.getAll("metric"),
@@ -40,6 +48,7 @@ function parse(p: URLSearchParams): State {
 
 function toQuery(s: State): URLSearchParams {
   const p = new URLSearchParams();
+  if (s.filter) p.set("filter", s.filter);
   s.status.forEach((v) => p.append("status", v));
   s.tag.forEach((v) => p.append("tag", v));
   s.metric.forEach((v) => p.append("metric", v));
@@ -60,7 +69,11 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
   document.title = `${experiment} · runstream`;
   crumbs(link("/", "Experiments"), experiment);
   const state = parse(params);
-  const known = new Set<string>(state.col);
+  const known = new Set<string>(state.col.map(parseColumn).filter(isMetric).map((c) => c.name));
+  const knownParams = new Set<string>();
+  const knownTags = new Set<string>();
+  let brush = "";
+  let chartsKey = "";
   const kinds = new Map<string, Summary["kind"]>();
   const selected = new Map<string, string>();
 
@@ -71,6 +84,21 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
   const columnsBox = h("div", { class: "columns-picker" });
   const metricNames = h("datalist", { id: "metric-names" });
   const compareBar = h("div", { class: "compare-bar", hidden: true });
+  const searchInput = h("input", {
+    type: "search", id: "search", value: state.filter, size: 60, spellcheck: false,
+    placeholder: 'metrics.mse < 3300 and params.alpha >= 0.2 or tags.team = "a"',
+    attrs: { "aria-label": "search runs", autocomplete: "off" },
+  });
+  const searchError = h("div", { class: "search-error", id: "search-error", hidden: true });
+  const brushChip = h("div", { class: "chips", id: "brush-filter" });
+  const csvLink = h("a", { class: "button", id: "download-csv", attrs: { download: "" } }, "Download CSV");
+  const scatter = new ScatterChart(signal);
+  const parallel = new ParallelChart(signal, (f) => {
+    brush = f;
+    state.offset = 0;
+    void load();
+  });
+  const curves = new CurvesChart(experiment, signal);
 
   const update = (change: Partial<State>, resetPage = true) => {
     Object.assign(state, change, resetPage && !("offset" in change) ? { offset: 0 } : {});
@@ -107,6 +135,17 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
     update({ metric: [...state.metric, `${name}${metricOp.value}${Number(metricValue.value)}`] });
     metricValue.value = "";
   };
+  const searchForm = h("form", {
+    class: "search", id: "search-form",
+    on: {
+      submit: (e) => {
+        e.preventDefault();
+        update({ filter: searchInput.value.trim() });
+      },
+    },
+  }, searchInput, h("button", { type: "submit", class: "primary" }, "Search"),
+  h("button", { type: "button", on: { click: () => { searchInput.value = ""; update({ filter: "" }); } } }, "Clear"),
+  h("span", { class: "muted small" }, " metrics.<name>[.min|.max], params.<name>, tags.<key>, status, name, duration; and/or, ( ), = != < <= > >= like in"));
   const filters = h(
     "div",
     { class: "filters" },
@@ -122,9 +161,11 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
 
   root.replaceChildren(
     h("section", { class: "card" },
-      h("div", { class: "card-head" }, h("h1", null, experiment), total),
-      filters, chips, columnsBox),
+      h("div", { class: "card-head" }, h("h1", null, experiment), total, csvLink),
+      searchForm, searchError, filters, chips, brushChip, columnsBox),
     h("section", { class: "card" }, compareBar, tableBox, pager),
+    h("section", { class: "card", id: "sweep-charts" }, h("h2", null, "Charts"),
+      h("div", { class: "charts" }, scatter.el, parallel.el), curves.el),
   );
 
   function renderChips(): void {
@@ -137,28 +178,119 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
     );
   }
 
-  function columns(): string[] {
-    if (state.col.length) return state.col;
-    return [...known].filter((n) => kinds.get(n) === "scalar" || kinds.get(n) === "list").sort().slice(0, DEFAULT_COLUMNS);
+  const plottable = (n: string) => kinds.get(n) === "scalar" || kinds.get(n) === "list";
+
+  function columns(): Column[] {
+    if (state.col.length) return state.col.map(parseColumn);
+    const metrics = [...known].filter(plottable).sort().slice(0, DEFAULT_COLUMNS);
+    const props = [...knownParams].sort().slice(0, DEFAULT_PARAMS);
+    return [...props.map((n) => parseColumn(columnKey("param", n))), ...metrics.map((n) => parseColumn(n))];
   }
 
   function renderColumnsPicker(): void {
-    const shown = columns();
+    const shown = columns().map((c) => c.key);
+    const box = (key: string, text: string) =>
+      h("label", { class: "check" },
+        h("input", {
+          type: "checkbox",
+          checked: shown.includes(key),
+          data: { column: key },
+          on: { change: (e) => update({ col: toggle(shown, key, (e.target as HTMLInputElement).checked) }, false) },
+        }),
+        text);
     setChildren(
       columnsBox,
-      known.size ? h("span", { class: "muted" }, "Metric columns:") : null,
-      [...known].sort().map((name) =>
-        h("label", { class: "check" },
-          h("input", {
-            type: "checkbox",
-            checked: shown.includes(name),
-            data: { column: name },
-            on: { change: (e) => update({ col: toggle(shown, name, (e.target as HTMLInputElement).checked) }, false) },
-          }),
-          name),
-      ),
+      h("details", { id: "columns-picker" },
+        h("summary", null, `Columns (${shown.length})`),
+        known.size ? h("div", { class: "column-group" }, h("span", { class: "muted" }, "Metrics (last · min · max):"),
+          [...known].sort().map((name) => h("span", { class: "metric-columns" },
+            box(name, name), box(columnKey("min", name), "min"), box(columnKey("max", name), "max")))) : null,
+        knownParams.size ? h("div", { class: "column-group" }, h("span", { class: "muted" }, "Params:"),
+          [...knownParams].sort().map((n) => box(columnKey("param", n), n))) : null,
+        knownTags.size ? h("div", { class: "column-group" }, h("span", { class: "muted" }, "Tags:"),
+          [...knownTags].sort().map((n) => box(columnKey("tag", n), n))) : null),
     );
     setChildren(metricNames, [...known].sort().map((n) => h("option", { value: n })));
+  }
+
+  /** The user's search and the parallel chart's brush, both as one search filter. */
+  function effectiveFilter(): string {
+    if (state.filter && brush) return `(${state.filter}) and (${brush})`;
+    return state.filter || brush;
+  }
+
+  /** The listing's filters (no paging, no brush): what the charts and the CSV read. */
+  function filterQuery(withBrush: boolean): Query {
+    return {
+      filter: withBrush ? effectiveFilter() : state.filter,
+      status: state.status,
+      tag: state.tag,
+      metric: state.metric,
+      parent: state.top ? "none" : null,
+    };
+  }
+
+  function showSearchError(err: unknown): boolean {
+    if (!(err instanceof ApiError) || err.status !== 400 || !/^filter: /.test(err.message)) {
+      searchError.hidden = true;
+      return false;
+    }
+    const m = /at position (\d+)/.exec(err.message);
+    const pos = m ? Number(m[1]) : null;
+    setChildren(searchError,
+      h("div", { class: "msg msg-error", id: "search-error-message" }, err.message),
+      pos !== null && state.filter && pos <= state.filter.length
+        ? h("pre", { class: "caret" }, state.filter, "\n", " ".repeat(pos), "^")
+        : null);
+    searchError.dataset.position = pos === null ? "" : String(pos);
+    searchError.hidden = false;
+    if (pos !== null) {
+      searchInput.focus();
+      searchInput.setSelectionRange(pos, pos);
+    }
+    return true;
+  }
+
+  function renderBrushChip(): void {
+    setChildren(brushChip, brush
+      ? h("span", { class: "chip", id: "brush-chip" }, `brushed: ${brush}`,
+          h("button", { class: "chip-x", title: "clear the brush", attrs: { "aria-label": "clear the brush" }, on: { click: () => parallel.clear() } }, "×"))
+      : null);
+  }
+
+  async function loadCharts(): Promise<void> {
+    const query = filterQuery(false);
+    const key = JSON.stringify(query);
+    if (key === chartsKey) return;
+    chartsKey = key;
+    let runs: Run[];
+    try {
+      runs = (await api.runs(experiment, { ...query, limit: CHART_RUNS, order_by: "started_at", order: "desc" }, signal)).runs;
+    } catch {
+      return; // the table shows the error
+    }
+    if (signal.aborted || key !== chartsKey) return;
+    const numeric = (c: Column) => runs.some((r) => numericValue(r, c) !== null);
+    const metricCols = [...known].filter(plottable).sort().flatMap((n) => [n, columnKey("min", n), columnKey("max", n)]).map(parseColumn);
+    const candidates = [
+      ...[...knownParams].sort().map((n) => parseColumn(columnKey("param", n))),
+      ...metricCols,
+      ...[...knownTags].sort().map((n) => parseColumn(columnKey("tag", n))),
+    ].filter(numeric);
+    const lastMetrics = candidates.filter((c) => c.kind === "last");
+    const params = candidates.filter((c) => c.kind === "param");
+    // alpha vs mse for the seed's sweep: x a param (else the first metric), y the sorted
+    // metric (else the first other metric)
+    const x = params[0]?.key ?? lastMetrics[0]?.key;
+    const sorted = state.orderBy.startsWith("metric:") ? state.orderBy.slice("metric:".length) : undefined;
+    const y = sorted && sorted !== x ? sorted : lastMetrics.find((c) => c.key !== x)?.key;
+    scatter.set(runs, candidates, x, y);
+    const axes = columns().filter(numeric);
+    parallel.set(runs, axes.length >= 2 ? axes : candidates.slice(0, 6));
+    const groupables = [...[...knownParams].sort().map((n) => parseColumn(columnKey("param", n))),
+      ...[...knownTags].sort().map((n) => parseColumn(columnKey("tag", n)))];
+    const vectors = [...known].filter((n) => plottable(n) && runs.some((r) => (r.metrics[n]?.count ?? 0) > 1)).sort();
+    curves.set(vectors, groupables, runs, query);
   }
 
   function renderCompareBar(): void {
@@ -204,7 +336,15 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
     }, fmtValue(s.last), spread);
   }
 
-  function row(r: Run, cols: string[]): HTMLElement {
+  function cell(r: Run, c: Column): HTMLElement {
+    if (c.kind === "last") return metricCell(c.name, r.metrics[c.name]);
+    const v: Value | undefined = cellValue(r, c);
+    const n = numericValue(r, c);
+    return h("td", { class: n === null ? "" : "num", data: { col: c.key, value: v === undefined ? null : n === null ? fmtValue(v) : String(n) } },
+      v === undefined ? "" : fmtValue(v));
+  }
+
+  function row(r: Run, cols: Column[]): HTMLElement {
     const label = runLabel(r);
     const box = h("input", {
       type: "checkbox",
@@ -226,35 +366,41 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
       h("td", null, fmtTime(r.started_at)),
       h("td", { class: "num" }, fmtDuration(duration)),
       h("td", { class: "tags" }, Object.entries(r.tags).map(([k, v]) => h("span", { class: "tag", data: { tagKey: k } }, v ? `${k}: ${v}` : k))),
-      cols.map((c) => metricCell(c, r.metrics[c])),
+      cols.map((c) => cell(r, c)),
     );
   }
 
   async function load(): Promise<void> {
     renderChips();
     const order = effectiveOrder(state);
+    renderBrushChip();
+    if (searchInput.value.trim() !== state.filter) searchInput.value = state.filter;
+    const query = filterQuery(true);
+    csvLink.href = url(`/api/experiments/${enc(experiment)}/runs.csv`, { ...query, order_by: state.orderBy, order });
     let page: { runs: Run[]; total: number };
     try {
       page = await api.runs(experiment, {
-        status: state.status,
-        tag: state.tag,
-        metric: state.metric,
+        ...query,
         order_by: state.orderBy,
         order,
         offset: state.offset,
         limit: state.limit,
-        parent: state.top ? "none" : null,
       }, signal);
     } catch (err) {
       if (signal.aborted) return;
-      setChildren(tableBox, message(`Could not load runs: ${(err as Error).message}`, "error"));
+      const bad = showSearchError(err);
+      setChildren(tableBox, message(bad ? "Fix the search to see runs." : `Could not load runs: ${(err as Error).message}`, "error"));
+      total.textContent = "";
       return;
     }
+    searchError.hidden = true;
     for (const r of page.runs) {
       for (const [name, s] of Object.entries(r.metrics)) {
         known.add(name);
         kinds.set(name, s.kind);
       }
+      Object.keys(r.properties ?? {}).forEach((p) => knownParams.add(p));
+      Object.keys(r.tags).forEach((t) => knownTags.add(t));
     }
     const cols = columns();
     renderColumnsPicker();
@@ -270,13 +416,14 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
               sortHeader("Run", "name"),
               sortHeader("Status", "status"),
               sortHeader("Started", "started_at"),
-              h("th", { class: "num" }, "Duration"),
+              sortHeader("Duration", "duration", {}, true),
               h("th", null, "Tags"),
-              cols.map((c) => sortHeader(c, `metric:${c}`, { metric: c }, true)),
+              cols.map((c) => sortHeader(columnLabel(c), sortKey(c), c.kind === "last" ? { metric: c.name, col: c.key } : { col: c.key }, isMetric(c) || c.kind === "param")),
             )),
             h("tbody", null, page.runs.map((r) => row(r, cols))))
         : message("No runs match these filters."),
     );
+    void loadCharts();
     const first = page.total ? state.offset + 1 : 0;
     const last = state.offset + page.runs.length;
     setChildren(
