@@ -15,10 +15,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
+import orjson
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from runstream.blobstore import BlobError, LocalBlobStore
+from runstream.ingest import integrity_check
 from runstream.ingest.topic import ensure_topic
 from runstream.producer import EventProducer
 from runstream.query_api.errors import BadRequest, PayloadTooLarge, Unavailable, Unprocessable, error_middleware, json_response
@@ -34,6 +36,11 @@ _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 
 def validate_batch(body: bytes) -> list[tuple[str, bytes]]:
     """Split a JSON array into ``(run_id, raw event)`` pairs; any invalid event rejects all."""
+    return [(e.run_id, raw) for e, raw in _decode_batch(body)]
+
+
+def _decode_batch(body: bytes) -> list[tuple[events.Event, bytes]]:
+    """:func:`validate_batch` keeping each decoded event beside its bytes."""
     try:
         raws = _raw_list.decode(body)
     except msgspec.DecodeError as exc:
@@ -41,7 +48,7 @@ def validate_batch(body: bytes) -> list[tuple[str, bytes]]:
         raise BadRequest(f"request body must be a JSON array of events: {exc}") from None
     if len(raws) > MAX_EVENTS_PER_REQUEST:
         raise PayloadTooLarge(f"{len(raws)} events in one request; MAX_EVENTS_PER_REQUEST={MAX_EVENTS_PER_REQUEST}")
-    accepted: list[tuple[str, bytes]] = []
+    accepted: list[tuple[events.Event, bytes]] = []
     errors: list[dict[str, Any]] = []
     for index, raw in enumerate(raws):
         data = bytes(raw)
@@ -49,7 +56,7 @@ def validate_batch(body: bytes) -> list[tuple[str, bytes]]:
             errors.append({"index": index, "message": f"event is {len(data)} bytes; MAX_EVENT_BYTES={MAX_EVENT_BYTES}"})
             continue
         try:
-            accepted.append((events.decode(data).run_id, data))
+            accepted.append((events.decode(data), data))
         except events.EventError as exc:
             errors.append({"index": index, "message": str(exc)})
     if errors:
@@ -71,12 +78,36 @@ def _reject_lone_surrogate(body: bytes) -> None:
 
 
 async def post_events(request: web.Request) -> web.Response:
-    accepted = validate_batch(await request.read())
+    decoded = _decode_batch(await request.read())
+    await integrity_check.refuse_conflicts(request.app, [e for e, _ in decoded])
+    principal = _principal_token_id(request)
+    accepted = [(e.run_id, stamp(e, raw, principal)) for e, raw in decoded]
     try:
         await request.app[PRODUCER].send_batch(accepted)
     except KafkaError as exc:
         raise Unavailable(f"Kafka did not acknowledge the batch ({exc.__class__.__name__}); retry it") from exc
     return json_response({"accepted": len(accepted)}, status=202)
+
+
+def _principal_token_id(request: web.Request) -> str | None:
+    """The token id of the request's principal (None: unauthenticated, a local stack).
+    A stand-in, replaced by ``runstream.query_api.auth.principal_of`` at merge."""
+    p = request.get("principal")
+    return getattr(p, "token_id", None) if p is not None else None
+
+
+def stamp(event: events.Event, raw: bytes, principal: str | None) -> bytes:
+    """``raw`` with its envelope's ``principal`` set to the request's (the audit trail):
+    whatever the body said is overwritten, and dropped when the request has none. The
+    bytes are re-encoded only when they differ (never on a local stack's plain batch)."""
+    if event.principal == principal and (principal is not None or b'"principal"' not in raw):
+        return raw
+    doc = orjson.loads(raw)
+    if principal is None:
+        doc.pop("principal", None)
+    else:
+        doc["principal"] = principal
+    return orjson.dumps(doc)
 
 
 def _blob_address(request: web.Request) -> str:
@@ -126,6 +157,7 @@ def create_app(settings: ServiceSettings) -> web.Application:
         await producer.stop()
 
     app.cleanup_ctx.append(producer_ctx)
+    app.cleanup_ctx.append(integrity_check.pool_ctx(settings))
     app.router.add_post("/api/v1/events", post_events)
     app.router.add_put("/api/v1/blobs/{sha256}", put_blob)
     app.router.add_route("HEAD", "/api/v1/blobs/{sha256}", head_blob)

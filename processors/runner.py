@@ -263,7 +263,7 @@ class Processor:
                     for r in received:
                         await salvage.write_one(conn, r, results, dead)
                 for result in results:
-                    dead.extend(DeadLetter.of(c, salvage.conflict_reason(c)) for c in result.conflicts)
+                    dead.extend(DeadLetter.of(r.received, r.reason) for r in result.refused)
                 await store.write_dead_letters(conn, dead)
                 await store.save_offsets(conn, self.settings.processor_group, positions)
         for result in results:
