@@ -34,13 +34,8 @@ BLOBS = web.AppKey("blobs", LocalBlobStore)
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-def validate_batch(body: bytes) -> list[tuple[str, bytes]]:
-    """Split a JSON array into ``(run_id, raw event)`` pairs; any invalid event rejects all."""
-    return [(e.run_id, raw) for e, raw in _decode_batch(body)]
-
-
-def _decode_batch(body: bytes) -> list[tuple[events.Event, bytes]]:
-    """:func:`validate_batch` keeping each decoded event beside its bytes."""
+def validate_batch(body: bytes) -> list[tuple[events.Event, bytes]]:
+    """Split a JSON array into ``(event, raw event)`` pairs; any invalid event rejects all."""
     try:
         raws = _raw_list.decode(body)
     except msgspec.DecodeError as exc:
@@ -78,7 +73,7 @@ def _reject_lone_surrogate(body: bytes) -> None:
 
 
 async def post_events(request: web.Request) -> web.Response:
-    decoded = _decode_batch(await request.read())
+    decoded = validate_batch(await request.read())
     await integrity_check.refuse_conflicts(request.app, [e for e, _ in decoded])
     principal = _principal_token_id(request)
     accepted = [(e.run_id, stamp(e, raw, principal)) for e, raw in decoded]
@@ -149,8 +144,10 @@ def create_app(settings: ServiceSettings) -> web.Application:
     app[BLOBS] = LocalBlobStore(settings.blob_dir)
 
     async def producer_ctx(app: web.Application) -> AsyncIterator[None]:
-        await ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions)
-        producer = EventProducer(settings.kafka_bootstrap, settings.topic, client_id="runstream-gateway")
+        security = settings.kafka_security()
+        await ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions, security=security)
+        producer = EventProducer(settings.kafka_bootstrap, settings.topic, client_id="runstream-gateway",
+                                 security=security)
         await producer.start()
         app[PRODUCER] = producer
         yield

@@ -34,9 +34,6 @@ import asyncpg
 from runstream.processors.materialize import to_datetime
 from runstream.schemas import events as ev
 
-RULES = ("artifact-immutable", "status-final", "start-once")
-"""The rules' names, as dead letters and gateway errors quote them."""
-
 _GUARDED = (ev.RunStarted, ev.RunStatus, ev.ArtifactRecorded, ev.MetricImage)
 """The event types a rule applies to; a batch without any costs no query."""
 

@@ -170,7 +170,6 @@ def test_judge_applies_each_rule_in_arrival_order() -> None:
     refused = integrity.judge(batch, {}, set())
     assert [(r.index, r.rule, r.field) for r in refused] == [
         (3, "artifact-immutable", "payload.sha256"), (6, "status-final", "payload.status"), (7, "start-once", "type")]
-    assert all(r.rule in integrity.RULES for r in refused)
 
 
 @pytest.mark.parametrize("seq", [0, 1])
