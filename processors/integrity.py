@@ -10,10 +10,12 @@ so the archive, and every projection rebuilt from it, never holds it); the gatew
   again is an idempotent no-op; with another sha256 it is refused, so a run's
   ``download_file()`` always returns the bytes first recorded.
 * ``status-final``: once a run holds a terminal ``run.status`` (completed, failed,
-  canceled) its status never changes: any later ``run.status`` (``running`` included,
-  whatever its seq) is refused. Before that, ``running`` changes nothing and the first
-  terminal status accepted is the run's. "Later" is in arrival order; a status that
-  arrives before its run's ``run.started`` still counts (and the start keeps it).
+  canceled) its status never changes: a later ``run.status`` with another status
+  (``running`` included, whatever its seq) is refused; the same terminal status again is
+  an idempotent no-op (archived, it changes nothing: the first one's error and end time
+  stay). Before that, ``running`` changes nothing and the first terminal status accepted
+  is the run's. "Later" is in arrival order; a status that arrives before its run's
+  ``run.started`` still counts (and the start keeps it).
 * ``start-once``: a run is started once. Another ``run.started`` for it (another event,
   whatever its experiment, name or properties) is refused: it can neither move the run to
   another experiment nor reset it.
@@ -124,11 +126,11 @@ def _check(e: Any, run_id: str, run: RunFacts) -> tuple[str, str, str] | None:
                     f"run.started (seq {e.seq}, experiment {e.payload.experiment!r}) cannot move or reset it")
         run.experiment = e.payload.experiment
     elif isinstance(e, ev.RunStatus):
-        if run.terminal is not None:
+        if run.terminal is not None and e.payload.status != run.terminal:
             return ("status-final", "payload.status",
                     f"status-final: run {run_id} is already {run.terminal}; its status cannot change to "
                     f"{e.payload.status!r} (seq {e.seq})")
-        if e.payload.status in ev.TERMINAL_STATUSES:
+        if run.terminal is None and e.payload.status in ev.TERMINAL_STATUSES:
             run.terminal = e.payload.status
     else:
         a = e.payload.artifact if isinstance(e, ev.MetricImage) else e.payload

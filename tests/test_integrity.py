@@ -18,7 +18,7 @@ import aiohttp
 import orjson
 import pytest
 
-from runstream import Experiment, Run, Workspace
+from runstream import Experiment, Run, RunstreamError, Workspace
 from runstream.processors import integrity
 from runstream.settings import Settings
 from tests.support import events
@@ -143,6 +143,24 @@ async def test_a_status_before_its_start_still_counts_and_is_final(services: Set
     assert reason.startswith("status-final: run") and "is already failed" in reason
 
 
+def test_the_sdk_keeps_to_the_rules_before_sending(workspace: Workspace, db: Any) -> None:
+    """Azure ML's behaviour: a run's file names are taken once; a terminal status is final.
+    The mistakes raise in the caller, and nothing is sent that the server would refuse."""
+    with Experiment(workspace, unique("sdk-rules")).start_logging() as run:
+        run.upload_file("outputs/model.pkl", MODEL)
+        run.upload_file("outputs/model.pkl", MODEL)  # the same content: a no-op
+        with pytest.raises(RunstreamError, match="files are immutable: upload the new content under another name"):
+            run.upload_file("outputs/model.pkl", EVIL)
+        run.complete()
+        run.complete()  # the same status: a no-op
+        with pytest.raises(RunstreamError, match="is already completed; a terminal status is final"):
+            run.fail("too late")
+    # Leaving the block did not send another status either.
+    types = [t for (t,) in db.execute("SELECT type FROM events WHERE run_id = %s ORDER BY seq", (run.id,))]
+    assert types == ["run.started", "artifact.recorded", "run.status"]
+    assert letters(db, run.id) == []
+
+
 async def api_events(settings: Settings, run_id: str) -> list[dict[str, Any]]:
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{settings.api_url}/api/runs/{run_id}/events") as resp:
@@ -165,11 +183,12 @@ def test_judge_applies_each_rule_in_arrival_order() -> None:
         events.decoded(RUN, 4, "run.status", {"status": "running"}),  # before the terminal one: fine
         events.decoded(RUN, 5, "run.status", {"status": "canceled"}),
         events.decoded(RUN, 6, "run.status", {"status": "completed"}),
-        events.decoded(RUN, 7, "run.started", {"experiment": "e"}),  # even the same experiment
+        events.decoded(RUN, 7, "run.status", {"status": "canceled", "error": "again"}),  # the same: a no-op
+        events.decoded(RUN, 8, "run.started", {"experiment": "e"}),  # even the same experiment
     ]
     refused = integrity.judge(batch, {}, set())
     assert [(r.index, r.rule, r.field) for r in refused] == [
-        (3, "artifact-immutable", "payload.sha256"), (6, "status-final", "payload.status"), (7, "start-once", "type")]
+        (3, "artifact-immutable", "payload.sha256"), (6, "status-final", "payload.status"), (8, "start-once", "type")]
 
 
 @pytest.mark.parametrize("seq", [0, 1])
