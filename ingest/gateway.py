@@ -4,7 +4,11 @@
 first (schemas.events.decode); if any event is invalid the answer is 422 listing each
 bad event by index and nothing is produced, so a batch is never half-written. Valid
 batches are produced with the same producer the SDK uses and answered 202 after Kafka
-acknowledged them. ``PUT /api/v1/blobs/{sha256}`` stores an artifact's bytes.
+acknowledged them. A batch with an event that contradicts what its run recorded (an
+artifact's content, a terminal status, its start: processors.integrity) is a 409 naming
+each, and nothing is produced. Each event's envelope ``principal`` is stamped with the
+request's token id, whatever the body said (the audit trail). ``PUT
+/api/v1/blobs/{sha256}`` stores an artifact's bytes.
 """
 
 from __future__ import annotations
