@@ -5,8 +5,9 @@ answers sooner and more clearly what it can already see is wrong: a batch with a
 that breaks a rule, against the database or an earlier event of the same batch, gets 409
 naming each such event (index, run, field, rule) and nothing of it is produced. It reads
 the database only for batches that hold a guarded event (a start, a status, an artifact),
-and if the database cannot be reached it lets the batch through (the processors still
-refuse what breaks a rule): ingest keeps working while PostgreSQL is away.
+and if the database does not answer (down, slow beyond 2 s, not migrated) it judges
+the batch only against itself and lets the rest through (the processors still refuse
+what breaks a rule): ingest keeps working while PostgreSQL is away.
 """
 
 from __future__ import annotations
@@ -53,12 +54,13 @@ async def refuse_conflicts(app: web.Application, batch: list[events.Event]) -> N
     try:
         async with app[DB].acquire(timeout=CHECK_TIMEOUT_S) as conn:
             found = await integrity.refusals(conn, batch, lock=False)
-    except Exception as exc:
-        if not (is_transient(exc) or isinstance(exc, TimeoutError)):
-            raise
-        log.warning("integrity check skipped, the database is unavailable (%s); the processors still apply it",
-                    type(exc).__name__)
-        return
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # Advisory only: whatever keeps the database from answering (down, not migrated,
+        # refusing the role), the batch goes on and the processors still apply the rules.
+        level = logging.WARNING if is_transient(exc) or isinstance(exc, TimeoutError) else logging.ERROR
+        log.log(level, "integrity check against the database skipped, it did not answer (%s: %s); the "
+                "processors still apply it", type(exc).__name__, exc)
+        found = integrity.judge(batch, {}, set())  # what the batch contradicts by itself
     if found:
         details: list[dict[str, Any]] = [
             {"index": r.index, "run_id": batch[r.index].run_id, "seq": batch[r.index].seq, "field": r.field,

@@ -211,7 +211,7 @@ class LogLinesPayload(_Payload):
             raise ValueError("lines and times must have the same length")
 
 
-Principal = Annotated[str, Meta(min_length=1, max_length=limits.MAX_NAME_LENGTH, pattern=STORABLE_TEXT)]
+PrincipalId = Annotated[str, Meta(min_length=1, max_length=limits.MAX_NAME_LENGTH, pattern=STORABLE_TEXT)]
 """Who wrote an event: the id of the API token that authenticated it (never the secret)."""
 
 
@@ -222,7 +222,7 @@ class _Envelope(Struct, frozen=True, forbid_unknown_fields=True, tag_field="type
     seq: Seq
     ts: Timestamp
     v: Literal[1]
-    principal: Principal | None = None
+    principal: PrincipalId | None = None
     """The audit trail: the token id of the request that brought the event in, stamped
     by the ingest gateway (whatever the body said is overwritten); None for events of an
     unauthenticated (local) stack, and, over Kafka directly, what the producer wrote

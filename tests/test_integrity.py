@@ -11,14 +11,18 @@ harmless no-ops. The pure rules are unit-tested at the end.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
+from aiohttp.test_utils import TestServer
 
 from runstream import Experiment, Run, RunstreamError, Workspace
+from runstream.devstack.stack import free_ports
+from runstream.ingest import gateway
 from runstream.processors import integrity
 from runstream.settings import Settings
 from tests.support import events
@@ -141,6 +145,25 @@ async def test_a_status_before_its_start_still_counts_and_is_final(services: Set
     assert (experiment, status, error, ended is not None) == (exp, "failed", "boom", True)
     (reason,) = letters(db, run_id)
     assert reason.startswith("status-final: run") and "is already failed" in reason
+
+
+async def test_the_gateway_ingests_when_the_database_does_not_answer(services: Settings, db: Any) -> None:
+    """The early check is advisory: without a database it judges a batch only against
+    itself and lets the rest through; the processors still refuse what breaks a rule."""
+    (closed,) = free_ports(1)
+    server = TestServer(gateway.create_app(replace(services, database_url=f"postgresql://x@127.0.0.1:{closed}/x")))
+    await server.start_server()
+    run_id, exp = events.new_run_id(), unique("no-db")
+    try:
+        no_db = replace(services, ingest_url=str(server.make_url("")).rstrip("/"))
+        status, body = await post(no_db, events.started(run_id, exp), events.started(run_id, unique("b"), seq=1))
+        assert status == 409 and body["error"]["events"][0]["rule"] == "start-once"
+        assert (await post(no_db, events.started(run_id, exp)))[0] == 202
+        assert (await post(no_db, events.started(run_id, unique("b"), seq=1)))[0] == 202  # unseen here...
+    finally:
+        await server.close()
+    (reason,) = wait_for(lambda: letters(db, run_id), what="the processors to refuse the second start")
+    assert reason.startswith("start-once") and run_row(db, run_id)[0] == exp  # ...but not by the processors
 
 
 def test_the_sdk_keeps_to_the_rules_before_sending(workspace: Workspace, db: Any) -> None:
