@@ -171,3 +171,9 @@ def test_settings_refuse_half_configured_sasl(tmp_path: Path) -> None:
         Settings.from_env({"RUNSTREAM_KAFKA_SECURITY_PROTOCOL": "SSL"}).kafka_security()
     s = Settings.from_env({}, kafka_sasl_password="hunter2")
     assert "hunter2" not in repr(s) and replace(s).kafka_security() == {}
+
+
+def test_a_running_sasl_stack_is_reused_with_its_credentials(sasl_stack: devstack.StackInfo) -> None:
+    again = devstack.up(sasl_stack.state_dir, sasl=True, fresh=False)  # probes as the admin, then reuses
+    assert (again.kafka_bootstrap, again.sasl) == (sasl_stack.kafka_bootstrap, sasl_stack.sasl)
+    assert (sasl_stack.state_dir / "stack.json").stat().st_mode & 0o077 == 0  # it holds the passwords

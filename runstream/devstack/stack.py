@@ -376,6 +376,9 @@ def up(state_dir: Path, *, kafka_port: int | None = None, pg_port: int | None = 
                 and kafka.probe(k_old, brokers, info.admin_security()) and postgres.probe(info.database_url):
             log.info("reusing the running stack in %s", state_dir)
             return info
+    kept = _sasl(_load(state_dir)) if not fresh else None  # SCRAM users live in the kept metadata
+    if sasl and not fresh and kept is None and kafka.existing_cluster_id(_paths(state_dir)["kafka_data"]):
+        raise DevstackError("the kept Kafka data was formatted without SASL users; start it fresh for --sasl")
     down(state_dir)
     if fresh:
         _wipe(state_dir)
@@ -393,7 +396,7 @@ def up(state_dir: Path, *, kafka_port: int | None = None, pg_port: int | None = 
                for i, (k, c) in enumerate(nodes, start=1)]
     k_port, c_port = nodes[0]
     paths = _paths(state_dir)
-    creds = (_sasl(_load(state_dir)) if not fresh else None) or Credentials.generate() if sasl else None
+    creds = (kept or Credentials.generate()) if sasl else None
     record: dict[str, Any] = {"state_dir": str(state_dir), "ready": False,
                               "kafka_bootstrap": ",".join(f"127.0.0.1:{k}" for k, _ in nodes),
                               "database_url": postgres.database_url(p_port),
