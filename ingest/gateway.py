@@ -4,7 +4,11 @@
 first (schemas.events.decode); if any event is invalid the answer is 422 listing each
 bad event by index and nothing is produced, so a batch is never half-written. Valid
 batches are produced with the same producer the SDK uses and answered 202 after Kafka
-acknowledged them. ``PUT /api/v1/blobs/{sha256}`` stores an artifact's bytes.
+acknowledged them. A batch with an event that contradicts what its run recorded (an
+artifact's content, a terminal status, its start: processors.integrity) is a 409 naming
+each, and nothing is produced. Each event's envelope ``principal`` is stamped with the
+request's token id, whatever the body said (the audit trail). ``PUT
+/api/v1/blobs/{sha256}`` stores an artifact's bytes.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
+import orjson
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from runstream.blobstore import BlobError, LocalBlobStore
+from runstream.ingest import integrity_check
 from runstream.ingest.topic import ensure_topic
 from runstream.producer import EventProducer
 from runstream.query_api.errors import BadRequest, PayloadTooLarge, Unavailable, Unprocessable, error_middleware, json_response
@@ -32,8 +38,8 @@ BLOBS = web.AppKey("blobs", LocalBlobStore)
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-def validate_batch(body: bytes) -> list[tuple[str, bytes]]:
-    """Split a JSON array into ``(run_id, raw event)`` pairs; any invalid event rejects all."""
+def validate_batch(body: bytes) -> list[tuple[events.Event, bytes]]:
+    """Split a JSON array into ``(event, raw event)`` pairs; any invalid event rejects all."""
     try:
         raws = _raw_list.decode(body)
     except msgspec.DecodeError as exc:
@@ -41,7 +47,7 @@ def validate_batch(body: bytes) -> list[tuple[str, bytes]]:
         raise BadRequest(f"request body must be a JSON array of events: {exc}") from None
     if len(raws) > MAX_EVENTS_PER_REQUEST:
         raise PayloadTooLarge(f"{len(raws)} events in one request; MAX_EVENTS_PER_REQUEST={MAX_EVENTS_PER_REQUEST}")
-    accepted: list[tuple[str, bytes]] = []
+    accepted: list[tuple[events.Event, bytes]] = []
     errors: list[dict[str, Any]] = []
     for index, raw in enumerate(raws):
         data = bytes(raw)
@@ -49,7 +55,7 @@ def validate_batch(body: bytes) -> list[tuple[str, bytes]]:
             errors.append({"index": index, "message": f"event is {len(data)} bytes; MAX_EVENT_BYTES={MAX_EVENT_BYTES}"})
             continue
         try:
-            accepted.append((events.decode(data).run_id, data))
+            accepted.append((events.decode(data), data))
         except events.EventError as exc:
             errors.append({"index": index, "message": str(exc)})
     if errors:
@@ -71,12 +77,36 @@ def _reject_lone_surrogate(body: bytes) -> None:
 
 
 async def post_events(request: web.Request) -> web.Response:
-    accepted = validate_batch(await request.read())
+    decoded = validate_batch(await request.read())
+    await integrity_check.refuse_conflicts(request.app, [e for e, _ in decoded])
+    principal = _principal_token_id(request)
+    accepted = [(e.run_id, stamp(e, raw, principal)) for e, raw in decoded]
     try:
         await request.app[PRODUCER].send_batch(accepted)
     except KafkaError as exc:
         raise Unavailable(f"Kafka did not acknowledge the batch ({exc.__class__.__name__}); retry it") from exc
     return json_response({"accepted": len(accepted)}, status=202)
+
+
+def _principal_token_id(request: web.Request) -> str | None:
+    """The token id of the request's principal (None: unauthenticated, a local stack).
+    A stand-in, replaced by ``runstream.query_api.auth.principal_of`` at merge."""
+    p = request.get("principal")
+    return getattr(p, "token_id", None) if p is not None else None
+
+
+def stamp(event: events.Event, raw: bytes, principal: str | None) -> bytes:
+    """``raw`` with its envelope's ``principal`` set to the request's (the audit trail):
+    whatever the body said is overwritten, and dropped when the request has none. The
+    bytes are re-encoded only when they differ (never on a local stack's plain batch)."""
+    if event.principal == principal:  # (an explicit null stays: it says the same)
+        return raw
+    doc = orjson.loads(raw)
+    if principal is None:
+        doc.pop("principal", None)
+    else:
+        doc["principal"] = principal
+    return orjson.dumps(doc)
 
 
 def _blob_address(request: web.Request) -> str:
@@ -118,14 +148,17 @@ def create_app(settings: ServiceSettings) -> web.Application:
     app[BLOBS] = LocalBlobStore(settings.blob_dir)
 
     async def producer_ctx(app: web.Application) -> AsyncIterator[None]:
-        await ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions)
-        producer = EventProducer(settings.kafka_bootstrap, settings.topic, client_id="runstream-gateway")
+        security = settings.kafka_security()
+        await ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions, security=security)
+        producer = EventProducer(settings.kafka_bootstrap, settings.topic, client_id="runstream-gateway",
+                                 security=security)
         await producer.start()
         app[PRODUCER] = producer
         yield
         await producer.stop()
 
     app.cleanup_ctx.append(producer_ctx)
+    app.cleanup_ctx.append(integrity_check.pool_ctx(settings))
     app.router.add_post("/api/v1/events", post_events)
     app.router.add_put("/api/v1/blobs/{sha256}", put_blob)
     app.router.add_route("HEAD", "/api/v1/blobs/{sha256}", head_blob)

@@ -3,6 +3,9 @@ never by the SDK, with replication chosen from the cluster's size."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -16,14 +19,16 @@ def min_insync_replicas(replicas: int) -> int:
     return (replicas + 1) // 2 if replicas >= 3 else 1
 
 
-async def ensure_topic(bootstrap: str, topic: str, partitions: int, *, replication: int | None = None) -> None:
+async def ensure_topic(bootstrap: str, topic: str, partitions: int, *, replication: int | None = None,
+                       security: Mapping[str, Any] | None = None) -> None:
     """Create the event topic if it does not exist.
 
     ``replication`` None chooses from the cluster: 3 replicas when it has at least three
     live brokers, else as many as it has (1 on a single broker), with
-    :func:`min_insync_replicas` in sync. An existing topic is left as it is.
+    :func:`min_insync_replicas` in sync. An existing topic is left as it is. ``security``:
+    SASL arguments (``Settings.kafka_security()``).
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
     await admin.start()
     try:
         if topic in set(await admin.list_topics()):

@@ -108,8 +108,9 @@ async def _redrive(conn: asyncpg.Connection, row: Any) -> Outcome:
         whole = [d for d in dead if d.item < 0]
         if whole:
             return await _still_failed(conn, letter_id, whole[0].reason)
-        if any(result.conflicts for result in results):  # the archive kept another copy of that seq
-            return await _still_failed(conn, letter_id, salvage.conflict_reason(r))
+        refused = [x for result in results for x in result.refused]
+        if refused:  # the archive kept another copy of that seq, or the event still breaks a rule
+            return await _still_failed(conn, letter_id, refused[0].reason)
         await store.write_dead_letters(conn, dead)
         await conn.execute(MARK_RETRIED, letter_id)
         return Outcome(letter_id, True, new_letters=len(dead))

@@ -265,11 +265,15 @@ def _run_started(out: Materialized, e: ev.RunStarted, when: datetime, change: Ru
     first = out.experiments.get(p.experiment)
     if first is None or when < first:  # the earliest run start, whatever the partition order
         out.experiments[p.experiment] = when
+    if change.started is not None:  # start-once (processors.integrity): the first start is the run's
+        return
     props = orjson.dumps({k: cell_json(v) for k, v in p.properties.items()}).decode()
     change.started = (e.run_id, p.experiment, p.name, p.parent_run_id, p.kind, "running", props, when)
 
 
 def _run_status(out: Materialized, e: ev.RunStatus, when: datetime, change: RunChange) -> None:
+    if change.status in ev.TERMINAL_STATUSES:  # status-final (processors.integrity): nothing changes it
+        return
     change.status = e.payload.status
     change.error = e.payload.error
     change.ended_at = None if e.payload.status == "running" else when
@@ -317,7 +321,8 @@ def _metric_table(out: Materialized, e: ev.MetricTable, when: datetime, change: 
 
 
 def _artifact(out: Materialized, run_id: str, a: ev.ArtifactPayload, when: datetime) -> None:
-    out.artifacts[(run_id, a.path)] = (run_id, a.path, a.sha256, a.size, a.content_type, when)
+    # artifact-immutable (processors.integrity): the first record of a path is the path's.
+    out.artifacts.setdefault((run_id, a.path), (run_id, a.path, a.sha256, a.size, a.content_type, when))
 
 
 def _metric_image(out: Materialized, e: ev.MetricImage, when: datetime, change: RunChange) -> None:

@@ -135,6 +135,7 @@ class Processor:
             # for the processor): their next records can wait up to FETCH_WAIT_MS.
             fetch_min_bytes=FETCH_MIN_BYTES,
             fetch_max_wait_ms=FETCH_WAIT_MS,
+            **settings.kafka_security(),
         )
 
     async def seek_to_stored(self, partitions: set[TopicPartition]) -> None:
@@ -160,7 +161,8 @@ class Processor:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._stopping = stop
-        await ensure_topic(self.settings.kafka_bootstrap, self.settings.topic, self.settings.partitions)
+        await ensure_topic(self.settings.kafka_bootstrap, self.settings.topic, self.settings.partitions,
+                           security=self.settings.kafka_security())
         self.consumer.subscribe([self.settings.topic], listener=_SeekOnAssign(self))
         await self.consumer.start()
         writer = asyncio.create_task(self._write_loop(), name="runstream-processor-writer")
@@ -263,7 +265,7 @@ class Processor:
                     for r in received:
                         await salvage.write_one(conn, r, results, dead)
                 for result in results:
-                    dead.extend(DeadLetter.of(c, salvage.conflict_reason(c)) for c in result.conflicts)
+                    dead.extend(DeadLetter.of(r.received, r.reason) for r in result.refused)
                 await store.write_dead_letters(conn, dead)
                 await store.save_offsets(conn, self.settings.processor_group, positions)
         for result in results:

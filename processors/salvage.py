@@ -33,12 +33,6 @@ def reason(exc: BaseException) -> str:
     return f"rejected by {who}: {type(exc).__name__}: {exc}"
 
 
-def conflict_reason(r: Received) -> str:
-    """Why a re-sent (run, seq) with other content is set aside."""
-    return (f"conflict: seq {r.event.seq} of run {r.event.run_id} was already stored with different content "
-            f"(another ts or event_id); the first copy is kept")
-
-
 async def write_one(conn: asyncpg.Connection, r: Received, results: list[store.WriteResult],
                     dead: list[DeadLetter]) -> None:
     """Write one event in a savepoint; if rejected, store what of it can be stored.
@@ -57,9 +51,9 @@ async def write_one(conn: asyncpg.Connection, r: Received, results: list[store.W
     rejected: list[DeadLetter] = []
     try:
         async with conn.transaction():  # the archive row and the stored items, or nothing
-            new, conflicts = await store.archive(conn, [r])
-            if conflicts:
-                dead.append(DeadLetter.of(r, conflict_reason(r)))
+            new, refused = await store.archive(conn, [r])
+            if refused:  # a conflict, or an event that breaks an integrity rule
+                dead.append(DeadLetter.of(r, refused[0].reason))
                 return
             if not new:
                 results.append(store.WriteResult(new=0, duplicates=1, points=0))

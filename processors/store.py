@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
 
+from runstream.processors import integrity
 from runstream.processors.columnar import copy_data
 from runstream.processors.materialize import Materialized, materialize, to_datetime
 from runstream.schemas import events as ev
@@ -66,10 +67,14 @@ ON CONFLICT (run_id, name, shift, block) DO UPDATE SET
                    THEN excluded.hi_step ELSE r.hi_step END
 """
 
+_FINAL = "status IN (" + ", ".join(f"'{t}'" for t in sorted(ev.TERMINAL_STATUSES)) + ")"
+
 # A run's row is created by its run.started. Events of the run archived before it (a
 # status or points that overtook the start on the way) are counted in: last_seq is the
-# archive's highest seq, and the status/error/end are the latest run.status archived.
-# (Cheap: when the start comes first, as usual, only the start itself is in the archive.)
+# archive's highest seq, and the status/error/end are those of the first terminal
+# run.status archived (status-final, processors.integrity: the archive holds at most one),
+# else of the latest. (Cheap: when the start comes first, as usual, only the start itself
+# is in the archive.)
 INSERT_RUN = """
 INSERT INTO runs (run_id, experiment, name, parent_run_id, kind, status, properties,
                   started_at, updated_at, last_seq, error, ended_at)
@@ -77,20 +82,24 @@ SELECT $1, $2, $3, $4, $5, COALESCE(early.status, $6), $7::jsonb, $8, GREATEST($
        COALESCE((SELECT max(seq) FROM events WHERE run_id = $1), -1), early.error,
        CASE WHEN early.status IS NULL OR early.status = 'running' THEN NULL ELSE early.ts END
 FROM (SELECT 1) AS one LEFT JOIN LATERAL (
-    SELECT b->'payload'->>'status' AS status, b->'payload'->>'error' AS error, ts
-    FROM (SELECT convert_from(body, 'UTF8')::json AS b, ts FROM events
-          WHERE run_id = $1 AND type = 'run.status' ORDER BY seq DESC LIMIT 1) AS s
+    SELECT status, error, ts FROM (
+        SELECT b->'payload'->>'status' AS status, b->'payload'->>'error' AS error, ts, seq
+        FROM (SELECT convert_from(body, 'UTF8')::json AS b, ts, seq FROM events
+              WHERE run_id = $1 AND type = 'run.status') AS e) AS s
+    ORDER BY status = 'running', CASE WHEN status = 'running' THEN -seq ELSE seq END LIMIT 1
 ) AS early ON true
 ON CONFLICT (run_id) DO NOTHING
 """
 
-UPDATE_RUN = """
+# A terminal status is final (status-final, processors.integrity): the check refuses a
+# later status before it gets here; this keeps a rebuilt or legacy archive to the rule too.
+UPDATE_RUN = f"""
 UPDATE runs SET
     last_seq = GREATEST(last_seq, $2),
     updated_at = GREATEST(updated_at, $3),
-    status = COALESCE($4, status),
-    error = CASE WHEN $4::text IS NULL THEN error ELSE $5 END,
-    ended_at = CASE WHEN $4::text IS NULL THEN ended_at ELSE $6 END
+    status = CASE WHEN {_FINAL} THEN status ELSE COALESCE($4, status) END,
+    error = CASE WHEN $4::text IS NULL OR {_FINAL} THEN error ELSE $5 END,
+    ended_at = CASE WHEN $4::text IS NULL OR {_FINAL} THEN ended_at ELSE $6 END
 WHERE run_id = $1
 """
 
@@ -101,10 +110,10 @@ ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, updated_at = exc
 
 DELETE_TAG = "DELETE FROM tags WHERE run_id = $1 AND key = $2"
 
+# artifact-immutable (processors.integrity): a recorded path keeps its first record.
 UPSERT_ARTIFACT = """
 INSERT INTO artifacts (run_id, path, sha256, size, content_type, created_at) VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (run_id, path) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size,
-    content_type = excluded.content_type, created_at = excluded.created_at
+ON CONFLICT (run_id, path) DO NOTHING
 """
 
 UPSERT_SUMMARY = """
@@ -194,13 +203,27 @@ class DeadLetter:
                    r.event.seq, item)
 
 
+class Refused(NamedTuple):
+    """An event the archive does not take, and why (the dead letter's reason)."""
+
+    received: Received
+    reason: str
+
+
+def conflict_reason(r: Received) -> str:
+    """Why a re-sent (run, seq) with other content is set aside."""
+    return (f"conflict: seq {r.event.seq} of run {r.event.run_id} was already stored with different content "
+            f"(another ts or event_id); the first copy is kept")
+
+
 @dataclass(frozen=True)
 class WriteResult:
     new: int
     duplicates: int
     points: int
-    conflicts: tuple[Received, ...] = ()
-    """Re-sends of an archived (run, seq) with other content: not stored, to dead-letter."""
+    refused: tuple[Refused, ...] = ()
+    """Not stored, to dead-letter: re-sends of an archived (run, seq) with other content,
+    and events that break a rule of :mod:`processors.integrity`."""
 
 
 INT64_MAX = 2**63 - 1
@@ -213,10 +236,11 @@ def reason_text(reason: str) -> str:
     return reason if len(reason) <= REASON_MAX_CHARS else reason[:REASON_MAX_CHARS] + "..."
 
 
-async def archive(conn: asyncpg.Connection, received: list[Received]) -> tuple[list[ev.Event], list[Received]]:
+async def archive(conn: asyncpg.Connection, received: list[Received]) -> tuple[list[ev.Event], list[Refused]]:
     """Insert into the event archive; return the events that were not there yet, in order,
-    and the conflicts: events whose (run, seq) is archived (or earlier in the batch) with
-    another timestamp or event id. Those are not archived; the first copy stays.
+    and the refused ones, not archived: conflicts (events whose (run, seq) is archived, or
+    earlier in the batch, with another timestamp or event id; the first copy stays) and
+    events that break a rule of :mod:`processors.integrity` (what the run recorded stays).
 
     The rows are copied into the staging table, then inserted from it. First (in a
     savepoint) only the new rows are counted: when every event is new, which is the
@@ -224,6 +248,14 @@ async def archive(conn: asyncpg.Connection, received: list[Received]) -> tuple[l
     if not received:
         return [], []
     received, conflicts = _first_copies(received)
+    refused = [Refused(r, conflict_reason(r)) for r in conflicts]
+    broken = await integrity.refusals(conn, [r.event for r in received], lock=True)
+    if broken:
+        out = {b.index for b in broken}
+        refused += [Refused(received[b.index], b.reason) for b in broken]
+        received = [r for i, r in enumerate(received) if i not in out]
+    if not received:
+        return [], refused
     events = [r.event for r in received]
     await conn.execute(ARCHIVE_STAGE)
     await conn.copy_records_to_table(ARCHIVE_STAGE_TABLE, columns=ARCHIVE_COLUMNS, records=[
@@ -231,7 +263,7 @@ async def archive(conn: asyncpg.Connection, received: list[Received]) -> tuple[l
          r.offset) for e, r in zip(events, received)])
     taken = {(p, o) for p, o in await conn.fetch(TAKE_CONFLICTS)}
     if taken:
-        conflicts += [r for r in received if (r.partition, r.offset) in taken]
+        refused += [Refused(r, conflict_reason(r)) for r in received if (r.partition, r.offset) in taken]
         received = [r for r in received if (r.partition, r.offset) not in taken]
         events = [r.event for r in received]
     if len({(e.run_id, e.seq) for e in events}) == len(events):
@@ -239,7 +271,7 @@ async def archive(conn: asyncpg.Connection, received: list[Received]) -> tuple[l
             async with conn.transaction():
                 if await conn.fetchval(ARCHIVE_COUNT) != len(events):
                     raise _Redelivered()  # rolls the savepoint back
-            return events, conflicts
+            return events, refused
         except _Redelivered:
             pass
     inserted = {(run_id, seq) for run_id, seq in await conn.fetch(ARCHIVE)}
@@ -249,7 +281,7 @@ async def archive(conn: asyncpg.Connection, received: list[Received]) -> tuple[l
         if key in inserted:
             inserted.discard(key)  # a duplicate inside the same batch is new only once
             new.append(r.event)
-    return new, conflicts
+    return new, refused
 
 
 def _first_copies(received: list[Received]) -> tuple[list[Received], list[Received]]:
@@ -344,9 +376,9 @@ async def write_events(conn: asyncpg.Connection, received: list[Received],
 
     ``prepared``: ``materialize`` of every event of ``received``, done ahead (while the
     previous batch was being written); used as is when every event turns out new."""
-    new, conflicts = await archive(conn, received)
+    new, refused = await archive(conn, received)
     if prepared is None or len(new) != len(received):
         prepared = materialize(new, columnar=True)
     await write_projections(conn, prepared)
-    return WriteResult(new=len(new), duplicates=len(received) - len(new) - len(conflicts),
-                       points=prepared.point_count, conflicts=tuple(conflicts))
+    return WriteResult(new=len(new), duplicates=len(received) - len(new) - len(refused),
+                       points=prepared.point_count, refused=tuple(refused))

@@ -41,6 +41,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("files", "/api/runs/{run_id}/files", handlers.files),
     ("file_download", "/api/runs/{run_id}/files/{path:.*}", handlers.file_download),
     ("events", "/api/runs/{run_id}/events", handlers.events),
+    ("history", "/api/runs/{run_id}/history", handlers.history),
     ("logs", "/api/runs/{run_id}/logs", handlers.logs),
     ("compare", "/api/compare", handlers.compare),
 ]

@@ -23,6 +23,7 @@ from runstream.processors.dbfaults import is_transient
 __all__ = [
     "HttpError",
     "BadRequest",
+    "Conflict",
     "NotFound",
     "NotReady",
     "PayloadTooLarge",
@@ -61,6 +62,12 @@ class NotFound(HttpError):
     """The run, metric, table or file does not exist."""
 
     status = 404
+
+
+class Conflict(HttpError):
+    """The request contradicts what is recorded (e.g. events breaking processors.integrity)."""
+
+    status = 409
 
 
 class PayloadTooLarge(HttpError):

@@ -30,7 +30,7 @@ from runstream.query_api.cache import CACHE
 from runstream.query_api.downsample import MIN_MAX_POINTS
 from runstream.query_api.errors import BadRequest, NotFound, NotReady, json_response
 from runstream.schemas.blobs import blob_path, is_sha256
-from runstream.schemas.events import STATUSES
+from runstream.schemas.events import EVENT_TYPES, STATUSES
 from runstream.settings import ServiceSettings
 
 POOL = web.AppKey("pool", asyncpg.Pool)
@@ -442,6 +442,18 @@ async def events(request: web.Request) -> web.Response:
     after_seq = query_int(request, "after_seq", -1, -1, 2**63 - 1)
     limit = query_int(request, "limit", 100, 1, MAX_LIMIT)
     return json_response(await queries.events_page(request.app[POOL], run_id, after_seq, limit))
+
+
+async def history(request: web.Request) -> web.Response:
+    """Who made each change to the run: its events as one-line entries, paginated by seq."""
+    run_id = await run_scope(request)
+    after_seq = query_int(request, "after_seq", -1, -1, 2**63 - 1)
+    limit = query_int(request, "limit", 100, 1, MAX_LIMIT)
+    types = query_list(request, "type", split_commas=True)
+    unknown = sorted(set(types) - set(EVENT_TYPES))
+    if unknown:
+        raise _bad("type", ",".join(unknown), f"event types ({', '.join(sorted(EVENT_TYPES))})")
+    return json_response(await queries.history_page(request.app[POOL], run_id, after_seq, limit, types))
 
 
 async def logs(request: web.Request) -> web.Response:

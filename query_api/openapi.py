@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from runstream.schemas import api
-from runstream.schemas.events import STATUSES, TERMINAL_STATUSES
+from runstream.schemas.events import EVENT_TYPES, STATUSES, TERMINAL_STATUSES
 
 __all__ = ["document"]
 
@@ -304,6 +304,17 @@ def _paths() -> dict[str, Any]:
                 _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
             ],
             _json(_ref("EventsPage")),
+            400, 404, 504,
+        ),
+        "/api/runs/{run_id}/history": _get(
+            "Who made each change: the run's events as one-line entries with their principal, by seq", [
+                _RUN_ID, *_WAIT,
+                _q("after_seq", {"type": "integer", "minimum": -1, "default": -1}, "Entries with a greater seq."),
+                _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
+                _q("type", {"type": "string", "enum": sorted(EVENT_TYPES)},
+                   "Only these event types (default all); repeat or comma-separate.", True),
+            ],
+            _json(_ref("History")),
             400, 404, 504,
         ),
         "/api/runs/{run_id}/logs": _get(

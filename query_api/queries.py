@@ -20,6 +20,7 @@ import asyncpg
 import orjson
 
 from runstream.query_api import downsample as ds
+from runstream.query_api import history
 from runstream.query_api.errors import BadRequest, NotFound, WaitTimeout
 from runstream.query_api.search import Expr, compile_filter
 from runstream.schemas import api
@@ -168,6 +169,13 @@ SELECT path, size, sha256, content_type, created_at FROM artifacts WHERE run_id 
 ARTIFACT = "SELECT path, sha256, size, content_type FROM artifacts WHERE run_id = $1 AND path = $2"
 
 EVENTS_PAGE = "SELECT seq, body FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+
+# The run's history (query_api.history): a page of events after a seq, optionally only
+# some types (an empty array: all).
+HISTORY_PAGE = """
+SELECT seq, ts, type, body FROM events
+WHERE run_id = $1 AND seq > $2 AND (cardinality($4::text[]) = 0 OR type = ANY($4::text[]))
+ORDER BY seq LIMIT $3"""
 
 # A run's state as of an event (query_api.asof): how many archived events and body bytes
 # (uncompressed size; octet_length reads the TOAST header, not the data) a fold up to seq
@@ -856,6 +864,15 @@ async def events_page(db: Db, run_id: uuid.UUID, after_seq: int, limit: int) -> 
     rows = await db.fetch(EVENTS_PAGE, run_id, after_seq, limit)
     return {
         "events": [orjson.loads(r["body"]) for r in rows],
+        "next_after_seq": rows[-1]["seq"] if len(rows) == limit else None,
+    }
+
+
+async def history_page(db: Db, run_id: uuid.UUID, after_seq: int, limit: int, types: list[str]) -> api.History:
+    """Who did what to the run: events with ``seq > after_seq`` (of ``types``, if any) as entries."""
+    rows = await db.fetch(HISTORY_PAGE, run_id, after_seq, limit, types)
+    return {
+        "entries": [cast(api.HistoryEntry, history.entry(r["seq"], r["ts"], r["type"], r["body"])) for r in rows],
         "next_after_seq": rows[-1]["seq"] if len(rows) == limit else None,
     }
 

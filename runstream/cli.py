@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from pathlib import Path
 
 import typer
@@ -57,18 +58,27 @@ def _service() -> None:
 @services_app.command("up")
 def services_up(state_dir: Path | None = STATE_DIR, fresh: bool = typer.Option(False, help="Wipe data first."),
                 brokers: int = typer.Option(1, min=1, help="Kafka nodes; 3 make a replicated cluster "
-                                                           "(topic replication 3, min.insync.replicas 2).")) -> None:
+                                                           "(topic replication 3, min.insync.replicas 2)."),
+                sasl: bool = typer.Option(False, help="Kafka authenticates clients (SASL/SCRAM) and authorizes "
+                                                      "them with ACLs: the SDK's user may only produce events.")) -> None:
     """Start Kafka (KRaft) and PostgreSQL on 127.0.0.1 and print their RUNSTREAM_* variables
-    (also recorded in ~/.runstream/config.json, where a plain Workspace() finds them)."""
+    (also recorded in ~/.runstream/config.json, where a plain Workspace() finds them; with
+    --sasl the services' credentials are printed and the SDK's recorded there)."""
     from runstream import devstack, localstack
     from runstream.ingest.topic import ensure_topic
 
-    info = devstack.up(_state_dir(state_dir), kafka_port=9092, pg_port=5432, fresh=fresh, brokers=brokers)
-    localstack.write(info.state_dir, {"kafka_bootstrap": info.kafka_bootstrap, "database_url": info.database_url})
-    settings = ServiceSettings.from_env(kafka_bootstrap=info.kafka_bootstrap)
-    asyncio.run(ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions))
+    info = devstack.up(_state_dir(state_dir), kafka_port=9092, pg_port=5432, fresh=fresh, brokers=brokers, sasl=sasl)
+    sdk = {k.removeprefix("RUNSTREAM_").lower(): v for k, v in info.sdk_env().items()}
+    localstack.write(info.state_dir, {**sdk, "database_url": info.database_url})
+    settings = ServiceSettings.from_env({**os.environ, **info.env()})
+    asyncio.run(ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions,
+                             security=settings.kafka_security()))
     for key, value in info.env().items():
         typer.echo(f"export {key}={value}")
+    if info.sasl:
+        typer.echo("# a training script's Kafka user (may only produce events), as in ~/.runstream/config.json:")
+        for key, value in info.sdk_env().items():
+            typer.echo(f"#   {key}={value}")
 
 
 @services_app.command("down")
@@ -103,7 +113,8 @@ def migrate() -> None:
     report = run_migrations(settings.database_url)
     typer.echo(f"applied: {report.applied or 'none'}; pending: {report.pending or 'none'}; "
                f"timescaledb: {'yes' if report.timescaledb else 'no'}")
-    asyncio.run(ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions))
+    asyncio.run(ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions,
+                             security=settings.kafka_security()))
     typer.echo(f"topic: {settings.topic} on {settings.kafka_bootstrap}")
 
 

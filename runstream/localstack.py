@@ -49,6 +49,8 @@ def write(state_dir: Path, values: dict[str, Any]) -> Path:
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".config.json.{os.getpid()}.tmp")
+    tmp.touch()
+    tmp.chmod(0o600)  # it may hold the SDK's Kafka password (services up --sasl)
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)  # readers never see half a file
     return path

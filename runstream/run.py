@@ -56,6 +56,8 @@ class Run:
         self._pending: list[Future[None]] = []  # background image uploads
         self._ended = False
         self._system_metrics: SystemMetrics | None = None  # runstream.sysmetrics, stopped at the end
+        self._final: str | None = None  # the terminal status sent; the server refuses any other after it
+        self._files: dict[str, str] = {}  # path -> sha256 uploaded by this object (artifacts are immutable)
 
     # ---- lifecycle ---------------------------------------------------------------
     @classmethod
@@ -112,6 +114,12 @@ class Run:
 
     def _status(self, status: str, error: str | None = None) -> None:
         self._check_writable()
+        if self._final is not None:  # a terminal status is final (processors.integrity, "status-final")
+            if status != self._final:
+                raise RunstreamError(f"run {self.id} is already {self._final}; a terminal status is final "
+                                     f"and cannot become {status!r}")
+            self.flush()  # the same status again changes nothing: nothing is sent
+            return
         if self._system_metrics is not None and status in TERMINAL_STATUSES:
             self._system_metrics.stop()  # its last sample goes before the status
             self._system_metrics = None
@@ -121,6 +129,7 @@ class Run:
             payload["error"] = error
         self._sink.status(self, payload)
         self._ended = status in TERMINAL_STATUSES
+        self._final = status if self._ended else None
         self.flush()
 
     def flush(self, timeout: float | None = None) -> None:
@@ -150,6 +159,8 @@ class Run:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self._final is not None:  # ended inside the block (complete/fail/cancel): that is its status
+            return
         if exc is None:
             self.complete()
         else:
@@ -242,7 +253,11 @@ class Run:
 
     # ---- files -------------------------------------------------------------------
     def upload_file(self, name: str, path_or_stream: str | os.PathLike[str] | BinaryIO | bytes) -> None:
-        """Store a file (path, binary stream or bytes) under ``name`` in the run's artifacts."""
+        """Store a file (path, binary stream or bytes) under ``name`` in the run's artifacts.
+
+        A run's files are immutable (as in Azure ML): the same name again with the same
+        content is a no-op, with other content a :class:`RunstreamError` (the server refuses
+        it too, whoever sends it)."""
         self._check_writable()
         path = checks.artifact_path(name)
         if isinstance(path_or_stream, (bytes, bytearray)):
@@ -252,8 +267,15 @@ class Run:
                 sha, size = self._sink.store_blob(self, f)
         else:
             sha, size = self._sink.store_blob(self, path_or_stream)
+        recorded = self._files.get(path)
+        if recorded == sha:  # the same content again: nothing to record
+            return
+        if recorded is not None:
+            raise RunstreamError(f"run {self.id} already has a file {path!r} (sha256 {recorded[:12]}…); a run's "
+                                 "files are immutable: upload the new content under another name")
         content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
         self._event("artifact.recorded", {"path": path, "sha256": sha, "size": size, "content_type": content_type})
+        self._files[path] = sha
 
     def upload_folder(self, name: str, path: str | os.PathLike[str]) -> list[str]:
         """Upload every file below ``path`` as ``name/<relative path>``; return the names."""

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 ENV_PREFIX = "RUNSTREAM_"
 S = TypeVar("S", bound="_Env")
@@ -31,6 +31,35 @@ class _Env:
     """The event topic."""
     blob_dir: str = str(Path.home() / ".runstream" / "blobs")
     """Directory of the content-addressed artifact store."""
+    kafka_security_protocol: str = "PLAINTEXT"
+    """How Kafka clients connect: ``PLAINTEXT`` (a loopback devstack), or ``SASL_PLAINTEXT`` /
+    ``SASL_SSL`` to authenticate with ``kafka_sasl_username``/``_password`` (``services up --sasl``)."""
+    kafka_sasl_mechanism: str = "SCRAM-SHA-256"
+    """The SASL mechanism when ``kafka_security_protocol`` is SASL_*: SCRAM-SHA-256 or SCRAM-SHA-512."""
+    kafka_sasl_username: str = ""
+    """The Kafka principal's SCRAM user (the SDK's may only produce to the event topic)."""
+    kafka_sasl_password: str = field(default="", repr=False)
+    """Its SCRAM password (never printed in a settings repr)."""
+
+    def kafka_security(self) -> dict[str, Any]:
+        """The keyword arguments every aiokafka client of these settings takes (none for PLAINTEXT)."""
+        protocol = self.kafka_security_protocol.upper()
+        if protocol == "PLAINTEXT":
+            return {}
+        if protocol not in ("SASL_PLAINTEXT", "SASL_SSL"):
+            raise ValueError(f"RUNSTREAM_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol!r}: "
+                             "expected PLAINTEXT, SASL_PLAINTEXT or SASL_SSL")
+        if not self.kafka_sasl_username or not self.kafka_sasl_password:
+            raise ValueError(f"RUNSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} needs RUNSTREAM_KAFKA_SASL_USERNAME "
+                             "and RUNSTREAM_KAFKA_SASL_PASSWORD")
+        args: dict[str, Any] = {"security_protocol": protocol, "sasl_mechanism": self.kafka_sasl_mechanism.upper(),
+                                "sasl_plain_username": self.kafka_sasl_username,
+                                "sasl_plain_password": self.kafka_sasl_password}
+        if protocol == "SASL_SSL":  # the system's trusted CAs, hostname checked
+            import ssl
+
+            args["ssl_context"] = ssl.create_default_context()
+        return args
 
     @classmethod
     def from_env(cls: type[S], env: Mapping[str, str] | None = None, **overrides: object) -> S:

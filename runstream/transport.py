@@ -49,7 +49,7 @@ class KafkaTransport:
         # No producer linger: the sender already lingers (LINGER_S) and hands each fold over
         # in one go, so the batches are as large as they get; a second linger only adds latency.
         producer = EventProducer(self._settings.kafka_bootstrap, self._settings.topic, client_id="runstream-sdk",
-                                 linger_ms=0)
+                                 linger_ms=0, security=self._settings.kafka_security())
         try:
             await producer.start()
         except BaseException:

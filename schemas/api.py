@@ -199,10 +199,29 @@ class RunEvent(TypedDict):
     seq: int
     ts: float
     payload: dict[str, Any]
+    principal: NotRequired[str | None]
+    """Who wrote it: the token id the gateway stamped (absent or None: unauthenticated)."""
 
 
 class EventsPage(TypedDict):
     events: list[RunEvent]
+    next_after_seq: int | None
+
+
+class HistoryEntry(TypedDict):
+    """One event of a run's history: who wrote it and what it changed."""
+
+    seq: int
+    type: str
+    ts: datetime
+    principal: str | None
+    """The token id that wrote the event (None: an unauthenticated, local stack)."""
+    summary: str
+    """One line; user text in it is quoted with escapes, and is to be shown as text."""
+
+
+class History(TypedDict):
+    entries: list[HistoryEntry]
     next_after_seq: int | None
 
 
@@ -262,7 +281,7 @@ class LiveEnd(TypedDict):
 
 RESPONSES: tuple[Any, ...] = (
     ErrorResponse, Health, Experiments, RunsPage, RunDetail, MetricsAsOf, Vector, Table, Files, EventsPage, LogsPage,
-    Compare, LiveEnd, RunEvent, ImageRef, MetricGroups,
+    Compare, LiveEnd, RunEvent, ImageRef, MetricGroups, History,
 )
 """Every named shape; with their members they make the OpenAPI components."""
 

@@ -5,6 +5,8 @@ Every event is one JSON object::
     {"type": "metric.points", "v": 1, "event_id": "<uuid7>", "run_id": "<uuid>",
      "seq": 7, "ts": 1732700000.123456, "payload": {...}}
 
+plus an optional ``principal`` (the audit trail, stamped by the gateway).
+
 ``seq`` is per run, gap-free and assigned by the SDK; ``ts`` is the client's clock in
 seconds since the epoch. Kafka's key is ``run_id``. :func:`decode` is the only way bytes
 become events: it validates with msgspec (types, lengths, limits) and rejects versions
@@ -209,12 +211,22 @@ class LogLinesPayload(_Payload):
             raise ValueError("lines and times must have the same length")
 
 
-class _Envelope(Struct, frozen=True, forbid_unknown_fields=True, tag_field="type", gc=False):
+PrincipalId = Annotated[str, Meta(min_length=1, max_length=limits.MAX_NAME_LENGTH, pattern=STORABLE_TEXT)]
+"""Who wrote an event: the id of the API token that authenticated it (never the secret)."""
+
+
+class _Envelope(Struct, frozen=True, forbid_unknown_fields=True, tag_field="type", gc=False, kw_only=True):
+    # kw_only: the optional envelope fields may precede each subclass's required payload.
     event_id: Uuid
     run_id: Uuid
     seq: Seq
     ts: Timestamp
     v: Literal[1]
+    principal: PrincipalId | None = None
+    """The audit trail: the token id of the request that brought the event in, stamped
+    by the ingest gateway (whatever the body said is overwritten); None for events of an
+    unauthenticated (local) stack, and, over Kafka directly, what the producer wrote
+    (unverified: see docs/SECURITY.md)."""
 
 
 class RunStarted(_Envelope, tag="run.started"):

@@ -199,6 +199,11 @@ async def test_every_route_answers_as_its_openapi_document_says(
 
     page = await _get(session, api, f"{run}/events", {"limit": "5"})
     doc.validate("/api/runs/{run_id}/events", 200, page)
+    history = await _get(session, api, f"{run}/history", {"limit": "50"})
+    assert history["entries"] and all(e["summary"] for e in history["entries"])
+    doc.validate("/api/runs/{run_id}/history", 200, history)
+    doc.validate("/api/runs/{run_id}/history", 400,
+                 await _get(session, api, f"{run}/history", {"type": "run.nope"}, status=400))
     for event in page["events"]:
         jsonschema.validate(event, EVENT_SCHEMA)
     doc.validate("/api/runs/{run_id}/logs", 200, await _get(session, api, f"{run}/logs"))

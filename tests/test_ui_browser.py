@@ -331,6 +331,8 @@ def test_run_page_draws_each_vector_with_its_points(page: Any, workspace: Worksp
         link.click()
     assert Path(download.value.path()).read_bytes() == b"hello\n"
     assert page.locator("#events tr[data-type='run.started']").count() == 1
+    assert page.locator("#events-section h2").inner_text() == "History"
+    assert page.locator("#events tr[data-type='run.started'] td.by").inner_text() == "—"  # unauthenticated
     page.locator(f"#children tr[data-run-id='{child.id}']").get_by_role("link", name="fold-1").click()
     page.wait_for_url(f"**/runs/{child.id}")
     assert page.locator("#scalars tr[data-metric='fold_mse'] td.num").inner_text() == "0.5"
@@ -446,10 +448,15 @@ def test_user_values_render_as_text(page: Any, workspace: Workspace, services: S
     run.upload_file("<svg onload=alert(1)>.txt", b"x")
     log_output(run, ["<script>alert('output')</script>"])
     run.complete()
-    run.get_metrics()
+    from tests.support import events  # straight onto the topic: a principal only a producer's word vouches for
+    _produce(services, [(run.id, events.event(run.id, 10_000, "tag.set", {"key": "late"},
+                                              principal="<img src=x onerror=alert('who')>"))])
+    # the API answers once it has materialized seq 10000
+    urllib.request.urlopen(f"{services.api_url}/api/runs/{run.id}?min_seq=10000&wait_ms=30000", timeout=40).close()
 
     page.goto(f"/runs/{run.id}")
-    page.locator("#events tr").first.wait_for()
+    page.locator("#events tr[data-seq='10000']").wait_for()
+    assert page.locator("#events tr[data-seq='10000'] td.by").inner_text() == "<img src=x onerror=alert('who')>"
     assert page.locator("#tags .tag[data-tag-key='note']").inner_text() == f"note: {XSS}"
     assert page.locator("h1").inner_text() == "<img src=x onerror=alert('name')>"
     assert page.locator("#tags .tag[data-tag-key='<b>key</b>']").inner_text() == "<b>key</b>: <img src=x onerror=alert('tag')>"

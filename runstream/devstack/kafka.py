@@ -99,13 +99,15 @@ def random_cluster_id() -> str:
 
 
 def render_server_properties(data_dir: Path, port: int, controller_port: int, *, partitions: int = 4,
-                             node_id: int = 1, voters: dict[int, int] | None = None) -> str:
+                             node_id: int = 1, voters: dict[int, int] | None = None,
+                             overrides: dict[str, str] | None = None) -> str:
     """``server.properties`` of one KRaft broker+controller node listening on 127.0.0.1.
 
     ``voters`` maps every node id of the cluster to its controller port (default: this
     node alone). With three or more nodes every replication setting becomes 3 with a
     minimum of 2 in sync, the internal topics (consumer offsets, transaction state)
     included, and a dead node is fenced within seconds (failover in a test's time).
+    ``overrides`` replace or add properties (SASL: ``kafka_sasl.server_properties``).
     """
     voters = voters or {node_id: controller_port}
     replicas = min(3, len(voters))
@@ -144,6 +146,7 @@ def render_server_properties(data_dir: Path, port: int, controller_port: int, *,
             "replica.lag.time.max.ms": "5000",
             "unclean.leader.election.enable": "false",
         })
+    props.update(overrides or {})
     return "# Rendered by runstream.devstack; rewritten on every start.\n" + "".join(
         f"{k}={v}\n" for k, v in props.items()
     )
@@ -164,6 +167,11 @@ def _classpath_args(jars: Path) -> list[str]:
     return [f"-Dlog4j.configuration=file:{LOG4J}", "-cp", f"{jars}/*"]
 
 
+def tool_command(jars: Path) -> list[str]:
+    """``java`` with the broker's classpath, for one of Kafka's command-line tools (a main class follows)."""
+    return [java(), "-Xmx256m", "-XX:TieredStopAtLevel=1", *_classpath_args(jars)]
+
+
 def existing_cluster_id(data_dir: Path) -> str | None:
     """The cluster id a formatted data directory already carries (restarts must reuse it)."""
     meta = data_dir / "meta.properties"
@@ -177,12 +185,13 @@ def existing_cluster_id(data_dir: Path) -> str | None:
 
 
 def format_storage(jars: Path, props: Path, log: Path, data_dir: Path,
-                   cluster_id: str | None = None) -> subprocess.Popen[bytes]:
+                   cluster_id: str | None = None, extra: list[str] | None = None) -> subprocess.Popen[bytes]:
     """Start ``kafka.tools.StorageTool format`` (the one ``data_dir`` already has, so a
-    restart on kept data works, else ``cluster_id`` or a new one); the caller waits for it."""
+    restart on kept data works, else ``cluster_id`` or a new one); the caller waits for it.
+    ``extra``: more arguments (SASL: ``kafka_sasl.scram_format_args``)."""
     cluster_id = existing_cluster_id(data_dir) or cluster_id or random_cluster_id()
     cmd = [java(), "-Xmx256m", *_classpath_args(jars), "kafka.tools.StorageTool",
-           "format", "-t", cluster_id, "-c", str(props), "--ignore-formatted"]
+           "format", "-t", cluster_id, "-c", str(props), "--ignore-formatted", *(extra or [])]
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
 
@@ -200,10 +209,10 @@ def is_broker_cmdline(args: list[str], props: Path) -> bool:
     return "kafka.Kafka" in args and str(props) in args
 
 
-async def _metadata(bootstrap: str, brokers: int) -> bool:
+async def _metadata(bootstrap: str, brokers: int, security: dict[str, str]) -> bool:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000, **security)
     try:
         await admin.start()
         return len((await admin.describe_cluster())["brokers"]) >= brokers
@@ -211,15 +220,15 @@ async def _metadata(bootstrap: str, brokers: int) -> bool:
         await admin.close()
 
 
-def probe(port: int, brokers: int = 1) -> bool:
+def probe(port: int, brokers: int = 1, security: dict[str, str] | None = None) -> bool:
     """True when the broker on 127.0.0.1:``port`` answers a metadata request listing at
-    least ``brokers`` live brokers (itself included)."""
+    least ``brokers`` live brokers (itself included); ``security``: SASL client arguments."""
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
     except OSError:
         return False
     try:
-        return _run(asyncio.wait_for(_metadata(f"127.0.0.1:{port}", brokers), 10))
+        return _run(asyncio.wait_for(_metadata(f"127.0.0.1:{port}", brokers, security or {}), 10))
     except Exception:
         return False
 

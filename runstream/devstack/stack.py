@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runstream.devstack import kafka, postgres
+from runstream.devstack import kafka, kafka_sasl, postgres
+from runstream.devstack.kafka_sasl import Credentials
+from runstream.settings import ServiceSettings
 
 log = logging.getLogger("runstream.devstack")
 READY_TIMEOUT_S = 120.0
@@ -47,10 +49,23 @@ class StackInfo:
     database_url: str
     brokers: int = 1
     """Kafka brokers in the cluster (each a combined broker + controller node)."""
+    sasl: Credentials | None = None
+    """The SCRAM users' passwords when Kafka authenticates clients (``up(sasl=True)``)."""
 
     def env(self) -> dict[str, str]:
-        """The ``RUNSTREAM_*`` variables pointing clients at this stack."""
-        return {"RUNSTREAM_KAFKA_BOOTSTRAP": self.kafka_bootstrap, "RUNSTREAM_DATABASE_URL": self.database_url}
+        """The ``RUNSTREAM_*`` variables pointing the services at this stack (with SASL: as
+        the service user; :meth:`sdk_env` is a training script's)."""
+        env = {"RUNSTREAM_KAFKA_BOOTSTRAP": self.kafka_bootstrap, "RUNSTREAM_DATABASE_URL": self.database_url}
+        return {**env, **(self.sasl.env(kafka_sasl.SERVICE) if self.sasl else {})}
+
+    def sdk_env(self) -> dict[str, str]:
+        """What a training script producing straight to Kafka needs (with SASL: the SDK user)."""
+        env = {"RUNSTREAM_KAFKA_BOOTSTRAP": self.kafka_bootstrap}
+        return {**env, **(self.sasl.env(kafka_sasl.SDK) if self.sasl else {})}
+
+    def admin_security(self) -> dict[str, str]:
+        """aiokafka arguments of the stack's super user (none without SASL)."""
+        return self.sasl.client_args(kafka_sasl.ADMIN) if self.sasl else {}
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -183,6 +198,8 @@ def _load(state_dir: Path) -> dict[str, Any]:
 def _save(state_dir: Path, record: dict[str, Any]) -> None:
     path = _paths(state_dir)["json"]
     tmp = path.with_suffix(".json.tmp")
+    tmp.touch()
+    tmp.chmod(0o600)  # it may hold SASL passwords
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(path)
 
@@ -227,7 +244,16 @@ def read_info(state_dir: Path) -> StackInfo | None:
     nodes = [b["node_id"] for b in _brokers(rec)]
     if not all(_broker_pids(state_dir, rec, n) for n in nodes) or not _pg_pids(pg_data, rec["postgres"].get("pid")):
         return None
-    return StackInfo(state_dir, rec["kafka_bootstrap"], rec["database_url"], len(nodes))
+    return StackInfo(state_dir, rec["kafka_bootstrap"], rec["database_url"], len(nodes), _sasl(rec))
+
+
+def _sasl(record: dict[str, Any]) -> Credentials | None:
+    return Credentials.from_record(record["sasl"]) if record.get("sasl") else None
+
+
+def _admin_args(record: dict[str, Any]) -> dict[str, str] | None:
+    creds = _sasl(record)
+    return creds.client_args(kafka_sasl.ADMIN) if creds else None
 
 
 def broker_status(state_dir: Path) -> list[dict[str, Any]]:
@@ -262,7 +288,8 @@ def start_broker(state_dir: Path, node_id: int, *, timeout_s: float = READY_TIME
     if node_id == 1:
         rec.setdefault("kafka", {})["pid"] = proc.pid
     _save(state_dir, rec)
-    if not _wait_until(lambda: proc.poll() is not None or kafka.probe(entry["port"]), time.monotonic() + timeout_s):
+    if not _wait_until(lambda: proc.poll() is not None or kafka.probe(entry["port"], 1, _admin_args(rec)),
+                       time.monotonic() + timeout_s):
         raise DevstackError(f"broker {node_id} did not answer in {timeout_s} s\n{_tail(paths['log'])}")
     if proc.returncode is not None:
         raise DevstackError(f"broker {node_id} exited with {proc.returncode}\n{_tail(paths['log'])}")
@@ -323,7 +350,7 @@ def _pick_ports(state_dir: Path, kafka_port: int | None, pg_port: int | None,
 
 
 def up(state_dir: Path, *, kafka_port: int | None = None, pg_port: int | None = None,
-       fresh: bool = True, brokers: int = 1) -> StackInfo:
+       fresh: bool = True, brokers: int = 1, sasl: bool = False) -> StackInfo:
     """Start Kafka and PostgreSQL for ``state_dir`` and return where they answer.
 
     ``brokers`` Kafka nodes (each a broker and a controller; 3 make a 3-voter quorum that
@@ -333,7 +360,9 @@ def up(state_dir: Path, *, kafka_port: int | None = None, pg_port: int | None = 
     running, healthy stack is reused as is when the requested ports and broker count
     match, otherwise it is restarted on its existing data. Waits up to 120 s for every
     service; on failure prints the service's log tail, stops what was started and raises
-    :class:`DevstackError`.
+    :class:`DevstackError`. ``sasl``: Kafka authenticates every client with SCRAM and
+    authorizes it with ACLs (:mod:`runstream.devstack.kafka_sasl`): the returned info's
+    ``env()`` is the services' user, ``sdk_env()`` a producer's that may only write events.
     """
     if brokers < 1:
         raise DevstackError(f"brokers must be at least 1, not {brokers}")
@@ -343,9 +372,13 @@ def up(state_dir: Path, *, kafka_port: int | None = None, pg_port: int | None = 
         old = _load(state_dir)
         k_old, p_old = old["kafka"]["port"], old["postgres"]["port"]
         if kafka_port in (None, k_old) and pg_port in (None, p_old) and info.brokers == brokers \
-                and kafka.probe(k_old, brokers) and postgres.probe(info.database_url):
+                and (info.sasl is not None) == sasl \
+                and kafka.probe(k_old, brokers, info.admin_security()) and postgres.probe(info.database_url):
             log.info("reusing the running stack in %s", state_dir)
             return info
+    kept = _sasl(_load(state_dir)) if not fresh else None  # SCRAM users live in the kept metadata
+    if sasl and not fresh and kept is None and kafka.existing_cluster_id(_paths(state_dir)["kafka_data"]):
+        raise DevstackError("the kept Kafka data was formatted without SASL users; start it fresh for --sasl")
     down(state_dir)
     if fresh:
         _wipe(state_dir)
@@ -363,11 +396,12 @@ def up(state_dir: Path, *, kafka_port: int | None = None, pg_port: int | None = 
                for i, (k, c) in enumerate(nodes, start=1)]
     k_port, c_port = nodes[0]
     paths = _paths(state_dir)
+    creds = (kept or Credentials.generate()) if sasl else None
     record: dict[str, Any] = {"state_dir": str(state_dir), "ready": False,
                               "kafka_bootstrap": ",".join(f"127.0.0.1:{k}" for k, _ in nodes),
                               "database_url": postgres.database_url(p_port),
                               "kafka": {"port": k_port, "controller_port": c_port, "log": str(paths["kafka_log"])},
-                              "brokers": entries}
+                              "brokers": entries, "sasl": creds.to_record() if creds else None}
     deadline = time.monotonic() + READY_TIMEOUT_S
     current_log = paths["kafka_log"]
     formats: list[subprocess.Popen[bytes]] = []
@@ -377,9 +411,13 @@ def up(state_dir: Path, *, kafka_port: int | None = None, pg_port: int | None = 
         for entry in entries:
             node = _node_paths(state_dir, entry["node_id"])
             node["data"].mkdir(exist_ok=True)
+            overrides = kafka_sasl.server_properties(creds, entry["port"], entry["controller_port"]) if creds else None
             node["props"].write_text(kafka.render_server_properties(
-                node["data"], entry["port"], entry["controller_port"], node_id=entry["node_id"], voters=voters))
-            formats.append(kafka.format_storage(jars, node["props"], node["log"], node["data"], cluster_id))
+                node["data"], entry["port"], entry["controller_port"], node_id=entry["node_id"], voters=voters,
+                overrides=overrides))
+            node["props"].chmod(0o600)  # SASL: the admin's password
+            formats.append(kafka.format_storage(jars, node["props"], node["log"], node["data"], cluster_id,
+                                                kafka_sasl.scram_format_args(creds) if creds else None))
         _children.extend(formats)
         root = postgres.prepare_root(state_dir)
         record["postgres"] = {"port": p_port, "root": str(root), "log": str(root / "postgres.log")}
@@ -407,11 +445,15 @@ def up(state_dir: Path, *, kafka_port: int | None = None, pg_port: int | None = 
         log.info("postgres ready on port %d after %.1fs", p_port, time.monotonic() - t0)
         current_log = paths["kafka_log"]
         exited = lambda: next((p for p in started if p.poll() is not None), None)  # noqa: E731
-        if not _wait_until(lambda: exited() is not None or kafka.probe(k_port, brokers), deadline):
+        security = creds.client_args(kafka_sasl.ADMIN) if creds else None
+        if not _wait_until(lambda: exited() is not None or kafka.probe(k_port, brokers, security), deadline):
             raise DevstackError(f"kafka did not answer a metadata request listing {brokers} broker(s) in time")
         if (dead := exited()) is not None:
             current_log = Path(entries[started.index(dead)]["log"])
             raise DevstackError(f"kafka exited with {dead.returncode}")
+        if creds:
+            kafka_sasl.grant(kafka.tool_command(jars), creds, record["kafka_bootstrap"], ServiceSettings.topic,
+                             ServiceSettings.processor_group, state_dir, paths["kafka_log"])
         log.info("kafka ready on port(s) %s after %.1fs", ",".join(str(k) for k, _ in nodes), time.monotonic() - t0)
     except BaseException as exc:
         for fmt in formats:
@@ -425,7 +467,9 @@ def up(state_dir: Path, *, kafka_port: int | None = None, pg_port: int | None = 
         raise
     record["ready"] = True
     _save(state_dir, record)
-    info = StackInfo(state_dir, record["kafka_bootstrap"], record["database_url"], brokers)
+    info = StackInfo(state_dir, record["kafka_bootstrap"], record["database_url"], brokers, creds)
+    paths["env"].touch()
+    paths["env"].chmod(0o600)  # SASL: the service user's password
     paths["env"].write_text(render_env(info.env()))
     return info
 
@@ -441,13 +485,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pg-port", type=int, default=None)
     parser.add_argument("--brokers", type=int, default=1, help="Kafka nodes (3: a replicated cluster)")
     parser.add_argument("--keep", action="store_true", help="up: reuse a running stack / keep existing data")
+    parser.add_argument("--sasl", action="store_true", help="up: Kafka with SASL/SCRAM users and ACLs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     state_dir = args.state_dir or default_state_dir()
     if args.command == "up":
         try:
             info = up(state_dir, kafka_port=args.kafka_port, pg_port=args.pg_port, fresh=not args.keep,
-                      brokers=args.brokers)
+                      brokers=args.brokers, sasl=args.sasl)
         except DevstackError as exc:  # up() already printed the log tail, if any
             print(f"runstream.devstack: up failed: {str(exc).splitlines()[0]}", file=sys.stderr)
             return 1

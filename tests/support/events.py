@@ -54,8 +54,9 @@ async def produce(settings: Any, messages: list[tuple[str, bytes]]) -> None:
     from runstream.ingest.topic import ensure_topic
     from runstream.producer import EventProducer
 
-    await ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions)
-    producer = EventProducer(settings.kafka_bootstrap, settings.topic)
+    security = settings.kafka_security()
+    await ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions, security=security)
+    producer = EventProducer(settings.kafka_bootstrap, settings.topic, security=security)
     await producer.start()
     try:
         await producer.send_batch(messages)

@@ -58,6 +58,7 @@ EXAMPLE_PARAMS: dict[str, tuple[Any, ...]] = {
     "ARTIFACTS": (RUN,),
     "ARTIFACT": (RUN, "outputs/model.pkl"),
     "EVENTS_PAGE": (RUN, -1, 100),
+    "HISTORY_PAGE": (RUN, -1, 100, ["run.status"]),
     "AS_OF_EXTENT": (RUN, 3),
     "AS_OF_EVENTS": (RUN, 3),
     "AS_OF_FIRST_AFTER": (RUN, datetime(2026, 1, 1, tzinfo=UTC)),

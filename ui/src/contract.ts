@@ -106,6 +106,20 @@ export interface Health {
   status: string;
 }
 
+export interface History {
+  entries: HistoryEntry[];
+  next_after_seq: number | null;
+}
+
+/** One event of a run's history: who wrote it and what it changed. */
+export interface HistoryEntry {
+  principal: string | null;
+  seq: number;
+  summary: string;
+  ts: string;
+  type: string;
+}
+
 /** An image metric in ``get_metrics``: the artifact holding its last image. */
 export interface ImageRef {
   artifact: string | null;
@@ -203,6 +217,7 @@ export interface RunDetail {
 export interface RunEvent {
   event_id: string;
   payload: Record<string, unknown>;
+  principal?: string | null;
   run_id: string;
   seq: number;
   ts: number;

@@ -118,7 +118,15 @@ export function describe(e: RunEvent): string {
   }
 }
 
-/** The archived events (GET /api/runs/{id}/events), a page at a time, plus live ones. */
+/** Who wrote an event: the token id the gateway stamped, or a dash on a local stack. */
+function byWhom(e: RunEvent): HTMLElement {
+  return e.principal
+    ? h("code", { class: "principal" }, e.principal)
+    : h("span", { class: "muted", title: "unauthenticated (a local stack)" }, "—");
+}
+
+/** The run's history: its archived events (GET /api/runs/{id}/events, each with the
+ * principal that wrote it), a page at a time, plus live ones. All text is text nodes. */
 export class EventsSection {
   readonly el: HTMLElement;
   private readonly body = h("tbody");
@@ -133,7 +141,7 @@ export class EventsSection {
     this.more.addEventListener("click", () => void this.loadPage());
     this.el = h("div", null,
       h("table", { class: "grid events", id: "events" },
-        h("thead", null, h("tr", null, h("th", { class: "num" }, "seq"), h("th", null, "Time"), h("th", null, "Type"), h("th", null, "What"))),
+        h("thead", null, h("tr", null, h("th", { class: "num" }, "seq"), h("th", null, "Time"), h("th", null, "Type"), h("th", null, "By"), h("th", null, "What"))),
         this.body),
       this.more);
   }
@@ -160,6 +168,7 @@ export class EventsSection {
         h("td", { class: "num" }, e.seq),
         h("td", null, fmtTime(e.ts, true)),
         h("td", null, h("code", null, e.type)),
+        h("td", { class: "by" }, byWhom(e)),
         h("td", null, h("details", null, h("summary", null, describe(e)), json))),
     );
   }

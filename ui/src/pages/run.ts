@@ -1,6 +1,6 @@
 // "/runs/{run_id}" (the URL run.get_portal_url() gives): details, tags, children, a chart
-// per vector, a two-column chart per table, images, files, output and events. While the
-// run is running, its live stream updates all of these in place.
+// per vector, a two-column chart per table, images, files, output and the history (events and
+// who wrote each). While the run is running, its live stream updates all of these in place.
 import { api, enc, fileUrl, TERMINAL_STATUSES, type RunDetail, type RunEvent, type Summary, type Value } from "../api";
 import { TableChart, VectorChart } from "../charts";
 import { h, link, message, section, setChildren, statusBadge } from "../dom";
@@ -62,7 +62,7 @@ export async function runPage({ root, signal, crumbs }: PageContext, runId: stri
     section("Images", "images-section", images),
     section("Files", "files-section", files.el),
     section("Output", "output-section", output.el),
-    section("Events", "events-section", events.el),
+    section("History", "events-section", events.el),
   );
   const show = (id: string, visible: boolean) => ((document.getElementById(id) as HTMLElement).hidden = !visible);
 
