@@ -64,7 +64,8 @@ def services_up(state_dir: Path | None = STATE_DIR, fresh: bool = typer.Option(F
     from runstream.ingest.topic import ensure_topic
 
     info = devstack.up(_state_dir(state_dir), kafka_port=9092, pg_port=5432, fresh=fresh, brokers=brokers)
-    localstack.write(info.state_dir, {"kafka_bootstrap": info.kafka_bootstrap, "database_url": info.database_url})
+    localstack.write(info.state_dir, {"kafka_bootstrap": info.kafka_bootstrap, "database_url": info.database_url,
+                                      "api_database_url": info.api_database_url})
     settings = ServiceSettings.from_env(kafka_bootstrap=info.kafka_bootstrap)
     asyncio.run(ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions))
     for key, value in info.env().items():
