@@ -3,15 +3,16 @@
 -- created by whoever sets the database up (the devstack does: runstream/devstack/postgres.py;
 -- elsewhere: CREATE ROLE runstream_reader LOGIN PASSWORD '...', then `runstream migrate`).
 -- Without the role this migration does nothing. Tables created later by the role that
--- runs the migrations (new migrations, `runstream replay`'s rebuilt tables) get the same
--- grant through the default privileges. Runs on plain PostgreSQL and TimescaleDB (which
+-- runs the migrations get the same grant through its default privileges, in every schema:
+-- `runstream replay` builds its tables in a schema of its own and moves them into public
+-- (a table keeps its grants when it moves). Runs on plain PostgreSQL and TimescaleDB (which
 -- copies a hypertable's grants to its chunks).
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'runstream_reader') THEN
         GRANT USAGE ON SCHEMA public TO runstream_reader;
         GRANT SELECT ON ALL TABLES IN SCHEMA public TO runstream_reader;
-        ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO runstream_reader;
+        ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO runstream_reader;
     END IF;
 END
 $$;
