@@ -416,3 +416,11 @@ async def test_error_bodies_carry_no_trace_or_sql(settings: Settings) -> None:
         text = await resp.text()
         assert resp.status == 400, text
         assert not re.search(r"SELECT|secret_column|Traceback", text)
+
+
+def test_the_cli_shows_user_text_inertly() -> None:
+    from runstream.display import inert
+
+    assert inert("run \x1b[2J\x1b[31mred\r\u202eevil\u200b\x85\tend\n") == \
+        "run \\x1b[2J\\x1b[31mred\\r\\u202eevil\\u200b\\x85\tend\\n"
+    assert inert("plain, caf\u00e9, \u65e5\u672c") == "plain, caf\u00e9, \u65e5\u672c"
