@@ -9,7 +9,8 @@ acknowledged them. ``PUT /api/v1/blobs/{sha256}`` stores an artifact's bytes.
 Hardened (docs/SECURITY-hardening.md): the shared middlewares of :mod:`query_api.hardening`
 (Host check, CORS, NUL, body size, security headers); events only as
 ``Content-Type: application/json`` (a cross-origin form or ``text/plain`` POST is a 415),
-a body nested deeper than the decoder recurses or not UTF-8 is a 400; a per-principal rate
+a body nested deeper than the decoder recurses is a 400 (invalid UTF-8 is the 422 of its
+event, naming the field, or a 400 outside any string); a per-principal rate
 limit (429 + ``Retry-After``); uploads capped per request (413) and per workspace (507,
 :mod:`ingest.quota`). ``GET /api/v1/openapi.json`` describes it (:mod:`ingest.openapi`).
 """
@@ -58,10 +59,6 @@ _TOO_DEEP = "request body is nested too deeply (arrays/objects inside each other
 
 def validate_batch(body: bytes) -> list[tuple[str, bytes]]:
     """Split a JSON array into ``(run_id, raw event)`` pairs; any invalid event rejects all."""
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadRequest(f"request body is not valid UTF-8 (byte {exc.start}: {body[exc.start:exc.start + 1]!r})") from None
     try:
         raws = _raw_list.decode(body)
     except RecursionError:

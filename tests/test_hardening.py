@@ -245,9 +245,12 @@ async def test_deep_nesting_and_invalid_utf8_are_4xx_naming_the_problem(
     deep = event.replace(b'"b"', b"[" * 3000 + b"]" * 3000)
     status, body = await post(session, services, b"[" + deep + b"]")
     assert 400 <= status < 500 and "nested too deeply" in orjson.dumps(body).decode()
-    for bad in (b'["\xff"]', b'[{"type": "run.tags", "x": "\xc3\x28"}]', b"[\xed\xa0\x80]"):
-        status, body = await post(session, services, bad)
-        assert status == 400 and "UTF-8" in body["error"]["message"], bad
+    in_string = made.event(made.new_run_id(), 0, "tag.set", {"key": "k", "value": "VALUE"})
+    for bad in (b"\xff", b"\xc3\x28", b"\xed\xa0\x80"):  # invalid byte, bad continuation, encoded surrogate
+        status, body = await post(session, services, b"[" + in_string.replace(b"VALUE", bad) + b"]")
+        assert status == 422 and "UTF-8" in body["error"]["events"][0]["message"], bad
+    status, body = await post(session, services, b"[\xff]")  # outside any string: not JSON
+    assert status == 400 and "JSON array" in body["error"]["message"]
 
 
 async def test_bodies_over_the_limit_are_413_json(services: Settings, session: aiohttp.ClientSession) -> None:

@@ -84,7 +84,8 @@ def own_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnPostgres]:
 @pytest.fixture()
 def own_settings(settings: Settings, own_pg: OwnPostgres) -> Settings:
     api_port, gateway_port, metrics_port = free_ports(3)
-    return replace(settings, database_url=own_pg.url, api_database_url=own_pg.reader_url, topic=unique("pgfault"), processor_group=unique("pgfault-group"),
+    return replace(settings, database_url=own_pg.url, api_database_url=own_pg.reader_url,
+                   topic=unique("pgfault"), processor_group=unique("pgfault-group"),
                    api_port=api_port, gateway_port=gateway_port, metrics_port=metrics_port,
                    api_url=f"http://127.0.0.1:{api_port}", ingest_url=f"http://127.0.0.1:{gateway_port}")
 
