@@ -105,6 +105,7 @@ def start_stack(state_dir: Path, *, brokers: int = 1, gateway: bool = True, part
     api_port, gateway_port = free_ports(2)
     settings = Settings.from_env(
         {}, kafka_bootstrap=info.kafka_bootstrap, database_url=info.database_url,
+        api_database_url=info.api_database_url,
         blob_dir=str(state_dir / "blobs"), spool_dir=str(state_dir / "spool"), partitions=partitions,
         api_port=api_port, gateway_port=gateway_port, metrics_port=0,
         api_url=f"http://127.0.0.1:{api_port}", ingest_url=f"http://127.0.0.1:{gateway_port}")

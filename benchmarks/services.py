@@ -70,6 +70,7 @@ def start(state_dir: Path, *, processors: int = 1, partitions: int = 8) -> Servi
     settings = Settings.from_env(
         {},
         kafka_bootstrap=info.kafka_bootstrap, database_url=info.database_url,
+        api_database_url=info.api_database_url,
         blob_dir=str(state_dir / "blobs"), spool_dir=str(state_dir / "spool"), partitions=partitions,
         api_port=api_port, gateway_port=gateway_port,
         api_url=f"http://127.0.0.1:{api_port}", ingest_url=f"http://127.0.0.1:{gateway_port}",

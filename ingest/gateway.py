@@ -9,6 +9,14 @@ artifact's content, a terminal status, its start: processors.integrity) is a 409
 each, and nothing is produced. Each event's envelope ``principal`` is stamped with the
 request's token id, whatever the body said (the audit trail). ``PUT
 /api/v1/blobs/{sha256}`` stores an artifact's bytes.
+
+Hardened (docs/SECURITY-hardening.md): the shared middlewares of :mod:`query_api.hardening`
+(Host check, CORS, NUL, body size, security headers); events only as
+``Content-Type: application/json`` (a cross-origin form or ``text/plain`` POST is a 415),
+a body nested deeper than the decoder recurses is a 400 (invalid UTF-8 is the 422 of its
+event, naming the field, or a 400 outside any string); a per-principal rate
+limit (429 + ``Retry-After``); uploads capped per request (413) and per workspace (507,
+:mod:`ingest.quota`). ``GET /api/v1/openapi.json`` describes it (:mod:`ingest.openapi`).
 """
 
 from __future__ import annotations
@@ -24,10 +32,21 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from runstream.blobstore import BlobError, LocalBlobStore
-from runstream.ingest import integrity_check
+from runstream.ingest import integrity_check, openapi
+from runstream.ingest.quota import BlobQuota
 from runstream.ingest.topic import ensure_topic
 from runstream.producer import EventProducer
-from runstream.query_api.errors import BadRequest, PayloadTooLarge, Unavailable, Unprocessable, error_middleware, json_response
+from runstream.query_api import hardening
+from runstream.query_api.errors import (
+    BadRequest,
+    Handler,
+    PayloadTooLarge,
+    Unavailable,
+    Unprocessable,
+    UnsupportedMediaType,
+    error_middleware,
+    json_response,
+)
 from runstream.schemas import events
 from runstream.schemas.blobs import is_sha256
 from runstream.schemas.limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES
@@ -35,13 +54,20 @@ from runstream.settings import ServiceSettings
 
 PRODUCER = web.AppKey("producer", EventProducer)
 BLOBS = web.AppKey("blobs", LocalBlobStore)
+QUOTA = web.AppKey("quota", BlobQuota)
+LIMITER = web.AppKey("limiter", hardening.RateLimiter)
+GATEWAY_SETTINGS = web.AppKey("gateway_settings", ServiceSettings)
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
+
+_TOO_DEEP = "request body is nested too deeply (arrays/objects inside each other); no event needs that"
 
 
 def validate_batch(body: bytes) -> list[tuple[events.Event, bytes]]:
     """Split a JSON array into ``(event, raw event)`` pairs; any invalid event rejects all."""
     try:
         raws = _raw_list.decode(body)
+    except RecursionError:
+        raise BadRequest(_TOO_DEEP) from None
     except msgspec.DecodeError as exc:
         _reject_lone_surrogate(body)
         raise BadRequest(f"request body must be a JSON array of events: {exc}") from None
@@ -58,6 +84,8 @@ def validate_batch(body: bytes) -> list[tuple[events.Event, bytes]]:
             accepted.append((events.decode(data), data))
         except events.EventError as exc:
             errors.append({"index": index, "message": str(exc)})
+        except RecursionError:
+            errors.append({"index": index, "message": _TOO_DEEP.replace("request body", "event")})
     if errors:
         raise Unprocessable(f"{len(errors)} of {len(raws)} events are invalid; none were accepted", events=errors)
     return accepted
@@ -66,7 +94,10 @@ def validate_batch(body: bytes) -> list[tuple[events.Event, bytes]]:
 def _reject_lone_surrogate(body: bytes) -> None:
     """A ``\\ud800`` escape without its pair stops msgspec at the array already; name the
     event and field as for any other invalid value (422), not as malformed JSON."""
-    found = events.find_lone_surrogate(body)
+    try:
+        found = events.find_lone_surrogate(body)
+    except RecursionError:  # nested too deep for the scan: the caller answers 400 as malformed
+        return
     index = re.search(r"\$\[(\d+)\]", found[0]) if found else None
     if found is None or index is None:
         return
@@ -77,6 +108,11 @@ def _reject_lone_surrogate(body: bytes) -> None:
 
 
 async def post_events(request: web.Request) -> web.Response:
+    if request.content_type != "application/json":
+        # Browsers send text/plain and form types cross-origin without a preflight: refusing
+        # them is what keeps a web page from posting events (CSRF).
+        raise UnsupportedMediaType(f"events must be sent as Content-Type: application/json, not "
+                                   f"{request.headers.get('Content-Type', '(none)')!r}")
     decoded = validate_batch(await request.read())
     await integrity_check.refuse_conflicts(request.app, [e for e, _ in decoded])
     principal = _principal_token_id(request)
@@ -119,19 +155,40 @@ def _blob_address(request: web.Request) -> str:
 
 async def put_blob(request: web.Request) -> web.Response:
     sha = _blob_address(request)
-    store = request.app[BLOBS]
+    settings, store, quota = request.app[GATEWAY_SETTINGS], request.app[BLOBS], request.app[QUOTA]
+    workspace = hardening.principal_workspace(request)
+    declared = request.content_length
+    if declared is not None and declared > settings.max_upload_bytes:
+        raise _too_large(declared, settings.max_upload_bytes)
     if store.exists(sha):
+        if not quota.charged(workspace, sha):
+            size = store.path_for(sha).stat().st_size
+            quota.check(workspace, size)
+            quota.charge(workspace, sha, size)
         return json_response({"sha256": sha, "stored": False})
+    quota.check(workspace, declared or 0)
     writer = await asyncio.to_thread(store.writer)
     try:
+        received = 0
         async for chunk in request.content.iter_chunked(1024 * 1024):
+            received += len(chunk)
+            if received > settings.max_upload_bytes:
+                raise _too_large(received, settings.max_upload_bytes, so_far=True)
             await asyncio.to_thread(writer.write, chunk)
+        quota.check(workspace, received)
         _, size = await asyncio.to_thread(writer.commit, sha)
     except BlobError as exc:
         raise BadRequest(str(exc)) from None
     finally:
         writer.__exit__()
+    quota.charge(workspace, sha, size)
     return json_response({"sha256": sha, "size": size, "stored": True}, status=201)
+
+
+def _too_large(size: int, limit: int, so_far: bool = False) -> PayloadTooLarge:
+    what = "more than" if so_far else ""
+    return PayloadTooLarge(f"upload of {what} {size} bytes is over the gateway's per-upload limit "
+                           f"(RUNSTREAM_MAX_UPLOAD_BYTES={limit}); nothing was stored".replace("of  ", "of "))
 
 
 async def head_blob(request: web.Request) -> web.Response:
@@ -142,10 +199,32 @@ async def health(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
+async def openapi_document(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 description of the gateway."""
+    return json_response(openapi.document())
+
+
+_UNLIMITED = frozenset({"health", "openapi"})
+
+
+@web.middleware
+async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every route but health and the document spends one of the principal's tokens."""
+    if request.match_info.route.name not in _UNLIMITED:
+        request.app[LIMITER].check(request)
+    return await handler(request)
+
+
 def create_app(settings: ServiceSettings) -> web.Application:
     """The gateway app: a started producer and the blob store live for the app's life."""
     app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[error_middleware])
+    hardening.install(app, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins,
+                      max_body_bytes=MAX_REQUEST_BYTES, body_limit_exempt={"blob_put"})
+    app.middlewares.append(rate_limit)  # after the principal is known (auth's middleware is earlier)
+    app[GATEWAY_SETTINGS] = settings
     app[BLOBS] = LocalBlobStore(settings.blob_dir)
+    app[QUOTA] = BlobQuota(settings.blob_dir, settings.blob_quota_bytes)
+    app[LIMITER] = hardening.RateLimiter(settings.gateway_rate_per_s, settings.gateway_rate_burst)
 
     async def producer_ctx(app: web.Application) -> AsyncIterator[None]:
         security = settings.kafka_security()
@@ -159,10 +238,11 @@ def create_app(settings: ServiceSettings) -> web.Application:
 
     app.cleanup_ctx.append(producer_ctx)
     app.cleanup_ctx.append(integrity_check.pool_ctx(settings))
-    app.router.add_post("/api/v1/events", post_events)
-    app.router.add_put("/api/v1/blobs/{sha256}", put_blob)
-    app.router.add_route("HEAD", "/api/v1/blobs/{sha256}", head_blob)
-    app.router.add_get("/api/v1/health", health)
+    app.router.add_post("/api/v1/events", post_events, name="events")
+    app.router.add_put("/api/v1/blobs/{sha256}", put_blob, name="blob_put")
+    app.router.add_route("HEAD", "/api/v1/blobs/{sha256}", head_blob, name="blob_head")
+    app.router.add_get("/api/v1/health", health, name="health")
+    app.router.add_get("/api/v1/openapi.json", openapi_document, name="openapi")
     return app
 
 

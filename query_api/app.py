@@ -10,7 +10,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from runstream.query_api import export, handlers, live, ui
+from runstream.query_api import export, handlers, hardening, live, ui
 from runstream.query_api.cache import CACHE, ResponseCache
 from runstream.query_api.errors import error_middleware
 from runstream.query_api.handlers import POOL, SETTINGS
@@ -80,7 +80,7 @@ async def pg_pool(app: web.Application) -> AsyncIterator[None]:
     down; ``/api/ready`` reports that, and the first request connects.
     """
     pool = await asyncpg.create_pool(
-        app[SETTINGS].database_url,
+        handlers.reader_url(app[SETTINGS]),
         min_size=0,
         max_size=POOL_MAX_SIZE,
         init=init_connection,
@@ -95,8 +95,10 @@ async def pg_pool(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: ServiceSettings) -> web.Application:
-    """Build the query API: routes, the error middleware and the pool's lifecycle."""
+    """Build the query API: routes, the error middleware, the hardening and the pool's lifecycle."""
     app = web.Application(middlewares=[error_middleware])
+    hardening.install(app, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins,
+                      max_body_bytes=settings.api_max_body_bytes)
     app[SETTINGS] = settings
     app[CACHE] = ResponseCache()  # fed by live's listener: serves only while it LISTENs
     app.cleanup_ctx.append(pg_pool)

@@ -24,17 +24,24 @@ __all__ = [
     "HttpError",
     "BadRequest",
     "Conflict",
+    "Forbidden",
+    "InsufficientStorage",
     "NotFound",
     "NotReady",
     "PayloadTooLarge",
+    "TooManyRequests",
     "Unavailable",
     "Unprocessable",
+    "UnsupportedMediaType",
     "WaitTimeout",
     "error_middleware",
     "json_response",
 ]
 
 log = logging.getLogger("runstream.query_api")
+
+UNSTORABLE_SQLSTATES = frozenset({"22021", "22P05"})
+"""character_not_in_repertoire, untranslatable_character: bad input, never a 500."""
 
 RETRY_AFTER_S = 5
 """``Retry-After`` of a 503: about how long a PostgreSQL restart takes."""
@@ -58,6 +65,12 @@ class BadRequest(HttpError):
     status = 400
 
 
+class Forbidden(HttpError):
+    """The request is refused whoever sends it (e.g. a cross-origin preflight from an origin not allowed)."""
+
+    status = 403
+
+
 class NotFound(HttpError):
     """The run, metric, table or file does not exist."""
 
@@ -74,6 +87,24 @@ class PayloadTooLarge(HttpError):
     """The request carries more than a limit allows."""
 
     status = 413
+
+
+class UnsupportedMediaType(HttpError):
+    """The body's ``Content-Type`` is not the one the route takes."""
+
+    status = 415
+
+
+class TooManyRequests(HttpError):
+    """Over a rate or concurrency limit; ``retry_after`` (seconds) becomes ``Retry-After``."""
+
+    status = 429
+
+
+class InsufficientStorage(HttpError):
+    """Storing the request's bytes would exceed a quota or the disk."""
+
+    status = 507
 
 
 class Unprocessable(HttpError):
@@ -130,8 +161,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except HttpError as exc:
         response = _error(exc.status, exc.message, **exc.details)
-        if exc.status == 503:
-            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        if exc.status in (429, 503):
+            response.headers["Retry-After"] = str(exc.details.get("retry_after", RETRY_AFTER_S))
         return response
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -148,6 +179,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                               retry_after=RETRY_AFTER_S)
             response.headers["Retry-After"] = str(RETRY_AFTER_S)
             return response
+        if getattr(exc, "sqlstate", None) in UNSTORABLE_SQLSTATES:
+            # A value PostgreSQL cannot hold (NUL, bytes its encoding lacks) reached a query;
+            # the middleware of query_api.hardening stops NUL first: this is the backstop.
+            return _error(400, "a parameter holds a character the database cannot store (e.g. NUL)")
         log.exception("unhandled error in %s %s", request.method, request.path)
         return _error(500, "internal server error")
 

@@ -38,6 +38,11 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 SETTINGS = web.AppKey("settings", ServiceSettings)
 """The settings the application was created with."""
 
+
+def reader_url(settings: ServiceSettings) -> str:
+    """The API's database URL: its read-only role's (``api_database_url``), else ``database_url``."""
+    return settings.api_database_url or settings.database_url
+
 MAX_LIMIT = 1000
 MAX_POINTS_CAP = 100_000
 MAX_WAIT_MS = 30_000
@@ -418,21 +423,44 @@ async def files(request: web.Request) -> web.Response:
     return json_response({"files": await queries.artifacts(request.app[POOL], run_id)})
 
 
+INLINE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif", "image/bmp"})
+"""Types served inline (the UI shows them): raster images, which run no script. Everything
+else, SVG included, is an attachment."""
+_ACTIVE_TYPE = re.compile(r"html|xml|svg|script|xsl|multipart", re.I)
+"""Declared types a browser might render as a document or run: served as octet-stream."""
+
+
+def download_headers(path: str, declared_type: str) -> dict[str, str]:
+    """``Content-Type`` and ``Content-Disposition`` of an artifact download: the user's bytes
+    are never served as something a browser renders as a document (HTML, SVG, XML) and are an
+    attachment unless a raster image; the name per RFC 6266 (``filename*`` in UTF-8, and an
+    ASCII ``filename`` fallback with anything outside printable ASCII, quotes and
+    backslashes replaced)."""
+    name = path.rsplit("/", 1)[-1]
+    base = declared_type.split(";", 1)[0].strip().lower()
+    if base in INLINE_IMAGE_TYPES:
+        disposition, content_type = "inline", base
+    else:
+        disposition = "attachment"
+        plain = base and declared_type.isascii() and declared_type.isprintable() and not _ACTIVE_TYPE.search(declared_type)
+        content_type = declared_type if plain else "application/octet-stream"
+    ascii_name = re.sub(r'[^\x20-\x7e]|["\\%]', "_", name) or "download"
+    return {
+        "Content-Type": content_type,
+        "Content-Disposition": f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}",
+    }
+
+
 async def file_download(request: web.Request) -> web.FileResponse:
-    """One file's bytes from the content-addressed blob store."""
+    """One file's bytes from the content-addressed blob store (:func:`download_headers`)."""
     run_id = await run_scope(request)
     record = await queries.artifact(request.app[POOL], run_id, request.match_info["path"])
     sha = record["sha256"]
     if not is_sha256(sha) or not await asyncio.to_thread(blob_path(request.app[SETTINGS].blob_dir, sha).is_file):
         raise NotFound(f"the bytes of file {record['path']!r} (sha256 {sha}) are missing from the blob store")
-    name = record["path"].rsplit("/", 1)[-1]
-    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("?", "_")
     return web.FileResponse(
         blob_path(request.app[SETTINGS].blob_dir, sha),
-        headers={
-            "Content-Type": record["content_type"],
-            "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}",
-        },
+        headers=download_headers(record["path"], record["content_type"] or ""),
     )
 
 

@@ -35,11 +35,12 @@ from aiohttp import web
 from runstream.query_api import queries
 from runstream.query_api.cache import CACHE, ResponseCache
 from runstream.query_api.errors import BadRequest
-from runstream.query_api.handlers import POOL, SETTINGS, query_int, run_scope
+from runstream.query_api.handlers import POOL, SETTINGS, query_int, reader_url, run_scope
+from runstream.query_api.hardening import StreamSlots, principal_key
 from runstream.schemas import api, notify
 from runstream.schemas.events import TERMINAL_STATUSES
 
-__all__ = ["LISTENER", "Listener", "Subscription", "live", "setup"]
+__all__ = ["LISTENER", "SLOTS", "Listener", "Subscription", "live", "setup"]
 
 log = logging.getLogger("runstream.query_api.live")
 
@@ -200,6 +201,8 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 LISTENER = web.AppKey("live_listener", Listener)
 """The app's :class:`Listener` (run by :func:`listen` for the app's lifetime)."""
+SLOTS = web.AppKey("live_slots", StreamSlots)
+"""The caps on open streams, in total and per principal (``live_streams_*`` settings)."""
 
 
 async def listen(app: web.Application) -> AsyncIterator[None]:
@@ -208,7 +211,7 @@ async def listen(app: web.Application) -> AsyncIterator[None]:
     Startup does not wait for the database (the API comes up while it is down, like the
     pool); the listener keeps trying in the background.
     """
-    listener = Listener(app[SETTINGS].database_url, app.get(CACHE))
+    listener = Listener(reader_url(app[SETTINGS]), app.get(CACHE))
     app[LISTENER] = listener
     task = asyncio.create_task(listener.run(), name="runstream-live-listener")
     try:
@@ -255,7 +258,8 @@ async def live(request: web.Request) -> web.StreamResponse:
     """The run's events after ``after_seq`` (or ``Last-Event-ID``), then new ones as they land."""
     after = _after_seq(request)
     run_id = await run_scope(request)  # 400 / 404 / 504 as JSON, before the stream starts
-    with request.app[LISTENER].subscribe(run_id) as sub:
+    # 429 past the caps (an open stream holds a connection's memory for as long as it lasts).
+    with request.app[SLOTS].hold(principal_key(request)), request.app[LISTENER].subscribe(run_id) as sub:
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
@@ -300,6 +304,8 @@ async def _stream(
 
 def setup(app: web.Application) -> None:
     """Register the live route and its background listener on ``app``."""
+    settings = app[SETTINGS]
+    app[SLOTS] = StreamSlots(settings.live_streams_max, settings.live_streams_per_principal)
     app.cleanup_ctx.append(listen)
     app.on_shutdown.append(_end_streams)
     app.router.add_get("/api/runs/{run_id}/live", live, name="run_live")

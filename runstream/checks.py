@@ -18,7 +18,7 @@ from runstream.schemas.events import INT64_MAX, INT64_MIN
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 """NUL (PostgreSQL text and jsonb refuse it) and lone surrogates (UTF-8 cannot encode them)."""
-_UNSTORABLE_IN_PATH = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+_UNSTORABLE_IN_PATH = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 """The same plus control characters: a path travels in URLs and HTTP headers."""
 
 

@@ -69,7 +69,8 @@ def services_up(state_dir: Path | None = STATE_DIR, fresh: bool = typer.Option(F
 
     info = devstack.up(_state_dir(state_dir), kafka_port=9092, pg_port=5432, fresh=fresh, brokers=brokers, sasl=sasl)
     sdk = {k.removeprefix("RUNSTREAM_").lower(): v for k, v in info.sdk_env().items()}
-    localstack.write(info.state_dir, {**sdk, "database_url": info.database_url})
+    localstack.write(info.state_dir, {**sdk, "database_url": info.database_url,
+                                      "api_database_url": info.api_database_url})
     settings = ServiceSettings.from_env({**os.environ, **info.env()})
     asyncio.run(ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions,
                              security=settings.kafka_security()))
@@ -264,13 +265,14 @@ def dead_letters_list(run: str | None = typer.Option(None, "--run", help="Only t
                       limit: int = typer.Option(100, "--limit", min=1, help="At most this many."),
                       all_: bool = typer.Option(False, "--all", help="Include those already re-driven.")) -> None:
     """List dead letters, oldest first: id, run, seq, item (-1 = whole event), where, when, reason."""
+    from runstream.display import inert
     from runstream.processors.deadletters import list_letters
 
     letters = asyncio.run(_with_db(lambda conn: list_letters(conn, _run_id(run), limit, all_)))
     for d in letters:
         state = f" retried {d.retried_at:%Y-%m-%d %H:%M:%S}" if d.retried_at else ""
         typer.echo(f"{d.id}\trun={d.run_id or '-'}\tseq={'-' if d.seq is None else d.seq}\titem={d.item}\t"
-                   f"{d.topic}/{d.partition}@{d.offset}\t{d.received_at:%Y-%m-%d %H:%M:%S}\t{d.reason}{state}")
+                   f"{d.topic}/{d.partition}@{d.offset}\t{d.received_at:%Y-%m-%d %H:%M:%S}\t{inert(d.reason)}{state}")
     typer.echo(f"{len(letters)} dead letter(s)", err=True)
 
 
@@ -278,12 +280,13 @@ def dead_letters_list(run: str | None = typer.Option(None, "--run", help="Only t
 def dead_letters_retry(run: str | None = typer.Option(None, "--run", help="Only this run's."),
                        ids: list[int] | None = typer.Option(None, "--id", help="Only these (repeatable).")) -> None:
     """Re-drive pending dead letters (after a fix): stored ones are marked retried, the rest keep a new reason."""
+    from runstream.display import inert
     from runstream.processors.deadletters import retry
 
     outcomes = asyncio.run(_with_db(lambda conn: retry(conn, _run_id(run), ids or ())))
     for o in outcomes:
         if not o.stored:
-            typer.echo(f"{o.id}\tstill failing: {o.reason}")
+            typer.echo(f"{o.id}\tstill failing: {inert(o.reason)}")
         elif o.new_letters:
             typer.echo(f"{o.id}\tstored, but {o.new_letters} of its points/rows still fail (new dead letters)")
     stored = sum(o.stored for o in outcomes)

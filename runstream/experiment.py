@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from runstream import checks
 from runstream.run import Run
@@ -47,7 +48,7 @@ class Experiment:
     def get_runs(self, **filters: Any) -> list[Run]:
         """Top-level runs, newest first; ``filters`` are the API's query parameters."""
         params = {"parent": "none", "limit": 1000, **filters}
-        runs = self.workspace._api.get(f"/experiments/{self.name}/runs", **params)["runs"]
+        runs = self.workspace._api.get(f"/experiments/{quote(self.name, safe='')}/runs", **params)["runs"]
         return [Run(self, r["run_id"], _name=r.get("name")) for r in runs]
 
     def search_runs(self, filter_string: str = "", order_by: str | Sequence[str] | None = None,

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
+from urllib.parse import quote
 
 import orjson
 from uuid6 import uuid7
@@ -324,7 +325,9 @@ class Run:
         target = Path(output_file_path) if output_file_path is not None else Path(Path(name).name)
         if target.is_dir():
             target = target / Path(name).name
-        self._ws._api.download(f"/runs/{self.id}/files/{checks.artifact_path(name)}", target)
+        # Each segment percent-encoded: a name may hold ?, # or % (they would end the path).
+        segments = "/".join(quote(part, safe="") for part in checks.artifact_path(name).split("/"))
+        self._ws._api.download(f"/runs/{self.id}/files/{segments}", target)
         return target
 
     # ---- reading -----------------------------------------------------------------
@@ -370,7 +373,7 @@ class Run:
 
     def get_children(self) -> list[Run]:
         self._wait_materialized()
-        runs = self._ws._api.get(f"/experiments/{self.experiment.name}/runs", parent=self.id, limit=1000)["runs"]
+        runs = self._ws._api.get(f"/experiments/{quote(self.experiment.name, safe='')}/runs", parent=self.id, limit=1000)["runs"]
         local = {c.id: c for c in self._children}
         return [local.get(r["run_id"]) or Run(self.experiment, r["run_id"], _parent=self, _name=r.get("name"))
                 for r in runs]

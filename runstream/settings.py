@@ -145,6 +145,32 @@ class ServiceSettings(_Env):
     """Kafka consumer group of the processors."""
     processor_max_records: int = 20_000
     """Most Kafka messages one processor transaction takes."""
+    api_database_url: str = ""
+    """Connection URL of the query API: a role that may only read (devstack: ``runstream_reader``);
+    empty means ``database_url``."""
+    allowed_hosts: str = ""
+    """Host names (comma-separated) the API and gateway answer to besides loopback names and
+    addresses, which are always allowed; any other ``Host`` header is a 400 (DNS rebinding).
+    ``*`` turns the check off (behind a proxy that checks it)."""
+    cors_origins: str = ""
+    """Origins (``scheme://host[:port]``, comma-separated) whose cross-origin requests the API
+    and gateway allow; empty: none (preflights are answered 403, never with ``*``)."""
+    api_max_body_bytes: int = 64 * 1024
+    """Largest request body the query API accepts (it takes none: every route is a GET); 413 beyond."""
+    max_upload_bytes: int = 2 * 1024**3
+    """Largest artifact the gateway accepts in one upload (``PUT /api/v1/blobs/{sha256}``); 413 beyond."""
+    blob_quota_bytes: int = 50 * 1024**3
+    """Bytes of artifacts one workspace may store through the gateway (each distinct blob counted
+    once per workspace); 507 beyond. 0: no quota."""
+    gateway_rate_per_s: float = 200.0
+    """Requests per second the gateway takes per token (or client address without one), on
+    average; 429 with ``Retry-After`` beyond. 0: no limit."""
+    gateway_rate_burst: int = 2000
+    """Requests a token (or client) may send at once before ``gateway_rate_per_s`` applies."""
+    live_streams_max: int = 500
+    """Live (SSE) streams one query API process holds open at once; 429 beyond."""
+    live_streams_per_principal: int = 50
+    """Live (SSE) streams one token (or client address without one) may hold open at once; 429 beyond."""
 
 
 @dataclass(frozen=True)

@@ -252,7 +252,7 @@ async def _upload_blob(settings: ClientSettings, session: aiohttp.ClientSession,
         return 1
     data = await asyncio.to_thread(source.read_bytes)
     async with session.put(url, data=data) as resp:
-        if resp.status >= 500:  # the gateway's trouble, not the bytes': retried as an outage
+        if resp.status >= 500 or resp.status == 429:  # the gateway's trouble (or rate), not the bytes': retried
             raise ConnectionError(f"artifact upload: the gateway answered {resp.status}")
         if resp.status >= 400:
             raise RunstreamError(f"sync: artifact upload failed ({resp.status}): {await resp.text()}")

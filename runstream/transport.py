@@ -105,7 +105,7 @@ class HttpTransport:
             if resp.status == 202:
                 return
             text = await resp.text()
-            if resp.status >= 500:
+            if resp.status >= 500 or resp.status == 429:  # 429: over the gateway's rate limit, retried later
                 raise ConnectionError(f"gateway answered {resp.status}: {text}")
             raise DeliveryError(f"gateway rejected the batch ({resp.status}): {text}")
 

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, NotRequired, TypeAlias, TypedDict
 import msgspec
 from msgspec import Meta
 
-from runstream.schemas.events import LogStream, NonFinite, RunKind, Status, TerminalStatus
+from runstream.schemas.events import Event, LogStream, NonFinite, RunKind, Status, TerminalStatus
 
 __all__ = [
     "ALIASES",
@@ -302,3 +302,31 @@ def components() -> dict[str, Any]:
     """The schemas of every named shape (OpenAPI ``components.schemas``)."""
     _, found = msgspec.json.schema_components(RESPONSES, ref_template=REF_TEMPLATE)
     return found
+
+
+# ---------------------------------------------------------------- the ingest gateway's answers
+
+
+class Accepted(TypedDict):
+    """``POST /api/v1/events``: every event of the batch was acknowledged by Kafka."""
+
+    accepted: int
+
+
+class BlobStored(TypedDict):
+    """``PUT /api/v1/blobs/{sha256}``: ``stored`` false when the bytes were there already
+    (then no ``size``)."""
+
+    sha256: str
+    stored: bool
+    size: NotRequired[int]
+
+
+GATEWAY_RESPONSES: tuple[Any, ...] = (ErrorResponse, Health, Accepted, BlobStored)
+"""The gateway's answer shapes (its OpenAPI document's components, with the event types)."""
+
+
+def gateway_components() -> dict[str, Any]:
+    """The schemas of the gateway's answers and of every event type (``Event`` and its members)."""
+    (*_, event), found = msgspec.json.schema_components((*GATEWAY_RESPONSES, Event), ref_template=REF_TEMPLATE)
+    return {**found, "Event": event}

@@ -44,9 +44,9 @@ STORABLE_TEXT = "^[^\\u0000\\ud800-\\udfff]*$"
 """Strings PostgreSQL can store in ``text`` and ``jsonb``: no NUL, no lone UTF-16 surrogate
 (JSON can escape one, UTF-8 cannot encode it). Every other code point is fine."""
 
-STORABLE_PATH = "^(?![\\s\\S]*[\\u0000-\\u001f\\u007f\\ud800-\\udfff])"
-"""An artifact path: storable text without control characters (it becomes part of a URL
-and of an HTTP header when downloaded)."""
+STORABLE_PATH = "^(?![\\s\\S]*[\\u0000-\\u001f\\u007f-\\u009f\\ud800-\\udfff])"
+"""An artifact path: storable text without control characters, C0 and C1 (it becomes part
+of a URL and of an HTTP header when downloaded)."""
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 """The ints a value may be: PostgreSQL's bigint (and orjson's signed range)."""

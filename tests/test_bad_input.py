@@ -20,7 +20,8 @@ from tests.support.waiting import wait_for
 
 async def post(settings: Settings, body: bytes) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as session:
-        async with session.post(settings.ingest_url + "/api/v1/events", data=body) as resp:
+        async with session.post(settings.ingest_url + "/api/v1/events", data=body,
+                                headers={"Content-Type": "application/json"}) as resp:
             return resp.status, await resp.json()
 
 

@@ -44,7 +44,12 @@ class OwnPostgres:
 
     @property
     def url(self) -> str:
-        return postgres.database_url(self.port)
+        return postgres.database_url(self.port, password=postgres.passwords(self.root)[postgres.DB_ROLE])
+
+    @property
+    def reader_url(self) -> str:
+        return postgres.database_url(self.port, user=postgres.READER_ROLE,
+                                     password=postgres.passwords(self.root)[postgres.READER_ROLE])
 
     def stop(self, mode: str) -> None:
         cmd = [str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.root / "data"), "-m", mode, "-w", "-t", "60"]
@@ -60,12 +65,13 @@ def own_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnPostgres]:
     state = tmp_path_factory.mktemp("own-pg")
     bin_dir = postgres.find_bin_dir()
     root = postgres.prepare_root(state)
-    postgres.initdb(bin_dir, root / "data")
+    pw = postgres.passwords(root)
+    postgres.initdb(bin_dir, root / "data", pw[postgres.PG_USER])
     (port,) = free_ports(1)
     pg = OwnPostgres(bin_dir, root, port)
     postgres.start(bin_dir, root, port, 60)
     try:
-        postgres.ensure_database(port)
+        postgres.ensure_database(port, pw)
         migrate(pg.url)
         yield pg
     finally:
@@ -78,7 +84,8 @@ def own_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnPostgres]:
 @pytest.fixture()
 def own_settings(settings: Settings, own_pg: OwnPostgres) -> Settings:
     api_port, gateway_port, metrics_port = free_ports(3)
-    return replace(settings, database_url=own_pg.url, topic=unique("pgfault"), processor_group=unique("pgfault-group"),
+    return replace(settings, database_url=own_pg.url, api_database_url=own_pg.reader_url,
+                   topic=unique("pgfault"), processor_group=unique("pgfault-group"),
                    api_port=api_port, gateway_port=gateway_port, metrics_port=metrics_port,
                    api_url=f"http://127.0.0.1:{api_port}", ingest_url=f"http://127.0.0.1:{gateway_port}")
 

@@ -262,7 +262,8 @@ async def test_same_seq_with_other_content_is_a_conflict_and_an_identical_resend
 
     async def post(*bodies: bytes) -> None:
         async with aiohttp.ClientSession() as session:
-            async with session.post(s.ingest_url + "/api/v1/events", data=b"[" + b",".join(bodies) + b"]") as resp:
+            async with session.post(s.ingest_url + "/api/v1/events", data=b"[" + b",".join(bodies) + b"]",
+                                    headers={"Content-Type": "application/json"}) as resp:
                 assert resp.status == 202, await resp.text()
 
     await post(events.started(run_id, unique("conflict")), first)

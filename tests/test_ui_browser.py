@@ -544,3 +544,18 @@ def _exists(settings: Settings, run_id: str) -> bool:
         return True
     except urllib.error.HTTPError:
         return False
+
+
+def test_control_and_bidi_characters_show_as_visible_escapes_under_the_csp(page: Any, workspace: Workspace) -> None:
+    experiment = Experiment(workspace, unique("ui-inert"))
+    run = experiment.start_logging(name="\x1b[31mred\u202eevil\u200b")
+    run.tag("k\x07", "a\u2066b\x85")
+    run.complete()
+    response = page.goto(f"/runs/{run.id}")
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert page.locator("h1").inner_text() == "\\x1b[31mred\\u202eevil\\u200b"
+    page.locator("#tags .tag").first.wait_for()
+    assert page.locator("#tags .tag").first.inner_text() == "k\\x07: a\\u2066b\\x85"
+    page.goto(f"/experiments/{experiment.name}")
+    assert page.locator("#runs td.name a").inner_text() == "\\x1b[31mred\\u202eevil\\u200b"

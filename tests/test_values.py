@@ -139,7 +139,8 @@ GATEWAY_CASES: list[tuple[str, str, dict[str, Any], str]] = [
 
 async def post(settings: Settings, body: bytes) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as session:
-        async with session.post(settings.ingest_url + "/api/v1/events", data=body) as resp:
+        async with session.post(settings.ingest_url + "/api/v1/events", data=body,
+                                headers={"Content-Type": "application/json"}) as resp:
             return resp.status, await resp.json()
 
 

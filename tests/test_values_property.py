@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from runstream import Experiment, LimitError, Workspace, checks
@@ -128,7 +128,7 @@ def test_an_artifact_path_or_tag_the_schema_refuses_is_refused_at_the_call(text:
         with pytest.raises(LimitError):
             checks.artifact_path(text)
     else:
-        with_control = any(ord(c) < 32 or ord(c) == 127 for c in text)
+        with_control = any(ord(c) < 32 or 127 <= ord(c) <= 159 for c in text)  # C0, DEL and C1
         assert not with_control
     try:
         events.decode(stdlib_json(envelope("tag.set", {"key": text, "value": text})))
@@ -187,3 +187,40 @@ def test_what_the_sdk_accepts_comes_back_exactly(workspace: Workspace, logged: l
     assert all(same(metrics["row"][k][0], v) for k, v in row.items()), (metrics["row"], row)
     properties = run.get_details()["properties"]
     assert all(same(properties[k], v) for k, v in list(row.items())[:3])
+
+
+# Names of every kind a user gives: any storable text (controls, ANSI escapes, bidi overrides,
+# URL and HTML syntax included); artifact names without control characters or path syntax.
+RISKY = "?#%&/\\<>\"'\x1b\u202e\u200b \t\n+;=:@"
+any_name = st.text(st.one_of(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)),
+                             st.sampled_from(RISKY)), min_size=1, max_size=24)
+file_name = st.text(st.one_of(st.characters(exclude_categories=("Cs", "Cc")), st.sampled_from("?#%&<>\"' +;=:@\u202e")),
+                    min_size=1, max_size=24).filter(lambda n: "/" not in n and "\\" not in n and n not in (".", ".."))
+
+
+@settings(max_examples=6, derandomize=True, database=None, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(experiment=any_name, run_name=any_name, key=any_name, value=any_name, artifact=file_name,
+       folder=file_name)
+@example(experiment="a?b#c%2F..%00", run_name="\x1b[31mred\u202eevil", key="k?#&=", value="<img src=x onerror=alert(1)>",
+         artifact="q?#%25 \"x\".txt", folder="d#%3F")
+def test_every_kind_of_name_comes_back_exactly(workspace: Workspace, tmp_path_factory: pytest.TempPathFactory,
+                                               experiment: str, run_name: str, key: str, value: str,
+                                               artifact: str, folder: str) -> None:
+    """Experiment, run, tag and artifact names through the SDK, Kafka, processors and the
+    API's URLs (path segments and query strings) come back as given."""
+    experiment = f"{unique('names')}-{experiment}"
+    exp = Experiment(workspace, experiment)
+    run = exp.start_logging(name=run_name)
+    run.tag(key, value)
+    path = f"{folder}/{artifact}"
+    data = orjson.dumps([experiment, run_name, key, value, path])
+    run.upload_file(path, data)
+    run.complete()
+    details = run.get_details()
+    assert details["experiment"] == experiment and details["name"] == run_name
+    assert run.get_tags() == {key: value}
+    assert run.get_file_names() == [path]
+    target = run.download_file(path, tmp_path_factory.mktemp("dl") / "file")
+    assert target.read_bytes() == data
+    assert [r.id for r in exp.get_runs()] == [run.id]

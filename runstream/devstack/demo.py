@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # runstream/devstack/demo.py -> the checkout
 """The repository's examples (the demo runs from a source checkout)."""
-LOCAL_STACK_SETTINGS = ("kafka_bootstrap", "database_url", "blob_dir", "api_url", "ingest_url")
+LOCAL_STACK_SETTINGS = ("kafka_bootstrap", "database_url", "api_database_url", "blob_dir", "api_url", "ingest_url")
 """What the demo records in ``~/.runstream/config.json`` for clients (``runstream.localstack``)."""
 
 
@@ -106,7 +106,7 @@ def main(state_dir: Path, keep_running: bool = True) -> None:
     settings = replace(
         Settings.from_env(),
         kafka_bootstrap=info.kafka_bootstrap, database_url=info.database_url,
-        blob_dir=str(state_dir / "blobs"), api_port=api_port, gateway_port=gateway_port,
+        api_database_url=info.api_database_url, blob_dir=str(state_dir / "blobs"), api_port=api_port, gateway_port=gateway_port,
         api_url=f"http://127.0.0.1:{api_port}", ingest_url=f"http://127.0.0.1:{gateway_port}",
     )
     server = start_background_serve(state_dir, settings)

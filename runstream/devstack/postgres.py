@@ -2,22 +2,35 @@
 
 PostgreSQL refuses to run as root, so when we are root every server binary runs as the
 ``postgres`` system user through ``runuser`` and the cluster's directory belongs to it.
+
+Least privilege: the cluster authenticates every connection with a password
+(``scram-sha-256``, local socket and TCP alike). Three roles, their passwords made once
+per cluster (:func:`passwords`, ``<root>/passwords.json``, mode 0600): the superuser
+``postgres`` (setup only), ``runstream`` (owns the database and its tables: migrations,
+processors, gateway, replay; no superuser) and ``runstream_reader`` (the query API: it
+may connect and, once ``runstream migrate`` granted it, only SELECT; migration 0008).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pwd
 import re
+import secrets
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from urllib.parse import quote
 
 PG_USER = "postgres"
 DB_NAME = "runstream"
 DB_ROLE = "runstream"
+READER_ROLE = "runstream_reader"
+"""The query API's role: migration 0008 grants it SELECT on every table, and nothing else."""
+PASSWORDS = "passwords.json"
 SOCKET_PATH_MAX = 100  # sun_path is 108 bytes including "/.s.PGSQL.NNNNN"
 
 
@@ -113,13 +126,38 @@ def _timescaledb_available(bin_dir: Path) -> bool:
     return any((bin_dir.parent / "lib").glob("timescaledb*.so"))
 
 
-def initdb(bin_dir: Path, data_dir: Path) -> None:
-    """Create the cluster (trust auth, superuser ``postgres``) unless ``data_dir`` already holds one."""
+def passwords(root: Path) -> dict[str, str]:
+    """The password of each role of the cluster in ``root``, made the first time (0600 file)."""
+    path = root / PASSWORDS
+    try:
+        return dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        pass
+    made = {role: secrets.token_urlsafe(24) for role in (PG_USER, DB_ROLE, READER_ROLE)}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(made, out)
+    return made
+
+
+def initdb(bin_dir: Path, data_dir: Path, superuser_password: str) -> None:
+    """Create the cluster (password auth, superuser ``postgres``) unless ``data_dir`` already holds one."""
     if (data_dir / "PG_VERSION").is_file():
         return
-    cmd = [str(bin_dir / "initdb"), "-D", str(data_dir), "--auth=trust", f"--username={PG_USER}",
-           "--encoding=UTF8", "--locale=C"]
-    res = subprocess.run(as_pg_user(cmd), cwd="/", stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    # initdb reads the superuser's password from a file the server user can read; removed after.
+    pwfile = data_dir.parent / ".initdb-pw"
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(superuser_password + "\n")
+    if is_root():
+        pw = pwd.getpwnam(PG_USER)
+        os.chown(pwfile, pw.pw_uid, pw.pw_gid)
+    cmd = [str(bin_dir / "initdb"), "-D", str(data_dir), "--auth=scram-sha-256", f"--pwfile={pwfile}",
+           f"--username={PG_USER}", "--encoding=UTF8", "--locale=C"]
+    try:
+        res = subprocess.run(as_pg_user(cmd), cwd="/", stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    finally:
+        pwfile.unlink(missing_ok=True)
     if res.returncode != 0:
         raise RuntimeError(f"initdb failed ({res.returncode}):\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
     with open(data_dir / "postgresql.conf", "a") as conf:
@@ -165,9 +203,10 @@ def stop(bin_dir: Path, data_dir: Path, timeout_s: float = 60, *, mode: str = "f
     return res.returncode == 0 or "Is server running?" in res.stderr
 
 
-def database_url(port: int, *, user: str = DB_ROLE, db: str = DB_NAME) -> str:
-    """Connection URL (trust auth, no password) usable by asyncpg and psycopg."""
-    return f"postgresql://{user}@127.0.0.1:{port}/{db}"
+def database_url(port: int, *, user: str = DB_ROLE, db: str = DB_NAME, password: str | None = None) -> str:
+    """Connection URL usable by asyncpg and psycopg (with ``password`` when given)."""
+    auth = f"{quote(user, safe='')}:{quote(password, safe='')}" if password else quote(user, safe="")
+    return f"postgresql://{auth}@127.0.0.1:{port}/{db}"
 
 
 def probe(url: str) -> bool:
@@ -181,14 +220,29 @@ def probe(url: str) -> bool:
         return False
 
 
-def ensure_database(port: int) -> None:
-    """Create the login superuser role ``runstream`` and its database ``runstream`` if missing."""
+def ensure_database(port: int, pw: dict[str, str]) -> None:
+    """Create (or bring up to date) the roles ``runstream`` (login, owner of the database
+    ``runstream``, no superuser) and ``runstream_reader`` (login, connect only; its SELECT
+    grants come with the migrations), with the passwords ``pw``, and the database."""
     import psycopg
     from psycopg import sql
 
-    with psycopg.connect(database_url(port, user=PG_USER, db="postgres"), autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (DB_ROLE,)).fetchone() is None:
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER").format(sql.Identifier(DB_ROLE)))
+    admin = database_url(port, user=PG_USER, db="postgres", password=pw[PG_USER])
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for role, options in ((DB_ROLE, "LOGIN NOSUPERUSER CREATEDB"), (READER_ROLE, "LOGIN NOSUPERUSER")):
+            verb = "ALTER" if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() else "CREATE"
+            conn.execute(sql.SQL("{} ROLE {} " + options + " PASSWORD {}").format(
+                sql.SQL(verb), sql.Identifier(role), sql.Literal(pw[role])))
+        # The owner may end a stuck session of the reader (tests drop the API's LISTEN this way).
+        conn.execute(sql.SQL("GRANT pg_signal_backend TO {}").format(sql.Identifier(DB_ROLE)))
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone() is None:
             conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(DB_NAME),
                                                                       sql.Identifier(DB_ROLE)))
+    with psycopg.connect(database_url(port, user=PG_USER, password=pw[PG_USER]), autocommit=True) as conn:
+        conn.execute("REVOKE ALL ON DATABASE runstream FROM PUBLIC")
+        conn.execute(sql.SQL("GRANT CONNECT ON DATABASE runstream TO {}").format(sql.Identifier(READER_ROLE)))
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        # CREATE EXTENSION of TimescaleDB needs a superuser: done here, so the owner's
+        # migration 0002 finds it (its CREATE EXTENSION IF NOT EXISTS is then a no-op).
+        if conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone():
+            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")

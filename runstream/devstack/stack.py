@@ -51,11 +51,15 @@ class StackInfo:
     """Kafka brokers in the cluster (each a combined broker + controller node)."""
     sasl: Credentials | None = None
     """The SCRAM users' passwords when Kafka authenticates clients (``up(sasl=True)``)."""
+    api_database_url: str = ""
+    """The query API's read-only role (``runstream_reader``); empty for a stack recorded before it existed."""
 
     def env(self) -> dict[str, str]:
         """The ``RUNSTREAM_*`` variables pointing the services at this stack (with SASL: as
         the service user; :meth:`sdk_env` is a training script's)."""
         env = {"RUNSTREAM_KAFKA_BOOTSTRAP": self.kafka_bootstrap, "RUNSTREAM_DATABASE_URL": self.database_url}
+        if self.api_database_url:
+            env["RUNSTREAM_API_DATABASE_URL"] = self.api_database_url
         return {**env, **(self.sasl.env(kafka_sasl.SERVICE) if self.sasl else {})}
 
     def sdk_env(self) -> dict[str, str]:
@@ -198,9 +202,9 @@ def _load(state_dir: Path) -> dict[str, Any]:
 def _save(state_dir: Path, record: dict[str, Any]) -> None:
     path = _paths(state_dir)["json"]
     tmp = path.with_suffix(".json.tmp")
-    tmp.touch()
-    tmp.chmod(0o600)  # it may hold SASL passwords
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.unlink(missing_ok=True)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:  # it holds passwords
+        out.write(json.dumps(record, indent=2) + "\n")
     tmp.replace(path)
 
 
@@ -244,7 +248,8 @@ def read_info(state_dir: Path) -> StackInfo | None:
     nodes = [b["node_id"] for b in _brokers(rec)]
     if not all(_broker_pids(state_dir, rec, n) for n in nodes) or not _pg_pids(pg_data, rec["postgres"].get("pid")):
         return None
-    return StackInfo(state_dir, rec["kafka_bootstrap"], rec["database_url"], len(nodes), _sasl(rec))
+    return StackInfo(state_dir, rec["kafka_bootstrap"], rec["database_url"], len(nodes), _sasl(rec),
+                     rec.get("api_database_url", ""))
 
 
 def _sasl(record: dict[str, Any]) -> Credentials | None:
@@ -399,7 +404,6 @@ def up(state_dir: Path, *, kafka_port: int | None = None, pg_port: int | None = 
     creds = (kept or Credentials.generate()) if sasl else None
     record: dict[str, Any] = {"state_dir": str(state_dir), "ready": False,
                               "kafka_bootstrap": ",".join(f"127.0.0.1:{k}" for k, _ in nodes),
-                              "database_url": postgres.database_url(p_port),
                               "kafka": {"port": k_port, "controller_port": c_port, "log": str(paths["kafka_log"])},
                               "brokers": entries, "sasl": creds.to_record() if creds else None}
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -421,7 +425,11 @@ def up(state_dir: Path, *, kafka_port: int | None = None, pg_port: int | None = 
         _children.extend(formats)
         root = postgres.prepare_root(state_dir)
         record["postgres"] = {"port": p_port, "root": str(root), "log": str(root / "postgres.log")}
-        postgres.initdb(bin_dir, root / "data")  # runs while the StorageTool JVMs format
+        pw = postgres.passwords(root)
+        record["database_url"] = postgres.database_url(p_port, password=pw[postgres.DB_ROLE])
+        record["api_database_url"] = postgres.database_url(p_port, user=postgres.READER_ROLE,
+                                                           password=pw[postgres.READER_ROLE])
+        postgres.initdb(bin_dir, root / "data", pw[postgres.PG_USER])  # runs while the StorageTool JVMs format
         for fmt in formats:
             if fmt.wait(timeout=max(1.0, deadline - time.monotonic())) != 0:
                 raise DevstackError(f"kafka storage format failed ({fmt.returncode})")
@@ -438,10 +446,10 @@ def up(state_dir: Path, *, kafka_port: int | None = None, pg_port: int | None = 
         postgres.start(bin_dir, root, p_port, deadline - time.monotonic())
         record["postgres"]["pid"] = postgres.postmaster_pid(root / "data")
         _save(state_dir, record)
-        admin_url = postgres.database_url(p_port, user=postgres.PG_USER, db="postgres")
+        admin_url = postgres.database_url(p_port, user=postgres.PG_USER, db="postgres", password=pw[postgres.PG_USER])
         if not _wait_until(lambda: postgres.probe(admin_url), deadline):
             raise DevstackError("postgres did not accept connections in time")
-        postgres.ensure_database(p_port)
+        postgres.ensure_database(p_port, pw)
         log.info("postgres ready on port %d after %.1fs", p_port, time.monotonic() - t0)
         current_log = paths["kafka_log"]
         exited = lambda: next((p for p in started if p.poll() is not None), None)  # noqa: E731
@@ -467,7 +475,8 @@ def up(state_dir: Path, *, kafka_port: int | None = None, pg_port: int | None = 
         raise
     record["ready"] = True
     _save(state_dir, record)
-    info = StackInfo(state_dir, record["kafka_bootstrap"], record["database_url"], brokers, creds)
+    info = StackInfo(state_dir, record["kafka_bootstrap"], record["database_url"], brokers, creds,
+                     record["api_database_url"])
     paths["env"].touch()
     paths["env"].chmod(0o600)  # SASL: the service user's password
     paths["env"].write_text(render_env(info.env()))

@@ -47,6 +47,7 @@ def settings(stack: devstack.StackInfo, tmp_path_factory: pytest.TempPathFactory
         {},
         kafka_bootstrap=stack.kafka_bootstrap,
         database_url=stack.database_url,
+        api_database_url=stack.api_database_url,
         blob_dir=str(tmp_path_factory.mktemp("blobs")),
         spool_dir=str(tmp_path_factory.mktemp("spool")),
         partitions=4,

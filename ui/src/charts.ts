@@ -5,7 +5,7 @@
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { api, toNumber, type Value, type Vector } from "./api";
-import { h, setChildren, type Child } from "./dom";
+import { h, inert, setChildren, type Child } from "./dom";
 import { fmtNumber, fmtTime, fmtValue } from "./format";
 
 export const PALETTE = [
@@ -60,7 +60,7 @@ function makePlot(spec: PlotSpec): uPlot {
     series: [
       { label: spec.xLabel },
       ...spec.series.map((s) => ({
-        label: s.label,
+        label: inert(s.label),
         stroke: s.color,
         width: 1.5,
         spanGaps: true,

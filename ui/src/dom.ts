@@ -13,12 +13,25 @@ export interface Props {
   [property: string]: unknown;
 }
 
+// Control characters (ANSI escapes start with one), bidirectional overrides and invisible
+// format characters in user text are shown as visible escapes (\x1b, \u202e), never acted on:
+// a name cannot reorder, hide or spoof the text around it. Tab, newline and CR stay (log output).
+const INVISIBLE = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/g;
+
+/** ``s`` with every control and bidi-control character replaced by its visible escape. */
+export function inert(s: string): string {
+  return s.replace(INVISIBLE, (c) => {
+    const code = c.charCodeAt(0);
+    return code <= 0xff ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u${code.toString(16).padStart(4, "0")}`;
+  });
+}
+
 export function append(parent: Node, ...children: Child[]): void {
   for (const child of children) {
     if (child === null || child === undefined || child === false) continue;
     if (Array.isArray(child)) append(parent, ...child);
     else if (child instanceof Node) parent.appendChild(child);
-    else parent.appendChild(document.createTextNode(String(child)));
+    else parent.appendChild(document.createTextNode(inert(String(child))));
   }
 }
 

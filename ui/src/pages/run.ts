@@ -3,7 +3,7 @@
 // who wrote each). While the run is running, its live stream updates all of these in place.
 import { api, enc, fileUrl, TERMINAL_STATUSES, type RunDetail, type RunEvent, type Summary, type Value } from "../api";
 import { TableChart, VectorChart } from "../charts";
-import { h, link, message, section, setChildren, statusBadge } from "../dom";
+import { h, inert, link, message, section, setChildren, statusBadge } from "../dom";
 import { elapsed, fmtDuration, fmtTime, fmtValue, runLabel, shortId } from "../format";
 import { follow, type LiveState } from "../live";
 import type { PageContext } from "../main";
@@ -67,7 +67,7 @@ export async function runPage({ root, signal, crumbs }: PageContext, runId: stri
   const show = (id: string, visible: boolean) => ((document.getElementById(id) as HTMLElement).hidden = !visible);
 
   function renderHeader(): void {
-    title.textContent = runLabel(run);
+    title.textContent = inert(runLabel(run));
     setChildren(badge, statusBadge(run.status));
     const duration = run.duration_s ?? (run.status === "running" ? elapsed(run.started_at, null) : null);
     const item = (term: string, ...value: (Node | string)[]) => [h("dt", null, term), h("dd", null, ...value)];
