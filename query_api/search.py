@@ -22,9 +22,10 @@ MLflow's grammar is a subset: its prefixes (``metric``, ``param``, ``parameter(s
 
 Meaning:
 
-* ``params.<name>`` is the run's **properties** (``start_logging(**props)``, the
-  ``runs.properties`` column): runs have no params projection yet; the MLflow issue
-  adds one and moves ``params.`` onto it.
+* ``params.<name>`` is the run's **parameter** (the ``params`` projection: MLflow's
+  log-param, ``run.log_params``), and for a run without that parameter its **property** of
+  that name (``start_logging(**props)``, ``runs.properties``), where runs kept params
+  before there was a projection of them.
 * A number compares numerically: with a metric's summary (float; NaN counts as
   missing), and with a param, tag, or text attribute whose value reads as a number
   (other values never match); a string compares as text (``like``/``ilike`` take SQL
@@ -424,7 +425,9 @@ class _Compiler:
             return (f"EXISTS (SELECT 1 FROM metric_summaries s WHERE s.run_id = r.run_id AND s.name = "
                     f"{self.param(f.name)}::text AND {col} <> 'NaN'::float8 AND {self.number(col, c, 'float8')})")
         if f.kind == "param":
-            return self.text(f"(r.properties ->> {self.param(f.name)}::text)", c)
+            name = self.param(f.name)
+            return self.text(f"COALESCE((SELECT p.value FROM params p WHERE p.run_id = r.run_id AND p.key = {name}::text), "
+                             f"r.properties ->> {name}::text)", c)
         if f.kind == "tag":
             return (f"EXISTS (SELECT 1 FROM tags t WHERE t.run_id = r.run_id AND t.key = {self.param(f.name)}::text "
                     f"AND {self.text('t.value', c)})")
