@@ -23,15 +23,16 @@ from runstream.settings import Settings
 from tests.support.names import unique
 
 
-@pytest.fixture()
-def tracking(services: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def tracking(services: Settings) -> Iterator[str]:
     """MLflow's fluent API and clients pointed at runstream (``MLFLOW_TRACKING_URI``)."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", services.api_url)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a failure shows at once, not after backoff
-    mlflow.set_tracking_uri(services.api_url)
-    yield services.api_url
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", services.api_url)
+        patch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a failure shows at once, not after backoff
+        mlflow.set_tracking_uri(services.api_url)
+        yield services.api_url
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
 
 
 def api(base: str, path: str, **params: Any) -> Any:
@@ -84,7 +85,7 @@ def test_fluent_session_round_trip(tracking: str, tmp_path: Path) -> None:
     assert listed["runs"][0]["params"] == {"alpha": "0.03"}
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def sweep(tracking: str) -> tuple[str, dict[str, str]]:
     """Three runs with metrics, params and tags to search; returns the experiment name and
     run name -> id."""
