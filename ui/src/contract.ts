@@ -33,6 +33,8 @@ export interface Compare {
 }
 
 export interface CompareRun {
+  /** deleted runs are hidden from listings unless asked for; restorable */
+  deleted: boolean;
   /** null until the run ends */
   duration_s: number | null;
   ended_at: string | null;
@@ -132,6 +134,8 @@ export interface NonFinite {
 
 /** A run in the runs listing. */
 export interface Run {
+  /** deleted runs are hidden from listings unless asked for; restorable */
+  deleted: boolean;
   /** null until the run ends */
   duration_s: number | null;
   ended_at: string | null;
@@ -141,6 +145,8 @@ export interface Run {
   last_seq: number;
   metrics: Record<string, Summary>;
   name: string | null;
+  /** parameters (immutable once logged) */
+  params: Record<string, string>;
   parent_run_id: string | null;
   run_id: string;
   started_at: string;
@@ -154,6 +160,8 @@ export interface RunDetail {
   as_of?: AsOf;
   children: string[];
   dead_letters?: number;
+  /** deleted runs are hidden from listings unless asked for; restorable */
+  deleted: boolean;
   /** null until the run ends */
   duration_s: number | null;
   ended_at: string | null;
@@ -163,6 +171,8 @@ export interface RunDetail {
   last_seq: number;
   metrics: Record<string, Summary>;
   name: string | null;
+  /** parameters (immutable once logged) */
+  params: Record<string, string>;
   parent_run_id: string | null;
   properties: Record<string, Value>;
   run_id: string;
