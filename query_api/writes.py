@@ -132,8 +132,3 @@ def setup(app: web.Application) -> None:
         await app[WRITER].stop()
 
     app.cleanup_ctx.append(lifecycle)
-
-
-def now_ms() -> int:
-    """Now in epoch milliseconds (MLflow's time unit)."""
-    return int(time.time() * 1000)
