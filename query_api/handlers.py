@@ -240,10 +240,11 @@ def run_filter(request: web.Request, experiments: list[str] | None = None) -> qu
             raise _bad("metric", raw, "<name><op><number> with op one of < <= > >= = !=")
         metrics.append((m["name"], "=" if m["op"] == "==" else m["op"], threshold))
     order_by, order_metric = request.query.get("order_by", "started_at"), None
-    if order_by.startswith("metric:") and len(order_by) > len("metric:"):
-        order_by, order_metric = "metric", order_by[len("metric:"):]
+    kind, sep, named = order_by.partition(":")
+    if sep and named and kind in ("metric", "param"):
+        order_by, order_metric = kind, named
     elif order_by not in queries.ORDER_FIELDS:
-        raise _bad("order_by", order_by, "started_at, name, status or metric:<name>")
+        raise _bad("order_by", order_by, "started_at, name, status, metric:<name> or param:<key>")
     order = request.query.get("order", "desc" if order_by == "started_at" else "asc")
     if order not in ("asc", "desc"):
         raise _bad("order", order, "asc or desc")

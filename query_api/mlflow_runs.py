@@ -184,13 +184,13 @@ def _order(clauses: Any) -> tuple[str, str | None, str]:
     field, _, direction = clause.rpartition(" ") if clause.upper().endswith((" ASC", " DESC")) else (clause, "", "ASC")
     direction = direction.upper() or "ASC"
     field = field.strip()
-    for prefix in ("metrics.", "metric."):
+    for prefix, kind in (("metrics.", "metric"), ("metric.", "metric"), ("params.", "param"), ("param.", "param")):
         if field.startswith(prefix):
-            return "metric", field[len(prefix):].strip("`\"'"), direction.lower()
+            return kind, field[len(prefix):].strip("`\"'"), direction.lower()
     attribute = field.split(".", 1)[1] if field.startswith(("attributes.", "attribute.", "attr.")) else field
     if attribute in _ORDER_ATTRIBUTES:
         return _ORDER_ATTRIBUTES[attribute], None, direction.lower()
-    raise invalid(f"Invalid order_by clause {clause!r}: runstream orders runs by metrics.<key>, "
+    raise invalid(f"Invalid order_by clause {clause!r}: runstream orders runs by metrics.<key>, params.<key>, "
                   f"attributes.start_time, attributes.run_name or attributes.status")
 
 

@@ -221,8 +221,8 @@ def _paths() -> dict[str, Any]:
                 _q("tag", _STR, "`key` (has the tag) or `key:value`; repeatable, all must match.", True),
                 _q("metric", _STR, "`name<op>number`, op one of < <= > >= = !=, against the metric's last "
                    "value; repeatable, all must hold.", True),
-                _q("order_by", {"type": "string", "default": "started_at"}, "started_at, name, status or "
-                   "metric:<name> (last value; NULL and NaN last)."),
+                _q("order_by", {"type": "string", "default": "started_at"}, "started_at, name, status, "
+                   "metric:<name> (last value; NULL and NaN last) or param:<key> (as text; missing last)."),
                 _q("order", {"enum": ["asc", "desc"]}, "Default desc for started_at, asc otherwise."),
                 _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
                 _q("offset", {"type": "integer", "minimum": 0, "default": 0}, "Page start."),

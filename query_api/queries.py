@@ -249,6 +249,8 @@ METRIC_OPERATORS = ("<=", ">=", "!=", "<", ">", "=")
 
 # A NaN last value sorts with the missing ones: "best run by metric" never picks NaN.
 _metric_key = "NULLIF(o.last_value, 'NaN'::float8)"
+# A parameter orders as text (as MLflow orders params); $10 names it.
+_param_key = "(SELECT p.value FROM params p WHERE p.run_id = r.run_id AND p.key = $10::text)"
 _ORDERINGS: dict[tuple[str, str], str] = {
     ("started_at", "asc"): "r.started_at ASC, r.run_id ASC",
     ("started_at", "desc"): "r.started_at DESC, r.run_id DESC",
@@ -258,6 +260,8 @@ _ORDERINGS: dict[tuple[str, str], str] = {
     ("status", "desc"): "r.status DESC, r.started_at DESC, r.run_id",
     ("metric", "asc"): f"{_metric_key} ASC NULLS LAST, r.started_at DESC, r.run_id",
     ("metric", "desc"): f"{_metric_key} DESC NULLS LAST, r.started_at DESC, r.run_id",
+    ("param", "asc"): f"{_param_key} ASC NULLS LAST, r.started_at DESC, r.run_id",
+    ("param", "desc"): f"{_param_key} DESC NULLS LAST, r.started_at DESC, r.run_id",
 }
 ORDER_FIELDS = ("started_at", "name", "status")
 """``order_by`` values besides ``metric:<name>``."""
@@ -484,7 +488,7 @@ class RunFilter:
     metrics: Sequence[tuple[str, str, float]] = ()
     """``(name, operator, threshold)`` against the metric's last value, all must hold."""
     order_by: str = "started_at"
-    """A field of :data:`ORDER_FIELDS` or ``"metric"`` (then ``order_metric`` names it)."""
+    """A field of :data:`ORDER_FIELDS`, ``"metric"`` or ``"param"`` (then ``order_metric`` names it)."""
     order_metric: str | None = None
     order: str = "desc"
     limit: int = 100

@@ -132,6 +132,10 @@ def test_search_order_and_pages(sweep: tuple[str, dict[str, str]]) -> None:
     name, _ = sweep
     ordered = mlflow.search_runs(experiment_names=[name], order_by=["metrics.mse DESC"], output_format="list")
     assert [r.info.run_name for r in ordered] == ["r2", "r3", "r1"]
+    by_param = mlflow.search_runs(experiment_names=[name], order_by=["params.alpha DESC"], output_format="list")
+    assert [r.info.run_name for r in by_param] == ["r3", "r2", "r1"]
+    with pytest.raises(MlflowException, match="Invalid order_by"):
+        mlflow.search_runs(experiment_names=[name], order_by=["tags.team"])
     client = MlflowClient()
     exp_id = client.get_experiment_by_name(name).experiment_id
     first = client.search_runs([exp_id], max_results=2, order_by=["attributes.run_name ASC"])

@@ -57,14 +57,21 @@ async def test_sdk_rename_note_tags_params_delete_restore(workspace: Workspace, 
     base = services.api_url
     listing = await get(session, f"{base}/api/experiments/{name}/runs")
     assert [r["run_id"] for r in listing["runs"]] == [run.id] and listing["runs"][0]["params"]["alpha"] == "0.5"
+    other = Experiment(workspace, name).start_logging(name="other")
+    other.log_params({"alpha": 0.25})
+    other.complete()
+    for order, expected in (("asc", [other.id, run.id]), ("desc", [run.id, other.id])):
+        page = await get(session, f"{base}/api/experiments/{name}/runs", order_by="param:alpha", order=order)
+        assert [r["run_id"] for r in page["runs"]] == expected
+    other.delete()
 
     run.delete()
     assert run.get_details()["deleted"] is True
     assert (await get(session, f"{base}/api/experiments/{name}/runs"))["runs"] == []
     assert (await get(session, f"{base}/api/runs", experiments=name, filter="params.alpha = '0.5'"))["runs"] == []
     shown = await get(session, f"{base}/api/experiments/{name}/runs", deleted="true")
-    assert [r["deleted"] for r in shown["runs"]] == [True]
-    assert len((await get(session, f"{base}/api/experiments/{name}/runs", deleted="only"))["runs"]) == 1
+    assert [r["deleted"] for r in shown["runs"]] == [True, True]
+    assert len((await get(session, f"{base}/api/experiments/{name}/runs", deleted="only"))["runs"]) == 2
     run.restore()
     assert [r["run_id"] for r in (await get(session, f"{base}/api/experiments/{name}/runs"))["runs"]] == [run.id]
 

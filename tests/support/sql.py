@@ -18,6 +18,7 @@ _SEARCH = ("metrics.mse.min < 3300 and (params.alpha >= 0.2 or params.alpha in (
 STATEMENTS: dict[str, str] = {
     **{name: sql for name, sql in vars(queries).items() if name.isupper() and isinstance(sql, str)},
     "RUNS_FILTERED_EXAMPLE": queries.runs_page_sql("metric", "desc"),
+    "RUNS_PARAM_ORDER_EXAMPLE": queries.runs_page_sql("param", "asc", "TRUE", "deleted"),
     "RUNS_PAGE_DEFAULT": queries.runs_page_sql("started_at", "desc"),
     "RUNS_COUNT": queries.runs_count_sql(),
     "RUNS_SEARCH_EXAMPLE": queries.runs_page_sql("name", "asc", search.compile_filter(search.parse(_SEARCH), 13)[0]),
@@ -72,6 +73,7 @@ EXAMPLE_PARAMS: dict[str, tuple[Any, ...]] = {
     "RUN_STATE": (RUN,),
     "RUNS_COUNT": _RUNS_ARGS,
     "RUNS_FILTERED_EXAMPLE": _RUNS_ARGS + (100, 0),
+    "RUNS_PARAM_ORDER_EXAMPLE": (["exp"], [], "any", None, [], [], [], [], [], "alpha", 100, 0),
     "RUNS_PAGE_DEFAULT": (["exp"], [], "any", None, [], [], [], [], [], None, 100, 0),
     "RUNS_SEARCH_EXAMPLE": (["exp"], [], "any", None, [], [], [], [], [], None, 100, 0,
                             *search.compile_filter(search.parse(_SEARCH), 13)[1]),

@@ -204,7 +204,7 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
     }, fmtValue(s.last), spread);
   }
 
-  function row(r: Run, cols: string[]): HTMLElement {
+  function row(r: Run, cols: string[], params: string[]): HTMLElement {
     const label = runLabel(r);
     const box = h("input", {
       type: "checkbox",
@@ -226,6 +226,7 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
       h("td", null, fmtTime(r.started_at)),
       h("td", { class: "num" }, fmtDuration(duration)),
       h("td", { class: "tags" }, Object.entries(r.tags).map(([k, v]) => h("span", { class: "tag", data: { tagKey: k } }, v ? `${k}: ${v}` : k))),
+      params.map((k) => h("td", { class: "param", data: { param: k } }, r.params[k] ?? "")),
       cols.map((c) => metricCell(c, r.metrics[c])),
     );
   }
@@ -257,6 +258,8 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
       }
     }
     const cols = columns();
+    // Parameter columns: the keys the page's runs have (sortable by the server, as text).
+    const params = [...new Set(page.runs.flatMap((r) => Object.keys(r.params)))].sort().slice(0, MAX_PARAM_COLUMNS);
     renderColumnsPicker();
     renderCompareBar();
     total.textContent = `${page.total.toLocaleString()} runs`;
@@ -272,9 +275,10 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
               sortHeader("Started", "started_at"),
               h("th", { class: "num" }, "Duration"),
               h("th", null, "Tags"),
+              params.map((k) => sortHeader(`params.${k}`, `param:${k}`, { param: k })),
               cols.map((c) => sortHeader(c, `metric:${c}`, { metric: c }, true)),
             )),
-            h("tbody", null, page.runs.map((r) => row(r, cols))))
+            h("tbody", null, page.runs.map((r) => row(r, cols, params))))
         : message("No runs match these filters."),
     );
     const first = page.total ? state.offset + 1 : 0;
@@ -292,6 +296,8 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
 
   await load();
 }
+
+const MAX_PARAM_COLUMNS = 8;
 
 function toggle(list: string[], item: string, on: boolean): string[] {
   const rest = list.filter((x) => x !== item);
