@@ -113,7 +113,8 @@ async def run(args: argparse.Namespace) -> int:
                     p50.detail.setdefault("cpu_s", p99_row.detail.get("cpu_s"))
             if not args.no_mlflow:
                 ml = await measure("MLflow baseline", lambda: mlflow_baseline.measure(b, args.mlflow_python), "mlflow")
-                rows += mlflow_baseline.rows(ml, batched, same_read or full_read, vector and vector[0])
+                if not only or "mlflow" in only:
+                    rows += mlflow_baseline.rows(ml, batched, same_read or full_read, vector and vector[0])
                 # Issue 12's row: the same stock client into runstream's MLflow API, against
                 # mlflow server measured above (or now, when only this row was asked for).
                 compat = await measure("MLflow client into runstream",

@@ -107,7 +107,7 @@ def compat_rows(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) -> l
             f"{ours['history_points']:,} points", ours["history_read_seconds"], "s", higher_is_better=False),
     ]
     if theirs is None or "skipped" in theirs:
-        out[0].note = "no mlflow server to compare with"
+        out[0].note = "mlflow server not measured: " + ("failed" if theirs is None else theirs["skipped"])
         return out
     out[0].ratio, out[0].baseline = ingest / (theirs["points"] / theirs["ingest_seconds"]), "mlflow server"
     out[1].ratio = theirs["history_read_seconds"] / ours["history_read_seconds"]

@@ -75,7 +75,14 @@ async def _active_run(request: web.Request, data: Mapping[str, Any]) -> uuid.UUI
     return rid
 
 
+async def settle(request: web.Request, rid: uuid.UUID) -> None:
+    """Wait until the run's acknowledged writes are materialized (read-your-writes for the
+    writes that answered at Kafka's acknowledgement: query_api.writes)."""
+    await queries.settle(request.app[POOL], runs=[rid])
+
+
 async def _read_runs(request: web.Request, run_ids: list[uuid.UUID]) -> list[dict[str, Any]]:
+    await queries.settle(request.app[POOL], runs=run_ids)
     return [run_json(r) for r in await queries.mlflow_runs(request.app[POOL], run_ids)]
 
 
@@ -209,6 +216,7 @@ async def search_runs(request: web.Request) -> web.Response:
     order_by, metric, order = _order(data.get("order_by"))
     if not keys:
         return json_response({"runs": []})
+    await queries.settle(request.app[POOL], experiments=keys)
     f = queries.RunFilter(experiments=keys, order_by=order_by, order_metric=metric, order=order, limit=limit,
                           offset=offset, search=expr, lifecycle=view,
                           columns=("",))  # no metric is named "": the page's summaries are not needed here
@@ -248,6 +256,7 @@ async def _params_drafts(request: web.Request, rid: uuid.UUID, params: dict[str,
     """params.logged for the keys not logged yet; a key logged with another value is a 400."""
     if not params:
         return []
+    await settle(request, rid)
     stored = await queries.param_values(request.app[POOL], rid, list(params))
     for key, value in params.items():
         if key in stored and stored[key] != value:
@@ -268,7 +277,7 @@ async def log_metric(request: web.Request) -> web.Response:
     data = await body(request)
     rid = await _active_run(request, data)
     metric = {k: data.get(k) for k in ("key", "value", "timestamp", "step")}
-    await request.app[WRITER].write(rid, [Draft("metric.points", {"series": _metric_series([metric])})])
+    await request.app[WRITER].write(rid, [Draft("metric.points", {"series": _metric_series([metric])})], wait=False)
     return json_response({})
 
 
@@ -288,7 +297,8 @@ async def set_tag(request: web.Request) -> web.Response:
     rid = await _active_run(request, data)
     key = text(data, "key")
     assert key is not None
-    await request.app[WRITER].write(rid, _tag_drafts({key: text(data, "value", required=False, default="") or ""}))
+    await request.app[WRITER].write(rid, _tag_drafts({key: text(data, "value", required=False, default="") or ""}),
+                                    wait=False)
     return json_response({})
 
 
@@ -297,10 +307,11 @@ async def delete_tag(request: web.Request) -> web.Response:
     rid = await _active_run(request, data)
     key = text(data, "key")
     assert key is not None
+    await settle(request, rid)
     found, _ = await queries.tag_value(request.app[POOL], rid, key)
     if not found:
         raise missing(f"No tag with name: {key} in run with id {rid.hex}")
-    await request.app[WRITER].write(rid, [Draft("tag.removed", {"key": key})])
+    await request.app[WRITER].write(rid, [Draft("tag.removed", {"key": key})], wait=False)
     return json_response({})
 
 
@@ -326,7 +337,9 @@ async def log_batch(request: web.Request) -> web.Response:
     drafts += _tag_drafts(_pairs(tags_in, "tag", value_required=False))
     if metrics:
         drafts.append(Draft("metric.points", {"series": _metric_series(metrics)}))
-    await request.app[WRITER].write(rid, drafts)
+    # Params wait for the processors (a conflicting value is checked after); the rest
+    # answers at Kafka's acknowledgement and MLflow's reads settle the run first.
+    await request.app[WRITER].write(rid, drafts, wait=bool(params))
     await _check_params(request, rid, params)
     return json_response({})
 
@@ -348,6 +361,7 @@ async def log_model(request: web.Request) -> web.Response:
         model = orjson.loads(model_json)
     except orjson.JSONDecodeError:
         raise invalid("Invalid value for 'model_json': not JSON") from None
+    await settle(request, rid)
     _, current = await queries.tag_value(request.app[POOL], rid, MODEL_HISTORY_TAG)
     history = orjson.loads(current) if current else []
     history.append(model)
@@ -355,7 +369,7 @@ async def log_model(request: web.Request) -> web.Response:
     while len(value) > 4096 and len(history) > 1:  # the tag value limit: keep the latest models
         history.pop(0)
         value = orjson.dumps(history).decode()
-    await request.app[WRITER].write(rid, [Draft("tag.set", {"key": MODEL_HISTORY_TAG, "value": value})])
+    await request.app[WRITER].write(rid, [Draft("tag.set", {"key": MODEL_HISTORY_TAG, "value": value})], wait=False)
     return json_response({})
 
 
@@ -370,6 +384,7 @@ async def get_history(request: web.Request) -> web.Response:
     limit = integer(data, "max_results", MAX_HISTORY_PAGE, 1, MAX_HISTORY_PAGE)
     assert limit is not None
     offset = page_offset(text(data, "page_token", required=False))
+    await settle(request, rid)
     points = await queries.metric_history(request.app[POOL], rid, key, limit, offset)
     metrics = [{"key": key, "value": number(queries.value(p["kind"], p["value"], p["text"])),
                 "timestamp": int(p["time"] * 1000), "step": p["step"]} for p in points if p["kind"] != 3]
@@ -396,6 +411,7 @@ async def get_history_bulk_interval(request: web.Request) -> web.Response:
     for rid in run_ids:
         if await queries.run_state(request.app[POOL], rid) is None:
             raise missing(f"Run with id={rid.hex} not found")
+        await settle(request, rid)
         try:
             vector = await queries.metric_vector(request.app[POOL], rid, key, start, end, max(most, MIN_MAX_POINTS))
         except NotFound:
@@ -431,6 +447,7 @@ async def list_artifacts(request: web.Request) -> web.Response:
     data = await body(request)
     rid, state = await _run(request, data)
     path = (text(data, "path", required=False) or "").strip("/")
+    await settle(request, rid)
     files = await queries.artifacts(request.app[POOL], rid)
     info = run_info({"run_id": rid, "name": None, "experiment": state["experiment"], "status": state["status"],
                      "started_at": None, "ended_at": None, "deleted_at": state["deleted_at"]}, {})

@@ -801,10 +801,43 @@ RETURNING next_seq - $3::bigint AS first"""
 
 EXPERIMENT_META_SEQ = "SELECT last_seq FROM experiment_meta WHERE name = $1"
 
+# Kafka acknowledged the stream's events up to $2 (a write that answered before they were
+# materialized: MLflow's logging calls).
+ACK_SEQS = "UPDATE seq_allocations SET acked_seq = GREATEST(acked_seq, $2) WHERE run_id = $1"
+
+# The runs among $1 (or of the experiments $1) with acknowledged events not materialized
+# yet: what MLflow's reads wait for.
+_unsettled = f"""FROM seq_allocations a JOIN runs r ON r.run_id = a.run_id
+WHERE a.acked_seq > CASE WHEN a.acked_seq >= {SERVER_SEQ_BASE} THEN COALESCE(r.server_seq, -1) ELSE r.last_seq END"""
+UNSETTLED_RUNS = f"SELECT a.run_id {_unsettled} AND a.run_id = ANY($1::uuid[])"
+UNSETTLED_IN_EXPERIMENTS = f"SELECT a.run_id {_unsettled} AND r.experiment = ANY($1::text[])"
+
 
 async def allocate_seqs(db: Db, stream_id: uuid.UUID, base: int, count: int) -> int:
     """The first of ``count`` consecutive seqs reserved for ``stream_id`` (see ALLOCATE_SEQS)."""
     return int(await db.fetchval(ALLOCATE_SEQS, stream_id, base, count))
+
+
+async def ack_seqs(db: Db, stream_id: uuid.UUID, last: int) -> None:
+    """Record that Kafka acknowledged ``stream_id``'s events up to ``last``."""
+    await db.execute(ACK_SEQS, stream_id, last)
+
+
+async def settle(db: Db, *, runs: Sequence[uuid.UUID] = (), experiments: Sequence[str] = (),
+                 wait_ms: int = 10_000) -> None:
+    """Wait until the acknowledged events of ``runs`` (or of every run of ``experiments``)
+    are materialized, or :class:`WaitTimeout`: read-your-writes for writes that answered at
+    Kafka's acknowledgement."""
+    sql, arg = (UNSETTLED_RUNS, list(runs)) if runs else (UNSETTLED_IN_EXPERIMENTS, list(experiments))
+    if not arg:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_ms / 1000
+    while pending := await db.fetch(sql, arg):
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise WaitTimeout(f"{len(pending)} run(s) have acknowledged events not materialized within {wait_ms} ms")
+        await asyncio.sleep(min(POLL_INTERVAL_S, remaining))
 
 
 async def wait_for_experiment(db: Db, name: str, min_seq: int, wait_ms: int) -> None:

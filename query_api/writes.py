@@ -5,9 +5,16 @@ The API process produces them itself, with the project's one producer
 (:class:`runstream.producer.EventProducer`), started on the first write (a read-only API
 never connects to Kafka) and stopped with the app. Kafka is the only way in: a write is
 an event like any SDK call, materialized by the processors, so replay, as-of and live
-work for it. Each write then waits (bounded) until the processors have materialized it,
-so any read after the answer, from any process, sees it (MLflow's clients read right
-after writing, e.g. ``runs/get`` at ``end_run``).
+work for it. Reads right after a write see it (MLflow's clients read right after writing,
+e.g. ``runs/get`` at ``end_run``), from any API process, in one of two ways:
+
+* ``wait=True`` (creations, renames, deletes, params, status): the write answers once the
+  processors have materialized it (the ``min_seq`` wait of the SDK's read-your-writes);
+* ``wait=False`` (MLflow's metrics, tags, artifacts: the hot path): the write answers at
+  Kafka's acknowledgement and records the acknowledged seq (``seq_allocations.acked_seq``);
+  MLflow's reads of the run first wait until that seq is materialized
+  (:func:`queries.settle`). A write whose produce failed was never acknowledged, so no read
+  waits for it.
 
 Seqs (docs/ARCHITECTURE.md, "Seq ownership"): a stream the API creates (a run created
 through MLflow's API, an experiment's stream) is numbered by the API from 0; events for a
@@ -80,12 +87,13 @@ class Writer:
             self._producer = None
 
     async def write(self, stream_id: uuid.UUID, drafts: Sequence[Draft], *, owner: bool = False,
-                    experiment: str | None = None) -> int:
+                    experiment: str | None = None, wait: bool = True) -> int:
         """Write ``drafts`` as consecutive events of ``stream_id`` (a run, or an experiment's
         stream when ``experiment`` names it) and wait until they are materialized; return
         the last seq. ``owner``: the API numbers this stream from 0 (a stream it creates);
-        else a run's events take seqs from ``SERVER_SEQ_BASE``. A draft that fails the event
-        schema is a 400 naming why, and nothing is written."""
+        else a run's events take seqs from ``SERVER_SEQ_BASE``. ``wait=False`` (a run's
+        stream only): answer at Kafka's acknowledgement, recorded for :func:`queries.settle`.
+        A draft that fails the event schema is a 400 naming why, and nothing is written."""
         if not drafts:
             return -1
         pool = self._app[POOL]
@@ -110,6 +118,9 @@ class Writer:
         except KafkaError as exc:
             raise Unavailable(f"Kafka did not acknowledge the write ({exc.__class__.__name__}); retry it") from exc
         last = first + len(drafts) - 1
+        if not wait and experiment is None:
+            await queries.ack_seqs(pool, stream_id, last)
+            return last
         if experiment is not None:
             await queries.wait_for_experiment(pool, experiment, last, WRITE_WAIT_MS)
         else:

@@ -33,8 +33,11 @@ CREATE INDEX experiment_meta_display_name ON experiment_meta (display_name) WHER
 -- The next seq the query API gives an event of a run (or experiment stream) it writes for:
 -- one row per stream, advanced atomically (UPDATE ... RETURNING), so two API processes never
 -- hand out the same seq. A stream the API created starts at 0 (the API is its one writer);
--- any other at SERVER_SEQ_BASE. Not a projection: replay keeps it, like consumer_offsets.
+-- any other at SERVER_SEQ_BASE. acked_seq: the highest seq Kafka acknowledged (MLflow's reads
+-- of the stream wait until it is materialized). Not a projection: replay keeps it, like
+-- consumer_offsets.
 CREATE TABLE seq_allocations (
     run_id      uuid    PRIMARY KEY,
-    next_seq    bigint  NOT NULL
+    next_seq    bigint  NOT NULL,
+    acked_seq   bigint  NOT NULL DEFAULT -1
 );
