@@ -40,6 +40,14 @@ def interpreter(given: str | None) -> tuple[str | None, str]:
     return sys.executable, ""
 
 
+def _driver(python: str) -> str:
+    """SQLAlchemy's dialect for mlflow server: psycopg2 when that interpreter has it (mlflow
+    2's queries compare integer ids with string parameters, which the psycopg 3 dialect
+    casts to VARCHAR and PostgreSQL refuses), else psycopg 3 (what mlflow 3 works with)."""
+    check = subprocess.run([python, "-c", "import psycopg2"], capture_output=True)
+    return "postgresql+psycopg2" if check.returncode == 0 else "postgresql+psycopg"
+
+
 async def measure(b: Bench, given: str | None) -> dict[str, Any]:
     python, why = interpreter(given)
     if python is None:
@@ -52,7 +60,7 @@ async def measure(b: Bench, given: str | None) -> dict[str, Any]:
     (port,) = free_ports(1)
     log = (b.services.state_dir / "mlflow-server.log").open("ab")
     server = subprocess.Popen(
-        [python, "-m", "mlflow", "server", "--backend-store-uri", f"{base.replace('postgresql', 'postgresql+psycopg')}/mlflow",
+        [python, "-m", "mlflow", "server", "--backend-store-uri", f"{base.replace('postgresql', _driver(python))}/mlflow",
          "--default-artifact-root", str(b.services.state_dir / "mlflow-artifacts"),
          "--host", "127.0.0.1", "--port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=b.services.state_dir)
