@@ -100,7 +100,7 @@ async def create(request: web.Request) -> web.Response:
     assert name is not None
     if len(name) > 255:
         raise invalid(f"Experiment name exceeds the maximum length of 255 characters: {len(name)}")
-    if _named(await all_experiments(request), name) is not None and name != DEFAULT_EXPERIMENT:
+    if _named(await all_experiments(request), name) is not None:
         raise exists(f"Experiment '{name}' already exists.")
     tags = {t.get("key"): t.get("value", "") for t in data.get("tags") or [] if isinstance(t, dict)}
     await _write(request, name, [Draft("experiment.created", {"experiment": name, "tags": tags})])

@@ -127,10 +127,7 @@ async def create(request: web.Request) -> web.Response:
     tags = _pairs(data.get("tags"), "tag", value_required=False)
     rid = uuid.uuid4()
     name = text(data, "run_name", required=False) or tags.get(RUN_NAME_TAG) or f"run-{rid.hex[:8]}"
-    tags[RUN_NAME_TAG] = name
-    user = text(data, "user_id", required=False)
-    if user and "mlflow.user" not in tags:
-        tags["mlflow.user"] = user
+    tags[RUN_NAME_TAG] = name  # user_id (deprecated by MLflow) is not kept: clients send the mlflow.user tag
     parent = tags.get(PARENT_TAG)
     start = integer(data, "start_time", None, 0, 32503680000000)
     started = {"experiment": exp.key, "name": name, "kind": "child" if parent else "interactive",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import functools
 import math
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
@@ -30,7 +31,9 @@ STATUS_TO_MLFLOW = {"running": "RUNNING", "completed": "FINISHED", "failed": "FA
 STATUS_FROM_MLFLOW = {"RUNNING": "running", "SCHEDULED": "running", "FINISHED": "completed", "FAILED": "failed",
                       "KILLED": "canceled"}
 
-_CODES = {400: "INVALID_PARAMETER_VALUE", 404: "RESOURCE_DOES_NOT_EXIST", 409: "RESOURCE_ALREADY_EXISTS",
+_INTEGER = re.compile(r"-?\d{1,19}")
+
+_CODES = {400: "INVALID_PARAMETER_VALUE", 404: "RESOURCE_DOES_NOT_EXIST", 409: "RESOURCE_CONFLICT",
           413: "INVALID_PARAMETER_VALUE", 422: "INVALID_PARAMETER_VALUE", 501: "NOT_IMPLEMENTED",
           503: "TEMPORARILY_UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 
@@ -53,7 +56,7 @@ def missing(message: str) -> MlflowError:
 
 
 def exists(message: str) -> MlflowError:
-    return MlflowError(409, message, "RESOURCE_ALREADY_EXISTS")
+    return MlflowError(400, message, "RESOURCE_ALREADY_EXISTS")  # 400, as MLflow answers it
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -133,11 +136,11 @@ def integer(data: Mapping[str, Any], name: str, default: int | None = None, lo: 
         value = value[0]
     if value is None or value == "":
         return default
-    try:
-        number = int(value) if not isinstance(value, bool) and (isinstance(value, int) or str(value).lstrip("-").isdigit()) \
-            else None
-    except ValueError:
-        number = None
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and _INTEGER.fullmatch(value):
+        number = int(value)
     if number is None or not lo <= number <= hi:
         raise invalid(f"Invalid value {value!r} for parameter '{name}': expected an integer in [{lo}, {hi}]")
     return number

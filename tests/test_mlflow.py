@@ -241,9 +241,14 @@ def test_experiments(tracking: str) -> None:
     assert client.get_experiment("0").name == "Default"
     name = unique("mlflow-exp")
     exp_id = client.create_experiment(name, tags={"owner": "me"})
-    with pytest.raises(MlflowException) as err:
-        client.create_experiment(name)
-    assert err.value.error_code == "RESOURCE_ALREADY_EXISTS"
+    for taken in (name, "Default"):
+        with pytest.raises(MlflowException) as err:
+            client.create_experiment(taken)
+        assert err.value.error_code == "RESOURCE_ALREADY_EXISTS"
+    resp = mlflow_post(tracking, "experiments/create", {"name": name})
+    assert (resp.status_code, resp.json()["error_code"]) == (400, "RESOURCE_ALREADY_EXISTS")  # MLflow's status for it
+    mirror = requests.get(f"{tracking}/ajax-api/2.0/mlflow/experiments/get", params={"experiment_id": exp_id}, timeout=30)
+    assert mirror.json()["experiment"]["name"] == name
     exp = client.get_experiment_by_name(name)
     assert exp.experiment_id == exp_id and exp.tags == {"owner": "me"} and exp.lifecycle_stage == "active"
     client.set_experiment_tag(exp_id, "stage", "dev")
@@ -318,3 +323,36 @@ def test_sklearn_autolog_ridge_sweep(tracking: str) -> None:
         assert "mlflow.log-model.history" in r.data.tags
     detail = api(tracking, f"/runs/{uuid.UUID(runs[0].info.run_id)}")
     assert detail["params"]["alpha"] == "0.1" and "training_mean_squared_error" in detail["metrics"]
+
+
+def test_run_update_delete_restore_tags_and_inputs(tracking: str) -> None:
+    name = unique("mlflow-lifecycle")
+    exp_id = MlflowClient().create_experiment(name)
+    client = MlflowClient()
+    run = client.create_run(exp_id, run_name="first", tags={"keep": "1", "drop": "2"})
+    rid = run.info.run_id
+    assert run.info.status == "RUNNING" and run.data.tags["mlflow.runName"] == "first"
+    client.delete_tag(rid, "drop")
+    with pytest.raises(MlflowException) as err:
+        client.delete_tag(rid, "drop")
+    assert err.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    client.update_run(rid, name="second")
+    resp = mlflow_post(tracking, "runs/log-inputs", {"run_id": rid, "datasets": []})
+    assert resp.status_code == 200 and resp.json() == {}
+    client.set_terminated(rid, status="KILLED", end_time=1_700_000_000_000)
+    got = client.get_run(rid)
+    assert (got.info.run_name, got.info.status, got.info.end_time) == ("second", "KILLED", 1_700_000_000_000)
+    assert got.data.tags == {"keep": "1", "mlflow.runName": "second"}
+    detail = api(tracking, f"/runs/{uuid.UUID(rid)}")
+    assert (detail["name"], detail["status"]) == ("second", "canceled")
+
+    client.delete_run(rid)
+    assert client.get_run(rid).info.lifecycle_stage == "deleted"
+    assert client.search_runs([exp_id]) == []
+    assert [r.info.run_id for r in client.search_runs([exp_id], run_view_type=2)] == [rid]  # DELETED_ONLY
+    assert api(tracking, f"/experiments/{name}/runs")["runs"] == []
+    with pytest.raises(MlflowException) as err:
+        client.log_metric(rid, "m", 1.0)
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+    client.restore_run(rid)
+    assert [r.info.run_id for r in client.search_runs([exp_id])] == [rid]
