@@ -129,9 +129,12 @@ def test_search_filter_grammar(sweep: tuple[str, dict[str, str]], query: str, ex
 
 
 def test_search_order_and_pages(sweep: tuple[str, dict[str, str]]) -> None:
-    name, _ = sweep
+    name, ids = sweep
     ordered = mlflow.search_runs(experiment_names=[name], order_by=["metrics.mse DESC"], output_format="list")
     assert [r.info.run_name for r in ordered] == ["r2", "r3", "r1"]
+    by_id = mlflow.search_runs(experiment_names=[name], output_format="list",
+                               filter_string=f"attributes.run_id IN ('{ids['r1']}', '{uuid.UUID(ids['r2'])}')")
+    assert {r.info.run_name for r in by_id} == {"r1", "r2"}
     by_param = mlflow.search_runs(experiment_names=[name], order_by=["params.alpha DESC"], output_format="list")
     assert [r.info.run_name for r in by_param] == ["r3", "r2", "r1"]
     with pytest.raises(MlflowException, match="Invalid order_by"):
