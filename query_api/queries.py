@@ -866,11 +866,16 @@ ORDER BY e.created_at, e.name"""
 MLFLOW_RUN_ROWS = f"SELECT {_run_columns} FROM runs r WHERE r.run_id = ANY($1::uuid[])"
 
 # Each run's latest value per metric: the highest step, then the latest timestamp (MLflow's
-# rule; the index on (run_id, name, step) serves it).
+# rule). One index lookup per (run, metric) from the summaries (metric_points_run_name_step
+# read backwards), not a scan of every point of the run.
 MLFLOW_LATEST_METRICS = """
-SELECT DISTINCT ON (run_id, name) run_id, name, value, text, kind, date_part('epoch', ts) AS time, step
-FROM metric_points WHERE run_id = ANY($1::uuid[])
-ORDER BY run_id, name, step DESC, ts DESC"""
+SELECT s.run_id, s.name, p.value, p.text, p.kind, date_part('epoch', p.ts) AS time, p.step
+FROM metric_summaries s
+CROSS JOIN LATERAL (SELECT m.value, m.text, m.kind, m.ts, m.step FROM metric_points m
+                    WHERE m.run_id = s.run_id AND m.name = s.name
+                    ORDER BY m.step DESC, m.ts DESC LIMIT 1) AS p
+WHERE s.run_id = ANY($1::uuid[]) AND s.kind IN ('scalar', 'list')
+ORDER BY s.run_id, s.name"""
 
 # One page of a metric's history in (step, time) order.
 MLFLOW_HISTORY = """
