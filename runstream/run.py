@@ -53,6 +53,7 @@ class Run:
         self._seq = 0
         self._readable_seq = -1  # the last seq the query API confirmed materialized (Run._await_readable)
         self._steps: dict[str, int] = {}
+        self._params: dict[str, str] = {}  # logged by this process (params are immutable)
         self._lock = threading.Lock()
         self._children: list[Run] = []
         self._pending: list[Future[None]] = []  # background image uploads
@@ -241,8 +242,9 @@ class Run:
     # ---- parameters and management -----------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:
         """Record the run's parameters (``str(value)`` each; MLflow's params, shown and
-        searchable as ``params.<key>``). Parameters are immutable: the first value logged
-        for a key is the one kept."""
+        searchable as ``params.<key>``). Parameters are immutable: a key logged again with
+        another value raises ``ValueError`` (the same value is a no-op); across processes the
+        first value logged is the one kept."""
         self._check_writable()
         if not params:
             return
@@ -255,6 +257,13 @@ class Run:
                 raise LimitError(f"param {key!r} value is {len(text)} characters; "
                                  f"MAX_PARAM_VALUE_LENGTH={limits.MAX_PARAM_VALUE_LENGTH}")
             clean[checks.text(key, "param key")] = checks.text(text, f"param {key!r} value")
+        with self._lock:
+            for key, value in clean.items():
+                if self._params.get(key, value) != value:
+                    raise ValueError(f"param {key!r} was logged with value {self._params[key]!r}; params are "
+                                     f"immutable, {value!r} is refused")
+            clean = {k: v for k, v in clean.items() if k not in self._params}
+            self._params.update(clean)
         items = list(clean.items())
         for i in range(0, len(items), limits.MAX_PARAMS_PER_EVENT):
             self._event("params.logged", {"params": dict(items[i:i + limits.MAX_PARAMS_PER_EVENT])})

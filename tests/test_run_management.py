@@ -45,6 +45,9 @@ async def test_sdk_rename_note_tags_params_delete_restore(workspace: Workspace, 
     run = Experiment(workspace, name).start_logging(name="before")
     run.log("loss", 1.0)
     run.log_params({"alpha": 0.5, "solver": "svd"})
+    run.log_params({"alpha": "0.5"})  # the same value again: nothing to log
+    with pytest.raises(ValueError, match="params are immutable"):
+        run.log_params({"alpha": 0.6})
     run.display_name = "after"
     run.description = "a note on this run"
     run.log("loss", 0.5)  # the SDK keeps numbering after the server's events
