@@ -20,7 +20,7 @@ from benchmarks import cpu, mlflow_baseline, workloads
 from benchmarks import services as svc
 from benchmarks.results import Row, cpu_table, machine, table, write_json
 
-ROWS = ("batched", "single", "raw", "latency", "vector", "concurrent", "rebuild", "reads", "mlflow")
+ROWS = ("batched", "single", "raw", "latency", "vector", "concurrent", "rebuild", "reads", "mlflow", "mlflow_compat")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -113,7 +113,17 @@ async def run(args: argparse.Namespace) -> int:
                     p50.detail.setdefault("cpu_s", p99_row.detail.get("cpu_s"))
             if not args.no_mlflow:
                 ml = await measure("MLflow baseline", lambda: mlflow_baseline.measure(b, args.mlflow_python), "mlflow")
-                rows += mlflow_baseline.rows(ml, batched, same_read or full_read, vector and vector[0])
+                if not only or "mlflow" in only:
+                    rows += mlflow_baseline.rows(ml, batched, same_read or full_read, vector and vector[0])
+                # Issue 12's row: the same stock client into runstream's MLflow API, against
+                # mlflow server measured above (or now, when only this row was asked for).
+                compat = await measure("MLflow client into runstream",
+                                       lambda: mlflow_baseline.measure_runstream(b, args.mlflow_python), "mlflow_compat")
+                if compat is not None:
+                    theirs = ml if ml is not None else await measure(
+                        "MLflow baseline for the compat row", lambda: mlflow_baseline.measure(b, args.mlflow_python),
+                        "mlflow_compat")
+                    rows += mlflow_baseline.compat_rows(compat, theirs)
     finally:
         await asyncio.to_thread(svc.stop, services)
     meta = {**machine(), "quick": args.quick, "processors": args.processors, "sizes": vars(sizes),

@@ -2,7 +2,9 @@
 
 ``mlflow server`` runs on 127.0.0.1 with its backend store in a separate database
 (``mlflow``) of the benchmark's PostgreSQL; :mod:`benchmarks.mlflow_client` logs and reads
-through ``MlflowClient``. mlflow is an optional extra (``pip install -e '.[bench]'``);
+through ``MlflowClient``. :func:`measure_runstream` runs the same client, unchanged, against
+runstream's own MLflow API (the stack's query API URL), and :func:`compat_rows` sets the
+two side by side (issue 12's row). mlflow is an optional extra (``pip install -e '.[bench]'``);
 it can also live in another virtualenv, given with ``--mlflow-python``. When it cannot
 run, the row says exactly why.
 """
@@ -38,6 +40,14 @@ def interpreter(given: str | None) -> tuple[str | None, str]:
     return sys.executable, ""
 
 
+def _driver(python: str) -> str:
+    """SQLAlchemy's dialect for mlflow server: psycopg2 when that interpreter has it (mlflow
+    2's queries compare integer ids with string parameters, which the psycopg 3 dialect
+    casts to VARCHAR and PostgreSQL refuses), else psycopg 3 (what mlflow 3 works with)."""
+    check = subprocess.run([python, "-c", "import psycopg2"], capture_output=True)
+    return "postgresql+psycopg2" if check.returncode == 0 else "postgresql+psycopg"
+
+
 async def measure(b: Bench, given: str | None) -> dict[str, Any]:
     python, why = interpreter(given)
     if python is None:
@@ -50,7 +60,7 @@ async def measure(b: Bench, given: str | None) -> dict[str, Any]:
     (port,) = free_ports(1)
     log = (b.services.state_dir / "mlflow-server.log").open("ab")
     server = subprocess.Popen(
-        [python, "-m", "mlflow", "server", "--backend-store-uri", f"{base.replace('postgresql', 'postgresql+psycopg')}/mlflow",
+        [python, "-m", "mlflow", "server", "--backend-store-uri", f"{base.replace('postgresql', _driver(python))}/mlflow",
          "--default-artifact-root", str(b.services.state_dir / "mlflow-artifacts"),
          "--host", "127.0.0.1", "--port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=b.services.state_dir)
@@ -58,15 +68,7 @@ async def measure(b: Bench, given: str | None) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     try:
         await asyncio.to_thread(wait_http, f"{url}/health", server, 180)
-        proc = await asyncio.create_subprocess_exec(
-            python, "-m", "benchmarks.mlflow_client", url, "--runs", str(b.sizes.batched_procs * b.sizes.batched_runs),
-            "--points", str(b.sizes.mlflow_points), "--history", str(b.sizes.mlflow_history),
-            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
-        out, err = await proc.communicate()
-        if proc.returncode != 0:
-            return {"skipped": f"the MLflow client failed ({proc.returncode}): {err.decode()[-500:]}"}
-        return dict(orjson.loads(out))
+        return await _client(b, python, url)
     except RuntimeError as exc:
         return {"skipped": f"mlflow server did not start: {exc} (log: {b.services.state_dir / 'mlflow-server.log'})"}
     finally:
@@ -77,6 +79,48 @@ async def measure(b: Bench, given: str | None) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
                 server.wait(10)
+
+
+async def _client(b: Bench, python: str, url: str) -> dict[str, Any]:
+    """:mod:`benchmarks.mlflow_client`'s workload against the tracking server at ``url``."""
+    proc = await asyncio.create_subprocess_exec(
+        python, "-m", "benchmarks.mlflow_client", url, "--runs", str(b.sizes.batched_procs * b.sizes.batched_runs),
+        "--points", str(b.sizes.mlflow_points), "--history", str(b.sizes.mlflow_history),
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        return {"skipped": f"the MLflow client failed ({proc.returncode}): {err.decode()[-500:]}"}
+    return dict(orjson.loads(out))
+
+
+async def measure_runstream(b: Bench, given: str | None) -> dict[str, Any]:
+    """The same MLflow client workload, pointed at runstream's MLflow API (the query API)."""
+    python, why = interpreter(given)
+    if python is None:
+        return {"skipped": why}
+    return await _client(b, python, b.settings.api_url)
+
+
+def compat_rows(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) -> list[Row]:
+    """The stock MLflow client into runstream vs into ``mlflow server``, and the ratios."""
+    if ours is None or "skipped" in ours:
+        why = "failed; see the output above" if ours is None else f"not measured: {ours['skipped']}"
+        return [Row("mlflow_compat", "MLflow client into runstream", None, "", note=why)]
+    ingest = ours["points"] / ours["ingest_seconds"]
+    out = [
+        Row("mlflow_compat_ingest", f"MLflow client log_batch into runstream (1,000/call, {ours['threads']} threads)",
+            ingest, "points/s", detail=ours),
+        Row("mlflow_compat_history_read", f"MLflow client get_metric_history from runstream, "
+            f"{ours['history_points']:,} points", ours["history_read_seconds"], "s", higher_is_better=False),
+    ]
+    if theirs is None or "skipped" in theirs:
+        out[0].note = "mlflow server not measured: " + ("failed" if theirs is None else theirs["skipped"])
+        return out
+    out[0].ratio, out[0].baseline = ingest / (theirs["points"] / theirs["ingest_seconds"]), "mlflow server"
+    out[1].ratio = theirs["history_read_seconds"] / ours["history_read_seconds"]
+    out[1].baseline = "faster than mlflow server"
+    return out
 
 
 def rows(ml: dict[str, Any] | None, batched: Row | None, read: Row | None, vector: Row | None) -> list[Row]:

@@ -108,6 +108,25 @@ class RunChange:
     status: str | None = None
     error: str | None = None
     ended_at: datetime | None = None
+    server_seq: int = -1
+    """Highest seq of the batch at or above ``SERVER_SEQ_BASE`` (events the query API wrote
+    for a run it does not number); ``last_seq`` stays the run's own numbering."""
+    name: str | None = None
+    renamed: bool = False
+    deleted: bool | None = None
+    """True: run.deleted is the batch's last lifecycle event; False: run.restored; None: neither."""
+    deleted_at: datetime | None = None
+
+
+@dataclass
+class ExperimentChange:
+    """What a batch's experiment events change on one experiment (``experiment_meta``)."""
+
+    last_seq: int = -1
+    updated_at: datetime | None = None
+    display_name: str | None = None
+    deleted: bool | None = None
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 Rollup = list[Any]
@@ -145,6 +164,9 @@ class Materialized:
     tags: dict[tuple[str, str], tuple[str | None, datetime, bool]] = field(default_factory=dict)
     artifacts: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
     summaries: dict[tuple[str, str], Summary] = field(default_factory=dict)
+    params: dict[tuple[str, str], tuple[str, datetime]] = field(default_factory=dict)
+    """(run, key) -> (value, time) of the first value logged in the batch (params are immutable)."""
+    experiment_meta: dict[str, ExperimentChange] = field(default_factory=dict)
 
     def summary(self, run_id: str, name: str, kind: str, description: str | None) -> Summary:
         s = self.summaries.get((run_id, name))
@@ -243,7 +265,10 @@ def materialize(batch: list[ev.Event], *, columnar: bool = False) -> Materialize
         change = runs.get(run_id)
         if change is None:
             change = runs[run_id] = RunChange()
-        if event.seq > change.last_seq:
+        if event.seq >= ev.SERVER_SEQ_BASE:
+            if event.seq > change.server_seq:
+                change.server_seq = event.seq
+        elif event.seq > change.last_seq:
             change.last_seq = event.seq
         change.updated_ts = event.ts
         if cls is ev.MetricPoints:
@@ -349,6 +374,57 @@ def _log_lines(out: Materialized, e: ev.LogLines, when: datetime, change: RunCha
         out.log_lines.append((e.run_id, e.seq, idx, to_datetime(t), p.stream, line))
 
 
+def _params_logged(out: Materialized, e: ev.ParamsLogged, when: datetime, change: RunChange) -> None:
+    params = out.params
+    for key, value in e.payload.params.items():
+        params.setdefault((e.run_id, key), (value, when))
+
+
+def _run_renamed(out: Materialized, e: ev.RunRenamed, when: datetime, change: RunChange) -> None:
+    change.name, change.renamed = e.payload.name, True
+
+
+def _run_deleted(out: Materialized, e: ev.RunDeleted, when: datetime, change: RunChange) -> None:
+    change.deleted, change.deleted_at = True, when
+
+
+def _run_restored(out: Materialized, e: ev.RunRestored, when: datetime, change: RunChange) -> None:
+    change.deleted, change.deleted_at = False, None
+
+
+def _experiment(out: Materialized, e: Any, when: datetime) -> ExperimentChange:
+    x = out.experiment_meta.get(e.payload.experiment)
+    if x is None:
+        x = out.experiment_meta[e.payload.experiment] = ExperimentChange()
+    x.last_seq = max(x.last_seq, e.seq)
+    x.updated_at = when if x.updated_at is None else max(x.updated_at, when)
+    return x
+
+
+def _experiment_created(out: Materialized, e: ev.ExperimentCreated, when: datetime, change: RunChange) -> None:
+    p = e.payload
+    first = out.experiments.get(p.experiment)
+    if first is None or when < first:
+        out.experiments[p.experiment] = when
+    _experiment(out, e, when).tags.update(p.tags)
+
+
+def _experiment_renamed(out: Materialized, e: ev.ExperimentRenamed, when: datetime, change: RunChange) -> None:
+    _experiment(out, e, when).display_name = e.payload.name
+
+
+def _experiment_deleted(out: Materialized, e: ev.ExperimentDeleted, when: datetime, change: RunChange) -> None:
+    _experiment(out, e, when).deleted = True
+
+
+def _experiment_restored(out: Materialized, e: ev.ExperimentRestored, when: datetime, change: RunChange) -> None:
+    _experiment(out, e, when).deleted = False
+
+
+def _experiment_tag_set(out: Materialized, e: ev.ExperimentTagSet, when: datetime, change: RunChange) -> None:
+    _experiment(out, e, when).tags[e.payload.key] = e.payload.value
+
+
 _APPLY: dict[type, Any] = {
     ev.RunStarted: _run_started,
     ev.RunStatus: _run_status,
@@ -361,5 +437,14 @@ _APPLY: dict[type, Any] = {
     ev.TagSet: _tag_set,
     ev.TagRemoved: _tag_removed,
     ev.LogLines: _log_lines,
+    ev.ParamsLogged: _params_logged,
+    ev.RunRenamed: _run_renamed,
+    ev.RunDeleted: _run_deleted,
+    ev.RunRestored: _run_restored,
+    ev.ExperimentCreated: _experiment_created,
+    ev.ExperimentRenamed: _experiment_renamed,
+    ev.ExperimentDeleted: _experiment_deleted,
+    ev.ExperimentRestored: _experiment_restored,
+    ev.ExperimentTagSet: _experiment_tag_set,
 }
 assert set(_APPLY) == set(ev.EVENT_TYPES.values()), "every event type needs a materializer"

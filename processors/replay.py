@@ -69,7 +69,8 @@ from runstream.processors.replay_load import (
     serve,
 )
 
-PROJECTIONS = ("experiments", "runs", "tags", "artifacts", "metric_summaries", "metric_rollups",
+PROJECTIONS = ("experiments", "runs", "tags", "artifacts", "metric_summaries", "metric_rollups", "params",
+               "experiment_meta",
                "metric_points", "table_rows", "log_lines")
 """Every table that is a function of the events archive."""
 BULK = ("metric_points", "table_rows", "log_lines")

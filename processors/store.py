@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
+import orjson
 
 from runstream.processors import integrity
 from runstream.processors.columnar import copy_data
@@ -75,11 +76,13 @@ _FINAL = "status IN (" + ", ".join(f"'{t}'" for t in sorted(ev.TERMINAL_STATUSES
 # run.status archived (status-final, processors.integrity: the archive holds at most one),
 # else of the latest. (Cheap: when the start comes first, as usual, only the start itself
 # is in the archive.)
-INSERT_RUN = """
+# Seqs the query API gave its own events for the run (>= SERVER_SEQ_BASE) are not the
+# run's numbering: last_seq ignores them (a replay meets them in the archive).
+INSERT_RUN = f"""
 INSERT INTO runs (run_id, experiment, name, parent_run_id, kind, status, properties,
                   started_at, updated_at, last_seq, error, ended_at)
 SELECT $1, $2, $3, $4, $5, COALESCE(early.status, $6), $7::jsonb, $8, GREATEST($8, early.ts),
-       COALESCE((SELECT max(seq) FROM events WHERE run_id = $1), -1), early.error,
+       COALESCE((SELECT max(seq) FROM events WHERE run_id = $1 AND seq < {ev.SERVER_SEQ_BASE}), -1), early.error,
        CASE WHEN early.status IS NULL OR early.status = 'running' THEN NULL ELSE early.ts END
 FROM (SELECT 1) AS one LEFT JOIN LATERAL (
     SELECT status, error, ts FROM (
@@ -93,14 +96,35 @@ ON CONFLICT (run_id) DO NOTHING
 
 # A terminal status is final (status-final, processors.integrity): the check refuses a
 # later status before it gets here; this keeps a rebuilt or legacy archive to the rule too.
+# $7/$8 rename (flag, name), $9 deleted (NULL: unchanged) at $10, $11 server_seq (NULL: none).
 UPDATE_RUN = f"""
 UPDATE runs SET
     last_seq = GREATEST(last_seq, $2),
     updated_at = GREATEST(updated_at, $3),
     status = CASE WHEN {_FINAL} THEN status ELSE COALESCE($4, status) END,
     error = CASE WHEN $4::text IS NULL OR {_FINAL} THEN error ELSE $5 END,
-    ended_at = CASE WHEN $4::text IS NULL OR {_FINAL} THEN ended_at ELSE $6 END
+    ended_at = CASE WHEN $4::text IS NULL OR {_FINAL} THEN ended_at ELSE $6 END,
+    name = CASE WHEN $7::boolean THEN $8::text ELSE name END,
+    deleted_at = CASE WHEN $9::boolean IS NULL THEN deleted_at WHEN $9::boolean THEN $10::timestamptz END,
+    server_seq = GREATEST(server_seq, $11::bigint)
 WHERE run_id = $1
+"""
+
+# Params are immutable: the first value stored for a key stays (in log order).
+INSERT_PARAM = """
+INSERT INTO params (run_id, key, value, logged_at) VALUES ($1, $2, $3, $4) ON CONFLICT (run_id, key) DO NOTHING
+"""
+
+# $3 deleted (NULL: unchanged) at $4; $5 tags to merge (a JSON object text).
+UPSERT_EXPERIMENT_META = """
+INSERT INTO experiment_meta AS m (name, display_name, deleted_at, tags, updated_at, last_seq)
+VALUES ($1, $2, CASE WHEN $3::boolean THEN $4::timestamptz END, $5::text::jsonb, $4, $6)
+ON CONFLICT (name) DO UPDATE SET
+    display_name = COALESCE(excluded.display_name, m.display_name),
+    deleted_at = CASE WHEN $3::boolean IS NULL THEN m.deleted_at WHEN $3::boolean THEN $4::timestamptz END,
+    tags = m.tags || excluded.tags,
+    updated_at = GREATEST(m.updated_at, excluded.updated_at),
+    last_seq = GREATEST(m.last_seq, excluded.last_seq)
 """
 
 UPSERT_TAG = """
@@ -324,7 +348,13 @@ async def write_projections(conn: asyncpg.Connection, m: Materialized, *, notify
     await _many(conn, INSERT_EXPERIMENT, sorted(m.experiments.items()))
     await _many(conn, INSERT_RUN, [c.started for c in m.runs.values() if c.started])
     await _many(conn, UPDATE_RUN, [
-        (run_id, c.last_seq, c.updated_at, c.status, c.error, c.ended_at) for run_id, c in sorted(m.runs.items())
+        (run_id, c.last_seq, c.updated_at, c.status, c.error, c.ended_at, c.renamed, c.name, c.deleted, c.deleted_at,
+         c.server_seq if c.server_seq >= 0 else None) for run_id, c in sorted(m.runs.items())
+    ])
+    await _many(conn, INSERT_PARAM, [(r, k, v, t) for (r, k), (v, t) in sorted(m.params.items())])
+    await _many(conn, UPSERT_EXPERIMENT_META, [
+        (name, x.display_name, x.deleted, x.updated_at, orjson.dumps(x.tags).decode(), x.last_seq)
+        for name, x in sorted(m.experiment_meta.items())
     ])
     tags = sorted(m.tags.items())
     await _many(conn, UPSERT_TAG, [(r, k, v, t) for (r, k), (v, t, removed) in tags if not removed])

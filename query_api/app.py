@@ -10,7 +10,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from runstream.query_api import export, handlers, hardening, live, ui
+from runstream.query_api import export, handlers, hardening, live, manage, mlflow_api, ui, writes
 from runstream.query_api.cache import CACHE, ResponseCache
 from runstream.query_api.errors import error_middleware
 from runstream.query_api.handlers import POOL, SETTINGS
@@ -105,6 +105,9 @@ def create_app(settings: ServiceSettings) -> web.Application:
     for name, path, handler in ROUTES:
         app.router.add_get(path, handler, name=name)
     live.setup(app)
+    writes.setup(app)  # the API's own events: MLflow's writes and run management
+    manage.setup(app)
+    mlflow_api.setup(app)
     ui.setup(app, Path(settings.ui_dir) if settings.ui_dir else ui.DIST)
     return app
 

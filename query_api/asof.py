@@ -27,6 +27,7 @@ and update, the tags it would keep, the summaries it would upsert) the way
 from __future__ import annotations
 
 import asyncio
+import heapq
 import uuid
 import weakref
 from collections.abc import Sequence
@@ -98,7 +99,15 @@ async def fold(db: queries.Db, run_id: uuid.UUID, last_seq: int, point: AsOf, *,
     materialized seq (a seq beyond it is a 404; a time resolves to at most it).
     ``columnar``: long numeric series take materialize's columnar path (summaries only;
     the values are then not in ``m.points``)."""
-    if point.seq is not None:
+    cutoff = point.when
+    if point.seq is not None and point.seq >= ev.SERVER_SEQ_BASE:
+        # An event the query API wrote for a run numbered elsewhere: the other numbering
+        # counts in up to its time.
+        cutoff = await queries.as_of_ts(db, run_id, point.seq)
+        if cutoff is None:
+            raise NotFound(f"run {run_id} has no event {point.param}")
+        seq = point.seq
+    elif point.seq is not None:
         if point.seq > last_seq:
             raise NotFound(
                 f"run {run_id} has no event {point.param}: its last materialized event is seq {last_seq} "
@@ -109,7 +118,9 @@ async def fold(db: queries.Db, run_id: uuid.UUID, last_seq: int, point: AsOf, *,
         assert point.when is not None
         after = await queries.as_of_first_after(db, run_id, point.when)
         seq = last_seq if after is None else min(after - 1, last_seq)
-    events, size = await queries.as_of_extent(db, run_id, seq) if seq >= 0 else (0, 0)
+    if cutoff is None:
+        cutoff = await queries.as_of_ts(db, run_id, seq) if seq >= 0 else None
+    events, size = (0, 0) if cutoff is None else await queries.as_of_extent(db, run_id, seq, cutoff)
     if events == 0:
         raise NotFound(f"run {run_id} has no event at or before {point.param}")
     if events > MAX_EVENTS or size > MAX_BYTES:
@@ -118,14 +129,19 @@ async def fold(db: queries.Db, run_id: uuid.UUID, last_seq: int, point: AsOf, *,
             f"state folds at most {MAX_EVENTS} events and {MAX_BYTES} bytes: ask for an earlier point"
         )
     async with _fold_slot():
-        bodies = await queries.as_of_bodies(db, run_id, seq)
-        return await asyncio.to_thread(_fold, run_id, bodies, columnar)
+        bodies = await queries.as_of_bodies(db, run_id, seq, cutoff)
+        return await asyncio.to_thread(_fold, run_id, bodies, seq, columnar)
 
 
-def _fold(run_id: uuid.UUID, bodies: Sequence[bytes], columnar: bool) -> Fold:
-    batch = [ev.decode(body) for body in bodies]
-    last = batch[-1]
-    return Fold(run_id, materialize(batch, columnar=columnar), last.seq, last.ts)
+def _fold(run_id: uuid.UUID, bodies: Sequence[bytes], seq: int, columnar: bool) -> Fold:
+    """Decode and fold; the two numberings (seq order each) are merged by time, as the
+    processors met them on the run's one partition."""
+    decoded = [ev.decode(body) for body in bodies]
+    own = [e for e in decoded if e.seq < ev.SERVER_SEQ_BASE]
+    server = [e for e in decoded if e.seq >= ev.SERVER_SEQ_BASE]
+    batch = list(heapq.merge(own, server, key=lambda e: e.ts)) if server else own
+    point = next((e for e in batch if e.seq == seq), batch[-1])
+    return Fold(run_id, materialize(batch, columnar=columnar), point.seq, point.ts)
 
 
 def _as_of(f: Fold) -> api.AsOf:
@@ -142,7 +158,7 @@ def detail(f: Fold, children: list[uuid.UUID]) -> api.RunDetail:
     row = {
         "run_id": f.run_id,
         "experiment": experiment,
-        "name": name,
+        "name": change.name if change.renamed else name,
         "status": change.status if ended else status,
         "kind": kind,
         "parent_run_id": None if parent is None else uuid.UUID(parent),
@@ -151,12 +167,14 @@ def detail(f: Fold, children: list[uuid.UUID]) -> api.RunDetail:
         "ended_at": change.ended_at if ended else None,
         "updated_at": max(started_at, change.updated_at or started_at),
         "last_seq": change.last_seq,
+        "deleted_at": change.deleted_at if change.deleted else None,
     }
     m = f.m
     return {
         **queries.run_of(row),
         "properties": orjson.loads(properties),
         "tags": {key: value for (_, key), (value, _, removed) in sorted(m.tags.items()) if not removed},
+        "params": {key: value for (_, key), (value, _) in sorted(m.params.items())},
         "metrics": {
             name: queries.summary_of(s.kind, s.description, s.count, s.last_step, s.last_value, s.last_text,
                                      s.last_kind, s.min_value, s.max_value)

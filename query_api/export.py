@@ -96,7 +96,8 @@ async def runs_csv(request: web.Request) -> web.StreamResponse:
             summaries = {s[0]: s for s in r["summaries"]}
             line: list[Any] = [run[field] for field in RUN_FIELDS]  # type: ignore[literal-required]
             line += [tags.get(k) for k in keys["tags"]]
-            line += [r["properties"].get(k) for k in keys["params"]]
+            params = {**r["properties"], **dict(r["params"])}  # the projection's value wins
+            line += [params.get(k) for k in keys["params"]]
             for m in metrics:
                 s = summaries.get(m)
                 line += [None, None, None] if s is None else [queries.value(s[3], s[1], s[2]), s[4], s[5]]

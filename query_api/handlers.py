@@ -291,7 +291,16 @@ def run_filter(request: web.Request, experiments: list[str] | None = None,
         columns=query_list(request, "columns"),
         search=search.parse(request.query["filter"]) if request.query.get("filter", "").strip() else None,
         workspace=_principal_workspace(request),
+        lifecycle=_lifecycle(request),
     )
+
+
+def _lifecycle(request: web.Request) -> str:
+    """``deleted``: false (default: deleted runs left out), true (included) or only."""
+    raw = request.query.get("deleted", "")
+    if raw.lower() == "only":
+        return "deleted"
+    return "all" if query_bool(request, "deleted") else "active"
 
 
 # ---------------------------------------------------------------- handlers

@@ -37,6 +37,11 @@ DESCRIPTION = """Read side of runstream (SPEC section 5).
   metrics of any run of the tree), and is not used for a `min_seq` it has not reached;
   while the server cannot listen for those commits, every answer is a miss. A request
   with `Cache-Control: no-cache` is always read from the database.
+* Run management (`PATCH /api/runs/{run_id}`, `POST .../delete`, `POST .../restore`) writes
+  an event and answers once it is materialized. Deleted runs are left out of the runs
+  listings unless `deleted=true` (or `only`).
+* MLflow's tracking REST API is served at `/api/2.0/mlflow/` (and `/ajax-api/2.0/mlflow/`,
+  `/api/2.0/mlflow-artifacts/`) with MLflow's own shapes; docs/MLFLOW.md lists what is covered.
 """
 
 LIVE_DESCRIPTION = """The run's events after `after_seq` (or the `Last-Event-ID` header), then each
@@ -165,7 +170,7 @@ _METRICS = {"anyOf": [
 _FILTER = _q("filter", _STR, """The search language (query_api/search.py), e.g.
 `metrics.mse < 3300 and params.alpha >= 0.2 or tags.team = "a"`: `and` (binds tighter), `or`,
 parentheses; `= != < <= > >= like ilike in (..) not in (..)`; fields `metrics.<name>[.min|.max|.last]`
-(last by default), `params.<name>` (the run's properties), `tags.<key>`,
+(last by default), `params.<name>` (the run's parameter, else its property), `tags.<key>`,
 `attributes.<status|name|run_id|start_time|end_time|duration|experiment>` (or bare); names with
 dots or spaces in backticks; values are numbers or quoted strings; MLflow's filter grammar and
 status names (FINISHED, KILLED, ...) are accepted. A run lacking a field never matches a
@@ -176,6 +181,8 @@ _ORDER_BY = _q("order_by", {"type": "string", "default": "started_at"}, "started
               "metric:<name> (last value), metric.min:<name>, metric.max:<name>, param:<name> (numbers "
               "numerically, before strings) or tag:<key> (numerically where numbers, then as text); missing "
               "values and NaN last.")
+_DELETED = _q("deleted", {"enum": ["false", "true", "only"], "default": "false"},
+              "Deleted runs: left out (false), included (true) or only them (only).")
 _RUN_FILTERS = [
     _FILTER,
     _q("status", _STR, f"{', '.join(sorted(STATUSES))}; repeat or comma-separate.", True),
@@ -184,9 +191,33 @@ _RUN_FILTERS = [
     _q("parent", _STR, "`none` = top-level runs only; a run id = its children."),
     _ORDER_BY,
     _q("order", {"enum": ["asc", "desc"]}, "Default desc for started_at, asc otherwise."),
+    _DELETED,
 ]
 _CSV = {"description": "CSV (UTF-8, header row first), streamed with chunked transfer encoding",
         "content": {"text/csv": {"schema": {"type": "string"}}}}
+
+
+_MANAGE_ERRORS = (400, 404, 503, 504)
+
+
+def _manage(summary: str, method: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "parameters": [_RUN_ID],
+                          "responses": {"200": _json(_ref("RunDetail"), "The run once the change is materialized"),
+                                        **_errors(*_MANAGE_ERRORS)}}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return {method: op}
+
+
+_PATCH_BODY = {
+    "type": "object", "additionalProperties": False, "minProperties": 1,
+    "properties": {
+        "name": {"type": "string", "description": "The run's new name."},
+        "tags": {"type": "object", "additionalProperties": {"type": ["string", "null"]},
+                 "description": "Tags to set; null removes the tag."},
+        "note": {"type": ["string", "null"], "description": "The free-text note (tag mlflow.note.content); null clears it."},
+    },
+}
 
 
 def _paths() -> dict[str, Any]:
@@ -213,6 +244,7 @@ def _paths() -> dict[str, Any]:
                 _q("offset", {"type": "integer", "minimum": 0, "default": 0}, "Page start."),
                 _q("parent", _STR, "`none` = top-level runs only; a run id = its children."),
                 _q("columns", _STR, "Only these metric summaries per run (default all); repeatable.", True),
+                _DELETED,
             ],
             _json(_ref("RunsPage")), 400, 404,
         ),
@@ -248,15 +280,19 @@ def _paths() -> dict[str, Any]:
                 _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}, "Page size."),
                 _q("offset", {"type": "integer", "minimum": 0, "default": 0}, "Page start."),
                 _q("columns", _STR, "Only these metric summaries per run (default all); repeatable.", True),
+                _DELETED,
             ],
             _json(_ref("RunsPage")), 400, 404,
         ),
-        "/api/runs/{run_id}": _described(_get(
+        "/api/runs/{run_id}": {**_described(_get(
             "One run with properties, tags, summaries and child ids; or as of an event or time",
             [_RUN_ID, *_WAIT, *_AS_OF],
             _cached(_json(_ref("RunDetail"))),
             400, 404, 422, 503, 504,
-        ), AS_OF_DESCRIPTION),
+        ), AS_OF_DESCRIPTION), **_manage("Rename the run, set or remove tags, set or clear its note", "patch",
+                                         _PATCH_BODY)},
+        "/api/runs/{run_id}/delete": _manage("Delete the run: hidden from listings and search, restorable", "post"),
+        "/api/runs/{run_id}/restore": _manage("Restore a deleted run", "post"),
         "/api/runs/{run_id}/metrics": _described(_get(
             "get_metrics; or as of an event or time", [
                 _RUN_ID, *_WAIT, _q("name", _STR, "Only these metrics; repeatable.", True),

@@ -24,6 +24,7 @@ from runstream.query_api import history
 from runstream.query_api.errors import BadRequest, NotFound, WaitTimeout
 from runstream.query_api.search import Expr, compile_filter
 from runstream.schemas import api
+from runstream.schemas.events import SERVER_SEQ_BASE
 from runstream.schemas.values import encode
 
 Db: TypeAlias = "asyncpg.Pool[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]"
@@ -37,7 +38,7 @@ FROM experiments e LEFT JOIN runs r ON r.experiment = e.name
 GROUP BY e.name, e.created_at ORDER BY e.name"""
 
 _run_columns = """r.run_id, r.experiment, r.name, r.status, r.kind, r.parent_run_id, r.error,
-       r.started_at, r.ended_at, r.updated_at, r.last_seq"""
+       r.started_at, r.ended_at, r.updated_at, r.last_seq, r.deleted_at"""
 
 # The run detail in one statement (one round trip, one snapshot): the run's row, its tags
 # and metric summaries as arrays of records in the order of _tag_fields / _summary_fields,
@@ -50,6 +51,8 @@ SELECT {_run_columns}, r.properties,
        ARRAY(SELECT ROW({_tag_fields}) FROM tags t WHERE t.run_id = r.run_id ORDER BY t.key) AS tags,
        ARRAY(SELECT ROW({_summary_fields}) FROM metric_summaries s
              WHERE s.run_id = r.run_id ORDER BY s.name) AS summaries,
+       ARRAY(SELECT ROW(p.key, p.value) FROM params p WHERE p.run_id = r.run_id ORDER BY p.key) AS params,
+       r.server_seq,
        ARRAY(SELECT c.run_id FROM runs c WHERE c.parent_run_id = r.run_id
              ORDER BY c.started_at, c.run_id) AS children,
        (SELECT count(*) FROM dead_letters d WHERE d.run_id = r.run_id AND d.retried_at IS NULL) AS dead_letters
@@ -57,7 +60,10 @@ FROM runs r WHERE r.run_id = $1"""
 
 RUNS_BY_IDS = f"SELECT {_run_columns} FROM runs r WHERE r.run_id = ANY($1::uuid[])"
 
-RUN_LAST_SEQ = "SELECT last_seq FROM runs WHERE run_id = $1"
+# last_seq: the run's own numbering; server_seq: the query API's events for it (>= SERVER_SEQ_BASE).
+RUN_LAST_SEQ = "SELECT last_seq, server_seq FROM runs WHERE run_id = $1"
+
+PARAMS_FOR_RUNS = "SELECT run_id, key, value FROM params WHERE run_id = ANY($1::uuid[]) ORDER BY run_id, key"
 
 # Pending dead letters of a run up to a seq (the as-of detail's count).
 DEAD_LETTERS_UP_TO = ("SELECT count(*) FROM dead_letters WHERE run_id = $1 AND retried_at IS NULL "
@@ -180,14 +186,22 @@ ORDER BY seq LIMIT $3"""
 # A run's state as of an event (query_api.asof): how many archived events and body bytes
 # (uncompressed size; octet_length reads the TOAST header, not the data) a fold up to seq
 # $2 would read, then the bodies themselves in seq order.
-AS_OF_EXTENT = """
+# The events of the other numbering (the run's own below SERVER_SEQ_BASE, the query API's
+# above it: docs/ARCHITECTURE.md "Seq ownership") count in when stamped no later than $3.
+_as_of_events = f"""FROM events WHERE run_id = $1 AND CASE WHEN $2::bigint < {SERVER_SEQ_BASE}
+    THEN seq <= $2 OR (seq >= {SERVER_SEQ_BASE} AND ts <= $3)
+    ELSE (seq >= {SERVER_SEQ_BASE} AND seq <= $2) OR (seq < {SERVER_SEQ_BASE} AND ts <= $3) END"""
+AS_OF_EXTENT = f"""
 SELECT count(*) AS events, COALESCE(sum(octet_length(body)), 0)::bigint AS bytes
-FROM events WHERE run_id = $1 AND seq <= $2"""
+{_as_of_events}"""
 
-AS_OF_EVENTS = "SELECT seq, body FROM events WHERE run_id = $1 AND seq <= $2 ORDER BY seq"
+AS_OF_EVENTS = f"SELECT seq, body {_as_of_events} ORDER BY seq"
+
+AS_OF_TS = "SELECT ts FROM events WHERE run_id = $1 AND seq = $2 ORDER BY ts LIMIT 1"
 
 # The first event stamped after a time: the state as of that time is every event before it.
-AS_OF_FIRST_AFTER = "SELECT seq FROM events WHERE run_id = $1 AND ts > $2 ORDER BY seq LIMIT 1"
+AS_OF_FIRST_AFTER = f"""SELECT seq FROM events WHERE run_id = $1 AND ts > $2 AND seq < {SERVER_SEQ_BASE}
+ORDER BY seq LIMIT 1"""
 
 # The children a run had as of a time: those whose run.started is stamped no later.
 AS_OF_CHILDREN = """
@@ -195,7 +209,10 @@ SELECT run_id FROM runs WHERE parent_run_id = $1 AND started_at <= $2 ORDER BY s
 
 # The live endpoint: a page of events after a seq (with the type for the SSE `event:`
 # field), and the run's status and last materialized seq to know when the run is over.
-LIVE_EVENTS = "SELECT seq, type, body FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+# Only the run's own numbering: the API's events for a run numbered elsewhere (seq >=
+# SERVER_SEQ_BASE) are read with the run, not streamed (their seqs would pass the cursor).
+LIVE_EVENTS = f"""SELECT seq, type, body FROM events WHERE run_id = $1 AND seq > $2 AND seq < {SERVER_SEQ_BASE}
+ORDER BY seq LIMIT $3"""
 
 LIVE_RUN_STATE = "SELECT status, last_seq FROM runs WHERE run_id = $1"
 
@@ -233,13 +250,14 @@ WHERE r.experiment = ANY($1::text[])
                 WHEN '=' THEN s.last_value = m.threshold
                 WHEN '!=' THEN s.last_value <> m.threshold
             END))
-  AND ({where})"""
+  AND ({where}) AND {lifecycle}"""
 
 METRIC_OPERATORS = ("<=", ">=", "!=", "<", ">", "=")
 """Operators of a metric filter, longest first (the order a parser must try them)."""
 
 # A NaN last value sorts with the missing ones: "best run by metric" never picks NaN.
 _metric_key = "NULLIF(o.last_value, 'NaN'::float8)"
+# A parameter orders as text (as MLflow orders params); $10 names it.
 _ORDERINGS: dict[tuple[str, str], str] = {
     ("started_at", "asc"): "r.started_at ASC, r.run_id ASC",
     ("started_at", "desc"): "r.started_at DESC, r.run_id DESC",
@@ -250,17 +268,20 @@ _ORDERINGS: dict[tuple[str, str], str] = {
     ("metric", "asc"): f"{_metric_key} ASC NULLS LAST, r.started_at DESC, r.run_id",
     ("metric", "desc"): f"{_metric_key} DESC NULLS LAST, r.started_at DESC, r.run_id",
 }
-# Sorting by any column of the table (issue 13): a metric's min or max, a param (the run's
-# properties until a params projection exists; jsonb order: numbers numerically, before
-# strings), a tag (numerically where it reads as a number, then as text) and the duration.
+# Sorting by any column of the table (issue 13): a metric's min or max, a param (numbers
+# numerically, before strings), a tag (numerically where it reads as a number, then as text) and the duration.
 # The name ($10) is always a bind parameter; only these fixed expressions are spliced in.
 # A tag value PostgreSQL's numeric input accepts (exponent bounded: never overflows).
 _numeric_tag = r"'^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d{1,4})?\s*$'"
 _tag_value = "(SELECT t.value FROM tags t WHERE t.run_id = r.run_id AND t.key = $10::text)"
+# A param: the params projection's value, else the start_logging property of that name (as text).
+_param_value = ("COALESCE((SELECT p.value FROM params p WHERE p.run_id = r.run_id AND p.key = $10::text), "
+                "r.properties ->> $10::text)")
 _SORT_KEYS = {
     "metric_min": "NULLIF(o.min_value, 'NaN'::float8) {o} NULLS LAST",
     "metric_max": "NULLIF(o.max_value, 'NaN'::float8) {o} NULLS LAST",
-    "param": "(r.properties -> $10::text) {o} NULLS LAST",
+    "param": (f"(CASE WHEN {_param_value} ~ {_numeric_tag} THEN {_param_value}::numeric END) {{o}} NULLS LAST, "
+              f"{_param_value} {{o}} NULLS LAST"),
     "tag": (f"(CASE WHEN {_tag_value} ~ {_numeric_tag} THEN {_tag_value}::numeric END) {{o}} NULLS LAST, "
             f"{_tag_value} {{o}} NULLS LAST"),
     "duration": "(r.ended_at - r.started_at) {o} NULLS LAST",
@@ -275,41 +296,54 @@ ORDER_PREFIXES = {"metric": "metric", "metric.last": "metric", "metric.min": "me
 """``order_by=<prefix>:<name>``: the ordering each prefix selects (the name is ``$10``)."""
 
 
-def runs_page_sql(order_by: str, order: str, where: str = "TRUE") -> str:
-    """The runs page statement for a whitelisted ordering ($11 limit, $12 offset) and a
-    compiled search filter (:func:`query_api.search.compile_filter` from $13)."""
+LIFECYCLES = {"active": "r.deleted_at IS NULL", "deleted": "r.deleted_at IS NOT NULL", "all": "TRUE"}
+"""Which runs a listing shows: not deleted (the default), only deleted ones, or all."""
+
+
+def _from_where(where: str, lifecycle: str) -> str:
+    return _runs_from_where.replace("{where}", where).replace("{lifecycle}", LIFECYCLES[lifecycle])
+
+
+def runs_page_sql(order_by: str, order: str, where: str = "TRUE", lifecycle: str = "active") -> str:
+    """The runs page statement for a whitelisted ordering ($11 limit, $12 offset), a
+    compiled search filter (:func:`query_api.search.compile_filter` from $13) and a
+    :data:`LIFECYCLES` key."""
     return (
-        f"SELECT {_run_columns}, r.properties, count(*) OVER () AS total "
-        f"{_runs_from_where.replace('{where}', where)}\n"
+        f"SELECT {_run_columns}, r.properties, count(*) OVER () AS total {_from_where(where, lifecycle)}\n"
         f"ORDER BY {_ORDERINGS[(order_by, order)]}\nLIMIT $11 OFFSET $12"
     )
 
 
-def runs_count_sql(where: str = "TRUE") -> str:
+def runs_count_sql(where: str = "TRUE", lifecycle: str = "active") -> str:
     """The runs count for a compiled search filter (numbered from $11)."""
-    return f"SELECT count(*) {_runs_from_where.replace('{where}', where)}"
+    return f"SELECT count(*) {_from_where(where, lifecycle)}"
 
 
-def runs_export_sql(order_by: str, order: str, where: str = "TRUE") -> str:
+def runs_export_sql(order_by: str, order: str, where: str = "TRUE", lifecycle: str = "active") -> str:
     """Every run the runs listing would page through (same filters and ordering, no
-    LIMIT), each with its tags and its scalar/list metrics' summaries as arrays of
-    records: the CSV export reads it with a cursor. The search filter is numbered from $11."""
+    LIMIT), each with its tags, its params (the projection's over its properties') and its
+    scalar/list metrics' summaries as arrays of records: the CSV export reads it with a
+    cursor. The search filter is numbered from $11."""
     return (
         f"SELECT {_run_columns}, r.properties,\n"
         f"  ARRAY(SELECT ROW(t.key, t.value) FROM tags t WHERE t.run_id = r.run_id) AS tags,\n"
+        f"  ARRAY(SELECT ROW(p.key, p.value) FROM params p WHERE p.run_id = r.run_id) AS params,\n"
         f"  ARRAY(SELECT ROW(s.name, s.last_value, s.last_text, s.last_kind, s.min_value, s.max_value)\n"
         f"        FROM metric_summaries s WHERE s.run_id = r.run_id AND s.kind IN ('scalar', 'list')) AS summaries\n"
-        f"{_runs_from_where.replace('{where}', where)}\nORDER BY {_ORDERINGS[(order_by, order)]}"
+        f"{_from_where(where, lifecycle)}\nORDER BY {_ORDERINGS[(order_by, order)]}"
     )
 
 
-def runs_export_keys_sql(where: str = "TRUE") -> str:
-    """The CSV export's columns: the tag keys, property names and scalar/list metric names
-    of the filtered runs, each sorted (filter numbered from $11)."""
+def runs_export_keys_sql(where: str = "TRUE", lifecycle: str = "active") -> str:
+    """The CSV export's columns: the tag keys, param names (the params projection's and the
+    properties') and scalar/list metric names of the filtered runs, each sorted (filter
+    numbered from $11)."""
     return (
-        f"WITH f AS (SELECT r.run_id, r.properties {_runs_from_where.replace('{where}', where)})\n"
+        f"WITH f AS (SELECT r.run_id, r.properties {_from_where(where, lifecycle)})\n"
         "SELECT ARRAY(SELECT DISTINCT t.key FROM tags t JOIN f ON t.run_id = f.run_id ORDER BY 1) AS tags,\n"
-        "       ARRAY(SELECT DISTINCT k FROM f, jsonb_object_keys(f.properties) AS k ORDER BY 1) AS params,\n"
+        "       ARRAY(SELECT k FROM (SELECT jsonb_object_keys(f.properties) AS k FROM f\n"
+        "                            UNION SELECT p.key FROM params p JOIN f ON p.run_id = f.run_id) AS n\n"
+        "             ORDER BY 1) AS params,\n"
         "       ARRAY(SELECT DISTINCT s.name FROM metric_summaries s JOIN f ON s.run_id = f.run_id\n"
         "             WHERE s.kind IN ('scalar', 'list') ORDER BY 1) AS metrics"
     )
@@ -406,6 +440,7 @@ def run_of(r: Mapping[str, Any]) -> api.RunRecord:
         "duration_s": None if ended is None else (ended - started).total_seconds(),
         "updated_at": r["updated_at"],
         "last_seq": r["last_seq"],
+        "deleted": r["deleted_at"] is not None,
     }
 
 
@@ -437,6 +472,15 @@ async def experiments(db: Db) -> list[dict[str, Any]]:
     return [dict(r) for r in await db.fetch(EXPERIMENTS)]
 
 
+def reached(row: Mapping[str, Any], min_seq: int) -> bool:
+    """Whether a ``runs`` row has materialized seq ``min_seq``: a seq of the run's own
+    numbering against ``last_seq``, one the query API gave (>= SERVER_SEQ_BASE) against
+    ``server_seq``."""
+    if min_seq >= SERVER_SEQ_BASE:
+        return row["server_seq"] is not None and row["server_seq"] >= min_seq
+    return row["last_seq"] >= min_seq
+
+
 async def wait_for_run(db: Db, run_id: uuid.UUID, min_seq: int | None, wait_ms: int) -> int:
     """Once the run exists and (if ``min_seq`` is given) ``runs.last_seq >= min_seq``, its
     ``last_seq`` as read then (what any later read of the run reflects at least).
@@ -448,13 +492,14 @@ async def wait_for_run(db: Db, run_id: uuid.UUID, min_seq: int | None, wait_ms: 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_ms / 1000
     while True:
-        last_seq = await db.fetchval(RUN_LAST_SEQ, run_id)
+        row = await db.fetchrow(RUN_LAST_SEQ, run_id)
+        last_seq = None if row is None else row["last_seq"]
         if min_seq is None:
             if last_seq is None:
                 raise NotFound(f"run {run_id} not found")
             return int(last_seq)
-        if last_seq is not None and last_seq >= min_seq:
-            return int(last_seq)
+        if row is not None and reached(row, min_seq):
+            return int(row["last_seq"])
         remaining = deadline - loop.time()
         if remaining <= 0:
             seen = "does not exist yet" if last_seq is None else f"is at seq {last_seq}"
@@ -491,7 +536,7 @@ async def run_detail(db: Db, run_id: uuid.UUID, min_seq: int | None = None, wait
     otherwise :func:`wait_for_run` waits for it (or raises), then the run is read.
     """
     r = await db.fetchrow(RUN_BY_ID, run_id)
-    if r is None or (min_seq is not None and r["last_seq"] < min_seq):
+    if r is None or (min_seq is not None and not reached(r, min_seq)):
         if min_seq is None:
             raise NotFound(f"run {run_id} not found")
         await wait_for_run(db, run_id, min_seq, wait_ms)
@@ -503,6 +548,7 @@ async def run_detail(db: Db, run_id: uuid.UUID, min_seq: int | None = None, wait
         "properties": r["properties"],
         "tags": dict(r["tags"]),
         "metrics": {s[0]: summary_of(*s[1:]) for s in r["summaries"]},
+        "params": dict(r["params"]),
         "children": r["children"],
         "dead_letters": r["dead_letters"],
     }
@@ -534,6 +580,8 @@ class RunFilter:
     """The ``filter`` expression (:mod:`query_api.search`), all other filters also hold."""
     workspace: str = "default"
     """The principal's workspace (auth contract): bound into the WHERE once runs have one."""
+    lifecycle: str = "active"
+    """:data:`LIFECYCLES` key: deleted runs are left out unless asked for."""
 
     def __post_init__(self) -> None:
         if (self.order_by, self.order) not in _ORDERINGS:
@@ -572,17 +620,26 @@ async def runs_page(db: Db, f: RunFilter) -> api.RunsPage:
     one is :class:`NotFound`), filtered, ordered and paged."""
     args = (await _known_experiments(db, f.experiments), *f.args()[1:])
     where, values = compile_filter(f.search, 13) if f.search is not None else ("TRUE", [])
-    rows = await db.fetch(runs_page_sql(f.order_by, f.order, where), *args, f.limit, f.offset, *values)
+    rows = await db.fetch(runs_page_sql(f.order_by, f.order, where, f.lifecycle), *args, f.limit, f.offset, *values)
     if rows or not f.offset:
         total = rows[0]["total"] if rows else 0
     else:
         where, values = compile_filter(f.search, 11) if f.search is not None else ("TRUE", [])
-        total = await db.fetchval(runs_count_sql(where), *args, *values)
+        total = await db.fetchval(runs_count_sql(where, f.lifecycle), *args, *values)
     ids = [r["run_id"] for r in rows]
     tags, summaries = await _tags_and_summaries(db, ids, f.columns)
+    params = await params_for_runs(db, ids)
     runs: list[api.Run] = [{**run_of(r), "tags": tags[r["run_id"]], "metrics": summaries[r["run_id"]],
-                            "properties": r["properties"]} for r in rows]
+                            "properties": r["properties"], "params": params[r["run_id"]]} for r in rows]
     return {"runs": runs, "total": total}
+
+
+async def params_for_runs(db: Db, run_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, str]]:
+    """Each run's parameters (empty for a run without)."""
+    params: dict[uuid.UUID, dict[str, str]] = {rid: {} for rid in run_ids}
+    for r in await db.fetch(PARAMS_FOR_RUNS, run_ids):
+        params[r["run_id"]][r["key"]] = r["value"]
+    return params
 
 
 EXPORT_CHUNK_ROWS = 2000
@@ -603,8 +660,8 @@ async def runs_export(db: Db, f: RunFilter) -> tuple[dict[str, list[str]], str, 
     names), and the statement and arguments to stream with :func:`stream_rows`."""
     args = (await _known_experiments(db, f.experiments), *f.args()[1:])
     where, values = compile_filter(f.search, 11) if f.search is not None else ("TRUE", [])
-    keys = await db.fetchrow(runs_export_keys_sql(where), *args, *values)
-    return dict(keys), runs_export_sql(f.order_by, f.order, where), (*args, *values)
+    keys = await db.fetchrow(runs_export_keys_sql(where, f.lifecycle), *args, *values)
+    return dict(keys), runs_export_sql(f.order_by, f.order, where, f.lifecycle), (*args, *values)
 
 
 async def metric_history_check(db: Db, run_id: uuid.UUID, name: str) -> None:
@@ -663,11 +720,14 @@ async def metric_groups(db: Db, f: RunFilter, metric: str, group_by: tuple[str, 
 
 def _group_value(run: api.Run, kind: str, name: str) -> str | None:
     """A run's group: its tag value (a tag without a value: its key), or its param as text
-    (a non-string param as JSON: 0.05 → "0.05"); None when it has neither."""
+    (the params projection's, else a start_logging property: a non-string one as JSON,
+    0.05 → "0.05"); None when it has neither."""
     if kind == "tag":
         if name not in run["tags"]:
             return None
         return run["tags"][name] or name
+    if name in run["params"]:
+        return run["params"][name]
     if name not in run["properties"]:
         return None
     v = run["properties"][name]
@@ -883,15 +943,21 @@ async def as_of_first_after(db: Db, run_id: uuid.UUID, when: datetime) -> int | 
     return None if seq is None else int(seq)
 
 
-async def as_of_extent(db: Db, run_id: uuid.UUID, seq: int) -> tuple[int, int]:
-    """(events, body bytes) archived for the run up to ``seq``."""
-    r = await db.fetchrow(AS_OF_EXTENT, run_id, seq)
+async def as_of_ts(db: Db, run_id: uuid.UUID, seq: int) -> datetime | None:
+    """When the run's event ``seq`` is stamped (None: no such event)."""
+    return await db.fetchval(AS_OF_TS, run_id, seq)
+
+
+async def as_of_extent(db: Db, run_id: uuid.UUID, seq: int, cutoff: datetime) -> tuple[int, int]:
+    """(events, body bytes) archived for the run up to ``seq`` (and of the other numbering
+    up to ``cutoff``)."""
+    r = await db.fetchrow(AS_OF_EXTENT, run_id, seq, cutoff)
     return int(r["events"]), int(r["bytes"])
 
 
-async def as_of_bodies(db: Db, run_id: uuid.UUID, seq: int) -> list[bytes]:
-    """The bodies of the run's archived events up to ``seq``, in seq order."""
-    return [r["body"] for r in await db.fetch(AS_OF_EVENTS, run_id, seq)]
+async def as_of_bodies(db: Db, run_id: uuid.UUID, seq: int, cutoff: datetime) -> list[bytes]:
+    """The bodies of :func:`as_of_extent`'s events, in seq order."""
+    return [r["body"] for r in await db.fetch(AS_OF_EVENTS, run_id, seq, cutoff)]
 
 
 async def as_of_children(db: Db, run_id: uuid.UUID, when: datetime) -> list[uuid.UUID]:
@@ -910,3 +976,144 @@ async def log_lines_page(
         "next_after_seq": rows[-1]["seq"] if more else None,
         "next_after_idx": rows[-1]["idx"] if more else None,
     }
+
+
+# ---------------------------------------------------------------- the API's own writes (query_api.writes)
+
+# One row per stream the API writes events for: reserve $3 consecutive seqs, the first
+# at $2 (0 for a stream the API numbers, SERVER_SEQ_BASE for a run numbered elsewhere)
+# when the stream has none yet. One statement, one row lock: no two callers get a seq twice.
+ALLOCATE_SEQS = """
+INSERT INTO seq_allocations AS a (run_id, next_seq) VALUES ($1, $2::bigint + $3::bigint)
+ON CONFLICT (run_id) DO UPDATE SET next_seq = a.next_seq + $3::bigint
+RETURNING next_seq - $3::bigint AS first"""
+
+EXPERIMENT_META_SEQ = "SELECT last_seq FROM experiment_meta WHERE name = $1"
+
+# Kafka acknowledged the stream's events up to $2 (a write that answered before they were
+# materialized: MLflow's logging calls).
+ACK_SEQS = "UPDATE seq_allocations SET acked_seq = GREATEST(acked_seq, $2) WHERE run_id = $1"
+
+# The runs among $1 (or of the experiments $1) with acknowledged events not materialized
+# yet: what MLflow's reads wait for.
+_unsettled = f"""FROM seq_allocations a JOIN runs r ON r.run_id = a.run_id
+WHERE a.acked_seq > CASE WHEN a.acked_seq >= {SERVER_SEQ_BASE} THEN COALESCE(r.server_seq, -1) ELSE r.last_seq END"""
+UNSETTLED_RUNS = f"SELECT a.run_id {_unsettled} AND a.run_id = ANY($1::uuid[])"
+UNSETTLED_IN_EXPERIMENTS = f"SELECT a.run_id {_unsettled} AND r.experiment = ANY($1::text[])"
+
+
+async def allocate_seqs(db: Db, stream_id: uuid.UUID, base: int, count: int) -> int:
+    """The first of ``count`` consecutive seqs reserved for ``stream_id`` (see ALLOCATE_SEQS)."""
+    return int(await db.fetchval(ALLOCATE_SEQS, stream_id, base, count))
+
+
+async def ack_seqs(db: Db, stream_id: uuid.UUID, last: int) -> None:
+    """Record that Kafka acknowledged ``stream_id``'s events up to ``last``."""
+    await db.execute(ACK_SEQS, stream_id, last)
+
+
+async def settle(db: Db, *, runs: Sequence[uuid.UUID] = (), experiments: Sequence[str] = (),
+                 wait_ms: int = 10_000) -> None:
+    """Wait until the acknowledged events of ``runs`` (or of every run of ``experiments``)
+    are materialized, or :class:`WaitTimeout`: read-your-writes for writes that answered at
+    Kafka's acknowledgement."""
+    sql, arg = (UNSETTLED_RUNS, list(runs)) if runs else (UNSETTLED_IN_EXPERIMENTS, list(experiments))
+    if not arg:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_ms / 1000
+    while pending := await db.fetch(sql, arg):
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise WaitTimeout(f"{len(pending)} run(s) have acknowledged events not materialized within {wait_ms} ms")
+        await asyncio.sleep(min(POLL_INTERVAL_S, remaining))
+
+
+async def wait_for_experiment(db: Db, name: str, min_seq: int, wait_ms: int) -> None:
+    """Once experiment ``name``'s stream is materialized up to ``min_seq``, or :class:`WaitTimeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_ms / 1000
+    while True:
+        seq = await db.fetchval(EXPERIMENT_META_SEQ, name)
+        if seq is not None and seq >= min_seq:
+            return
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise WaitTimeout(f"experiment {name!r}: seq {min_seq} not materialized within {wait_ms} ms")
+        await asyncio.sleep(min(POLL_INTERVAL_S, remaining))
+
+
+# ---------------------------------------------------------------- MLflow's reads (query_api.mlflow_*)
+
+# Every experiment with what MLflow shows of it (display name, lifecycle, tags, times).
+MLFLOW_EXPERIMENTS = """
+SELECT e.name, e.created_at, m.display_name, m.deleted_at, COALESCE(m.tags, '{}'::jsonb) AS tags,
+       GREATEST(m.updated_at, (SELECT max(r.updated_at) FROM runs r WHERE r.experiment = e.name)) AS updated_at
+FROM experiments e LEFT JOIN experiment_meta m ON m.name = e.name
+ORDER BY e.created_at, e.name"""
+
+MLFLOW_RUN_ROWS = f"SELECT {_run_columns} FROM runs r WHERE r.run_id = ANY($1::uuid[])"
+
+# Each run's latest value per metric: the highest step, then the latest timestamp (MLflow's
+# rule). One index lookup per (run, metric) from the summaries (metric_points_run_name_step
+# read backwards), not a scan of every point of the run.
+MLFLOW_LATEST_METRICS = """
+SELECT s.run_id, s.name, p.value, p.text, p.kind, date_part('epoch', p.ts) AS time, p.step
+FROM metric_summaries s
+CROSS JOIN LATERAL (SELECT m.value, m.text, m.kind, m.ts, m.step FROM metric_points m
+                    WHERE m.run_id = s.run_id AND m.name = s.name
+                    ORDER BY m.step DESC, m.ts DESC LIMIT 1) AS p
+WHERE s.run_id = ANY($1::uuid[]) AND s.kind IN ('scalar', 'list')
+ORDER BY s.run_id, s.name"""
+
+# One page of a metric's history in (step, time) order.
+MLFLOW_HISTORY = """
+SELECT step, date_part('epoch', ts) AS time, value, text, kind FROM metric_points
+WHERE run_id = $1 AND name = $2 ORDER BY step, ts LIMIT $3 OFFSET $4"""
+
+PARAM_VALUES = "SELECT key, value FROM params WHERE run_id = $1 AND key = ANY($2::text[])"
+
+TAG_VALUE = "SELECT value FROM tags WHERE run_id = $1 AND key = $2"
+
+
+async def mlflow_experiments(db: Db) -> list[asyncpg.Record]:
+    """Every experiment with its MLflow attributes (see MLFLOW_EXPERIMENTS)."""
+    return list(await db.fetch(MLFLOW_EXPERIMENTS))
+
+
+async def mlflow_runs(db: Db, run_ids: list[uuid.UUID]) -> list[dict[str, Any]]:
+    """The runs (in the order given, missing ones left out) with their tags, params and
+    latest metrics: what MLflow's ``Run`` holds."""
+    rows = {r["run_id"]: r for r in await db.fetch(MLFLOW_RUN_ROWS, run_ids)}
+    found = [rid for rid in run_ids if rid in rows]
+    tags: dict[uuid.UUID, dict[str, str | None]] = {rid: {} for rid in found}
+    for t in await db.fetch(TAGS_FOR_RUNS, found):
+        tags[t["run_id"]][t["key"]] = t["value"]
+    params = await params_for_runs(db, found)
+    latest: dict[uuid.UUID, list[tuple[str, Any, float, int]]] = {rid: [] for rid in found}
+    for m in await db.fetch(MLFLOW_LATEST_METRICS, found):
+        latest[m["run_id"]].append((m["name"], value(m["kind"], m["value"], m["text"]), m["time"], m["step"]))
+    return [{"row": rows[rid], "tags": tags[rid], "params": params[rid], "metrics": latest[rid]} for rid in found]
+
+
+async def metric_history(db: Db, run_id: uuid.UUID, name: str, limit: int, offset: int) -> list[asyncpg.Record]:
+    """Points ``offset`` to ``offset + limit`` of a metric, in (step, time) order."""
+    return list(await db.fetch(MLFLOW_HISTORY, run_id, name, limit, offset))
+
+
+async def param_values(db: Db, run_id: uuid.UUID, keys: list[str]) -> dict[str, str]:
+    """The stored values of those of ``keys`` the run has."""
+    return {r["key"]: r["value"] for r in await db.fetch(PARAM_VALUES, run_id, keys)}
+
+
+async def tag_value(db: Db, run_id: uuid.UUID, key: str) -> tuple[bool, str | None]:
+    """(whether the run has tag ``key``, its value)."""
+    r = await db.fetchrow(TAG_VALUE, run_id, key)
+    return (r is not None, None if r is None else r["value"])
+
+RUN_STATE = "SELECT experiment, status, deleted_at FROM runs WHERE run_id = $1"
+
+
+async def run_state(db: Db, run_id: uuid.UUID) -> asyncpg.Record | None:
+    """A run's experiment, status and deletion time (None: no such run)."""
+    return await db.fetchrow(RUN_STATE, run_id)

@@ -18,13 +18,15 @@ the name (``metrics.a.b`` is the metric ``a.b``), except a last unquoted ``.min`
 MLflow's grammar is a subset: its prefixes (``metric``, ``param``, ``parameter(s)``,
 ``tag``, ``attribute``, ``attr``, ``run``), ``attributes.run_name``/``run_id``/
 ``start_time``/``end_time``, ``LIKE``/``ILIKE``/``IN``/``NOT IN`` and its status names
-``RUNNING``/``FINISHED``/``FAILED``/``KILLED`` (read as running/completed/failed/canceled).
+``RUNNING``/``FINISHED``/``FAILED``/``KILLED`` (read as running/completed/failed/canceled);
+a run id compares in any UUID spelling (MLflow's 32 hex digits too).
 
 Meaning:
 
-* ``params.<name>`` is the run's **properties** (``start_logging(**props)``, the
-  ``runs.properties`` column): runs have no params projection yet; the MLflow issue
-  adds one and moves ``params.`` onto it.
+* ``params.<name>`` is the run's **parameter** (the ``params`` projection: MLflow's
+  log-param, ``run.log_params``), and for a run without that parameter its **property** of
+  that name (``start_logging(**props)``, ``runs.properties``), where runs kept params
+  before there was a projection of them.
 * A number compares numerically: with a metric's summary (float; NaN counts as
   missing), and with a param, tag, or text attribute whose value reads as a number
   (other values never match); a string compares as text (``like``/``ilike`` take SQL
@@ -44,6 +46,7 @@ every name and value from the user is a bind parameter (``$n``).
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -424,7 +427,9 @@ class _Compiler:
             return (f"EXISTS (SELECT 1 FROM metric_summaries s WHERE s.run_id = r.run_id AND s.name = "
                     f"{self.param(f.name)}::text AND {col} <> 'NaN'::float8 AND {self.number(col, c, 'float8')})")
         if f.kind == "param":
-            return self.text(f"(r.properties ->> {self.param(f.name)}::text)", c)
+            name = self.param(f.name)
+            return self.text(f"COALESCE((SELECT p.value FROM params p WHERE p.run_id = r.run_id AND p.key = {name}::text), "
+                             f"r.properties ->> {name}::text)", c)
         if f.kind == "tag":
             return (f"EXISTS (SELECT 1 FROM tags t WHERE t.run_id = r.run_id AND t.key = {self.param(f.name)}::text "
                     f"AND {self.text('t.value', c)})")
@@ -435,6 +440,8 @@ class _Compiler:
             return self.number("date_part('epoch', r.ended_at - r.started_at)", c, "float8")
         if f.name == "status":
             c = Comparison(f, c.op, _statuses(c), c.pos)
+        elif f.name == "run_id":
+            c = Comparison(f, c.op, _run_ids(c), c.pos)
         return self.text(_TEXT_ATTRIBUTES[f.name], c)
 
     def number(self, col: str, c: Comparison, sql_type: str) -> str:
@@ -467,6 +474,21 @@ def _statuses(c: Comparison) -> Value | tuple[Value, ...]:
         if not isinstance(v, str):
             return v
         return v.lower() if v.lower() in STATUSES else _MLFLOW_STATUSES.get(v.upper(), v)
+
+    return tuple(one(v) for v in c.value) if isinstance(c.value, tuple) else one(c.value)
+
+
+def _run_ids(c: Comparison) -> Value | tuple[Value, ...]:
+    """Run ids in any UUID spelling (MLflow's 32 hex digits too) as PostgreSQL writes them;
+    patterns and other text as given."""
+    if c.op in ("like", "ilike"):
+        return c.value
+
+    def one(v: Value) -> Value:
+        try:
+            return str(uuid.UUID(v)) if isinstance(v, str) else v
+        except ValueError:
+            return v
 
     return tuple(one(v) for v in c.value) if isinstance(c.value, tuple) else one(c.value)
 

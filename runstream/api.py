@@ -48,6 +48,20 @@ class ApiClient:
                 raise
             raise ApiUnreachable(f"the query API at {self._base} cannot be reached: {exc}") from exc
 
+    def send(self, method: str, path: str, body: Any = None) -> Any:
+        """``method`` ``/api{path}`` with a JSON body; the decoded answer, or raise ApiError."""
+
+        async def fetch(session: aiohttp.ClientSession) -> Any:
+            data = None if body is None else orjson.dumps(body)
+            headers = {**self._headers, "Content-Type": "application/json"}
+            async with session.request(method, self._base + "/api" + path, data=data, headers=headers) as resp:
+                answer = await resp.read()
+                if resp.status >= 400:
+                    raise ApiError(resp.status, _message(answer))
+                return orjson.loads(answer)
+
+        return self._reader.call(fetch)
+
     def wait_for_seq(self, run_id: str, min_seq: int, timeout: float) -> None:
         """Return once the API has materialized ``run_id`` up to event ``min_seq``.
 

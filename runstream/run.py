@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("runstream.run")
 
+NOTE_TAG = "mlflow.note.content"
+"""The tag holding a run's note (MLflow's own, so both APIs and UIs show the same note)."""
+
 
 class Run:
     """A run of an experiment. Create one with ``experiment.start_logging()``,
@@ -52,6 +55,7 @@ class Run:
         self._seq = 0
         self._readable_seq = -1  # the last seq the query API confirmed materialized (Run._await_readable)
         self._steps: dict[str, int] = {}
+        self._params: dict[str, str] = {}  # logged by this process (params are immutable)
         self._lock = threading.Lock()
         self._children: list[Run] = []
         self._pending: list[Future[None]] = []  # background image uploads
@@ -251,6 +255,78 @@ class Run:
 
     def get_tags(self) -> dict[str, str]:
         return dict(self._read(f"/runs/{self.id}")["tags"])
+
+    # ---- parameters and management -----------------------------------------------
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Record the run's parameters (``str(value)`` each; MLflow's params, shown and
+        searchable as ``params.<key>``). Parameters are immutable: a key logged again with
+        another value raises ``ValueError`` (the same value is a no-op); across processes the
+        first value logged is the one kept."""
+        self._check_writable()
+        if not params:
+            return
+        clean: dict[str, str] = {}
+        for key, value in params.items():
+            text = str(value)
+            if not isinstance(key, str) or not 0 < len(key) <= limits.MAX_PARAM_KEY_LENGTH:
+                raise LimitError(f"param key {key!r}: a string of 1..{limits.MAX_PARAM_KEY_LENGTH} characters")
+            if len(text) > limits.MAX_PARAM_VALUE_LENGTH:
+                raise LimitError(f"param {key!r} value is {len(text)} characters; "
+                                 f"MAX_PARAM_VALUE_LENGTH={limits.MAX_PARAM_VALUE_LENGTH}")
+            clean[checks.text(key, "param key")] = checks.text(text, f"param {key!r} value")
+        with self._lock:
+            for key, value in clean.items():
+                if self._params.get(key, value) != value:
+                    raise ValueError(f"param {key!r} was logged with value {self._params[key]!r}; params are "
+                                     f"immutable, {value!r} is refused")
+            clean = {k: v for k, v in clean.items() if k not in self._params}
+            self._params.update(clean)
+        items = list(clean.items())
+        for i in range(0, len(items), limits.MAX_PARAMS_PER_EVENT):
+            self._event("params.logged", {"params": dict(items[i:i + limits.MAX_PARAMS_PER_EVENT])})
+
+    def get_params(self) -> dict[str, str]:
+        return dict(self._read(f"/runs/{self.id}")["params"])
+
+    @property
+    def display_name(self) -> str | None:
+        """The run's name (Azure ML's ``display_name``); setting it renames the run."""
+        return self.name if self._writable else self.get_details()["name"]
+
+    @display_name.setter
+    def display_name(self, name: str) -> None:
+        self.set_name(name)
+
+    def set_name(self, name: str) -> None:
+        """Rename the run (an event: its history and as-of show the old name before)."""
+        self.name = self._manage("PATCH", "", {"name": checks.text(str(name), "run name")})["name"]
+
+    @property
+    def description(self) -> str | None:
+        """The run's free-text note (the tag ``mlflow.note.content``); setting it replaces it."""
+        return self.get_details()["tags"].get(NOTE_TAG)
+
+    @description.setter
+    def description(self, note: str | None) -> None:
+        self._manage("PATCH", "", {"note": None if note is None else checks.text(str(note), "note")})
+
+    def delete(self) -> None:
+        """Hide the run from experiment listings and search (``restore()`` shows it again)."""
+        self._manage("POST", "/delete")
+
+    def restore(self) -> None:
+        """Show a deleted run again."""
+        self._manage("POST", "/restore")
+
+    def _manage(self, method: str, suffix: str, body: Any = None) -> dict[str, Any]:
+        """A run-management call of the query API (``PATCH /api/runs/{id}``, ``POST .../delete``
+        ...): the server writes the event, so it works on any run, running or not; the
+        answer is the run's detail once it is materialized."""
+        self._wait_materialized()  # the run must exist on the server first
+        try:
+            return self._ws._api.send(method, f"/runs/{self.id}{suffix}", body)  # type: ignore[no-any-return]
+        except ApiError as exc:
+            raise RunstreamError(f"run {self.id}: {exc.message}") from exc
 
     # ---- files -------------------------------------------------------------------
     def upload_file(self, name: str, path_or_stream: str | os.PathLike[str] | BinaryIO | bytes) -> None:

@@ -122,6 +122,7 @@ class RunRecord(TypedDict):
     duration_s: Annotated[float | None, Meta(description="null until the run ends")]
     updated_at: datetime
     last_seq: int
+    deleted: Annotated[bool, Meta(description="deleted runs are hidden from listings unless asked for; restorable")]
 
 
 class Run(RunRecord):
@@ -130,6 +131,7 @@ class Run(RunRecord):
     tags: dict[str, str | None]
     metrics: dict[str, Summary]
     properties: Annotated[dict[str, Value], Meta(description="start_logging's keyword arguments (params.* in filters)")]
+    params: Annotated[dict[str, str], Meta(description="parameters (immutable once logged)")]
 
 
 class RunsPage(TypedDict):

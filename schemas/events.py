@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from typing import Annotated, Any, Literal, get_args
 
 import msgspec
@@ -27,6 +28,9 @@ from runstream.schemas import blobs, limits
 
 __all__ = [
     "EVENT_TYPES",
+    "EXPERIMENT_EVENTS",
+    "SERVER_SEQ_BASE",
+    "experiment_stream_id",
     "STATUSES",
     "TERMINAL_STATUSES",
     "SCHEMA_VERSION",
@@ -215,6 +219,48 @@ PrincipalId = Annotated[str, Meta(min_length=1, max_length=limits.MAX_NAME_LENGT
 """Who wrote an event: the id of the API token that authenticated it (never the secret)."""
 
 
+ParamKey = Annotated[str, Meta(min_length=1, max_length=limits.MAX_PARAM_KEY_LENGTH, pattern=STORABLE_TEXT)]
+ParamValue = Annotated[str, Meta(max_length=limits.MAX_PARAM_VALUE_LENGTH, pattern=STORABLE_TEXT)]
+
+
+class ParamsLoggedPayload(_Payload):
+    """Parameters of a run (MLflow's params, ``run.log_params``): immutable once logged; the
+    projection keeps a key's first value (writers refuse a different one before sending)."""
+
+    params: Annotated[dict[ParamKey, ParamValue], Meta(min_length=1, max_length=limits.MAX_PARAMS_PER_EVENT)]
+
+
+class RunRenamedPayload(_Payload):
+    name: Annotated[str, Meta(max_length=limits.MAX_NAME_LENGTH, pattern=STORABLE_TEXT)]
+
+
+class EmptyPayload(_Payload):
+    """A payload without fields (run.deleted, run.restored)."""
+
+
+class ExperimentPayload(_Payload):
+    """Base of the experiment events. An experiment's events form their own stream: the
+    envelope's ``run_id`` is the experiment's id (:func:`experiment_stream_id`), and
+    ``experiment`` names it by the key runs use (its name at creation)."""
+
+    experiment: Name
+
+
+class ExperimentCreatedPayload(ExperimentPayload):
+    tags: Annotated[dict[Annotated[str, Meta(min_length=1, max_length=limits.MAX_TAG_KEY_LENGTH, pattern=STORABLE_TEXT)],
+                         Text], Meta(max_length=limits.MAX_PROPERTIES)] = {}
+
+
+class ExperimentRenamedPayload(ExperimentPayload):
+    name: Name
+    """The new display name (the key in ``experiment`` stays what runs refer to)."""
+
+
+class ExperimentTagSetPayload(ExperimentPayload):
+    key: Annotated[str, Meta(min_length=1, max_length=limits.MAX_TAG_KEY_LENGTH, pattern=STORABLE_TEXT)]
+    value: Text
+
+
 class _Envelope(Struct, frozen=True, forbid_unknown_fields=True, tag_field="type", gc=False, kw_only=True):
     # kw_only: the optional envelope fields may precede each subclass's required payload.
     event_id: Uuid
@@ -273,6 +319,44 @@ class LogLines(_Envelope, tag="log.lines"):
     payload: LogLinesPayload
 
 
+class ParamsLogged(_Envelope, tag="params.logged"):
+    payload: ParamsLoggedPayload
+
+
+class RunRenamed(_Envelope, tag="run.renamed"):
+    payload: RunRenamedPayload
+
+
+class RunDeleted(_Envelope, tag="run.deleted"):
+    """The run is hidden from listings and search (restorable); nothing else changes."""
+
+    payload: EmptyPayload
+
+
+class RunRestored(_Envelope, tag="run.restored"):
+    payload: EmptyPayload
+
+
+class ExperimentCreated(_Envelope, tag="experiment.created"):
+    payload: ExperimentCreatedPayload
+
+
+class ExperimentRenamed(_Envelope, tag="experiment.renamed"):
+    payload: ExperimentRenamedPayload
+
+
+class ExperimentDeleted(_Envelope, tag="experiment.deleted"):
+    payload: ExperimentPayload
+
+
+class ExperimentRestored(_Envelope, tag="experiment.restored"):
+    payload: ExperimentPayload
+
+
+class ExperimentTagSet(_Envelope, tag="experiment.tag.set"):
+    payload: ExperimentTagSetPayload
+
+
 Event = (
     RunStarted
     | RunStatus
@@ -285,7 +369,39 @@ Event = (
     | TagRemoved
     | ArtifactRecorded
     | LogLines
+    | ParamsLogged
+    | RunRenamed
+    | RunDeleted
+    | RunRestored
+    | ExperimentCreated
+    | ExperimentRenamed
+    | ExperimentDeleted
+    | ExperimentRestored
+    | ExperimentTagSet
 )
+
+EXPERIMENT_EVENTS: tuple[type[Any], ...] = (
+    ExperimentCreated, ExperimentRenamed, ExperimentDeleted, ExperimentRestored, ExperimentTagSet)
+"""The events of an experiment's stream (their ``run_id`` is the experiment's id)."""
+
+SERVER_SEQ_BASE = 2**62
+"""Where the seqs of events the server originates for a run it does not number start.
+
+A run has one numbering writer (the SDK process that started it, or the query API for a
+run it created through MLflow's API, numbering from 0). Events the API writes for a run
+numbered elsewhere (rename, delete, tags, notes of a still-running SDK run) take seqs from
+this base up, allocated in PostgreSQL (``seq_allocations``), so they never collide with
+the owner's numbering nor between API processes. docs/ARCHITECTURE.md, "Seq ownership"."""
+
+EXPERIMENT_NAMESPACE = uuid.UUID("5b0f6c1e-3d2a-4b8e-9a51-7c0d6e2f9a10")
+"""uuid5 namespace of experiment ids (fixed: ids must not change)."""
+
+
+def experiment_stream_id(name: str) -> str:
+    """The id of experiment ``name`` (its key: the name runs refer to): the ``run_id`` of its
+    events and, as 32 hex digits, its MLflow ``experiment_id``. Derived, so every writer and
+    every replay agrees on it without a lookup."""
+    return str(uuid.uuid5(EXPERIMENT_NAMESPACE, name))
 
 EVENT_TYPES: dict[str, type[Any]] = {
     cls.__struct_config__.tag: cls  # type: ignore[attr-defined]

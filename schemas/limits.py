@@ -62,3 +62,12 @@ MAX_SNAPSHOT_FILES = 2_000
 
 MAX_IMAGE_BYTES = 100 * 1024 * 1024
 """Size of one image given to `log_image` (a file, or a figure once rendered to PNG)."""
+
+MAX_PARAM_KEY_LENGTH = 250
+"""Characters in a parameter's key (MLflow's limit)."""
+
+MAX_PARAM_VALUE_LENGTH = 6000
+"""Characters in a parameter's value (MLflow's limit)."""
+
+MAX_PARAMS_PER_EVENT = 1_000
+"""Parameters carried by one ``params.logged`` event."""

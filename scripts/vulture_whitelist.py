@@ -44,3 +44,7 @@ _.write_seconds
 
 # Read only by tests/test_compose.py; left while another change splits runstream.settings.
 _.env_names
+
+# Run's parameters, the SDK's public API (issue 12): called by users' scripts.
+_.log_params
+_.get_params

@@ -91,8 +91,8 @@ class Document:
         self.checked: set[str] = set()
         self.registry = {"components": doc["components"]}
 
-    def validate(self, template: str, status: int, body: Any) -> None:
-        response = self.doc["paths"][template]["get"]["responses"][str(status)]
+    def validate(self, template: str, status: int, body: Any, method: str = "get") -> None:
+        response = self.doc["paths"][template][method]["responses"][str(status)]
         self.validate_schema(response["content"]["application/json"]["schema"], body, f"{template} {status}")
         self.checked.add(template)
 
@@ -246,6 +246,20 @@ async def test_every_route_answers_as_its_openapi_document_says(
     doc.validate("/api/experiments/{name}/runs", 404,
                  await _get(session, api, f"/api/experiments/{unique('none')}/runs", status=404))
     doc.validate("/api/compare", 400, await _get(session, api, "/api/compare", status=400))
+
+    # Run management: each write answers the run's detail.
+    other = Experiment(workspace, experiment).start_logging(name="managed")
+    other.complete()
+    async with session.patch(f"{api}/api/runs/{other.id}", json={"name": "renamed", "note": "n", "tags": {"t": "1"}}) as resp:
+        doc.validate("/api/runs/{run_id}", 200, await resp.json(), "patch")
+    async with session.patch(f"{api}/api/runs/{other.id}", json={"colour": "red"}) as resp:
+        doc.validate("/api/runs/{run_id}", 400, await resp.json(), "patch")
+    for action in ("delete", "restore"):
+        async with session.post(f"{api}/api/runs/{other.id}/{action}") as resp:
+            doc.validate(f"/api/runs/{{run_id}}/{action}", 200, await resp.json(), "post")
+        async with session.post(f"{api}{missing}/{action}") as resp:
+            doc.validate(f"/api/runs/{{run_id}}/{action}", 404, await resp.json(), "post")
+    doc.validate("/api/runs", 200, await _get(session, api, "/api/runs", {"experiments": experiment, "deleted": "only"}))
 
     assert doc.checked == set(doc.doc["paths"]), f"routes not checked: {set(doc.doc['paths']) - doc.checked}"
 

@@ -64,3 +64,33 @@ def test_run_lifecycle_sets_status_and_last_seq() -> None:
     assert change.started is not None and orjson.loads(change.started[6]) == {"lr": {"f": "NaN"}}
     assert (change.status, change.error, change.last_seq) == ("failed", "boom", 1)
     assert m.experiments.keys() == {"e"}
+
+
+def test_params_keep_the_first_value_and_management_events_fold_in_log_order() -> None:
+    base = events.SERVER_SEQ_BASE
+    log = [
+        (0, "run.started", {"experiment": "e", "name": "before"}),
+        (1, "params.logged", {"params": {"alpha": "0.1"}}),
+        (base, "run.renamed", {"name": "after"}),
+        (2, "params.logged", {"params": {"alpha": "0.9", "solver": "svd"}}),  # alpha stays 0.1
+        (base + 1, "run.deleted", {}),
+        (base + 2, "run.restored", {}),
+        (base + 3, "run.deleted", {}),
+    ]
+    m = materialize([made.decoded(RUN, seq, type_, payload, ts=1000.0 + i) for i, (seq, type_, payload) in enumerate(log)])
+    assert {k: v for (_, k), (v, _) in m.params.items()} == {"alpha": "0.1", "solver": "svd"}
+    change = m.runs[RUN]
+    assert (change.name, change.renamed, change.deleted) == ("after", True, True)
+    # The run's own numbering and the server's stay apart (docs/ARCHITECTURE.md, "Seq ownership").
+    assert (change.last_seq, change.server_seq) == (2, base + 3)
+
+
+def test_experiment_events_gather_name_lifecycle_and_tags() -> None:
+    stream = events.experiment_stream_id("exp")
+    m = materialize([made.decoded(stream, seq, type_, {"experiment": "exp", **payload}) for seq, (type_, payload) in
+                     enumerate([("experiment.created", {"tags": {"a": "1"}}), ("experiment.tag.set", {"key": "b", "value": "2"}),
+                                ("experiment.renamed", {"name": "shown"}), ("experiment.deleted", {}),
+                                ("experiment.restored", {})])])
+    x = m.experiment_meta["exp"]
+    assert (x.display_name, x.deleted, x.tags, x.last_seq) == ("shown", False, {"a": "1", "b": "2"}, 4)
+    assert "exp" in m.experiments  # created before any run: the experiment exists

@@ -559,3 +559,28 @@ def test_control_and_bidi_characters_show_as_visible_escapes_under_the_csp(page:
     assert page.locator("#tags .tag").first.inner_text() == "k\\x07: a\\u2066b\\x85"
     page.goto(f"/experiments/{experiment.name}")
     assert page.locator("#runs td.name a").inner_text() == "\\x1b[31mred\\u202eevil\\u200b"
+
+
+def test_params_show_sort_and_mlflow_links_open_the_run(page: Any, workspace: Workspace, services: Settings) -> None:
+    experiment = Experiment(workspace, unique("ui-params"))
+    runs = []
+    for alpha in ("0.5", "0.1", "0.9"):
+        run = experiment.start_logging(name=f"alpha-{alpha}")
+        run.log_params({"alpha": alpha, "solver": "svd"})
+        run.complete()
+        runs.append(run)
+
+    page.goto(f"/experiments/{experiment.name}")
+    header = page.locator("#runs th[data-col='param:alpha']")  # params are columns by default
+    header.wait_for()
+    header.get_by_role("button").click()
+    page.locator("#runs[data-order-by='param:alpha']").wait_for()
+    cells = page.locator("#runs tbody td[data-col='param:alpha']")
+    assert cells.all_inner_texts() == ["0.1", "0.5", "0.9"]
+    shot(page, "runs-params")
+
+    # What an MLflow client prints for a run ("View run at <tracking uri>/#/experiments/..."):
+    page.goto(f"/#/experiments/1/runs/{runs[0].id.replace('-', '')}")
+    page.locator("#params .tag[data-param-key='alpha']", has_text="0.5").wait_for()
+    assert page.url.endswith(f"/runs/{runs[0].id}")
+    assert page.locator("#params .tag[data-param-key='solver']").inner_text() == "solver: svd"

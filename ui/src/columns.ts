@@ -1,5 +1,5 @@
 // The runs table's columns beyond the fixed ones: a metric's last, min or max value, a
-// param (the run's properties) or a tag. A column is kept in the URL as `col=<key>`:
+// param (the run's params, else its properties) or a tag. A column is kept in the URL as `col=<key>`:
 // `mse` (a metric's last value: the URL form from before), `min:mse`, `max:mse`,
 // `param:alpha`, `tag:team`. Each column knows its header, its API sort key (order_by),
 // its field in the search language (for brushing) and how to read it from a run.
@@ -55,7 +55,7 @@ export function filterField(c: Column): string | null {
 
 /** The run's raw value in this column (undefined: the run lacks it). */
 export function cellValue(r: Run, c: Column): Value | undefined {
-  if (c.kind === "param") return r.properties?.[c.name];
+  if (c.kind === "param") return r.params?.[c.name] ?? r.properties?.[c.name];
   if (c.kind === "tag") return c.name in r.tags ? r.tags[c.name] : undefined;
   const s = r.metrics[c.name];
   if (!s) return undefined;

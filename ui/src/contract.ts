@@ -33,6 +33,8 @@ export interface Compare {
 }
 
 export interface CompareRun {
+  /** deleted runs are hidden from listings unless asked for; restorable */
+  deleted: boolean;
   /** null until the run ends */
   duration_s: number | null;
   ended_at: string | null;
@@ -170,6 +172,8 @@ export interface NonFinite {
 
 /** A run in the runs listing. */
 export interface Run {
+  /** deleted runs are hidden from listings unless asked for; restorable */
+  deleted: boolean;
   /** null until the run ends */
   duration_s: number | null;
   ended_at: string | null;
@@ -179,6 +183,8 @@ export interface Run {
   last_seq: number;
   metrics: Record<string, Summary>;
   name: string | null;
+  /** parameters (immutable once logged) */
+  params: Record<string, string>;
   parent_run_id: string | null;
   /** start_logging's keyword arguments (params.* in filters) */
   properties: Record<string, Value>;
@@ -194,6 +200,8 @@ export interface RunDetail {
   as_of?: AsOf;
   children: string[];
   dead_letters?: number;
+  /** deleted runs are hidden from listings unless asked for; restorable */
+  deleted: boolean;
   /** null until the run ends */
   duration_s: number | null;
   ended_at: string | null;
@@ -203,6 +211,8 @@ export interface RunDetail {
   last_seq: number;
   metrics: Record<string, Summary>;
   name: string | null;
+  /** parameters (immutable once logged) */
+  params: Record<string, string>;
   parent_run_id: string | null;
   /** start_logging's keyword arguments (params.* in filters) */
   properties: Record<string, Value>;

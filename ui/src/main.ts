@@ -65,4 +65,11 @@ document.addEventListener("click", (e) => {
 });
 window.addEventListener("popstate", () => void render());
 window.addEventListener(NAVIGATE, () => void render());
+// MLflow's clients print links into MLflow's UI (`/#/experiments/<id>/runs/<run id>`, the
+// run id as 32 hex digits): pointed at runstream, such a link opens that run's page.
+const mlflowRun = /^#\/experiments\/[^/]+\/runs\/([0-9a-f]{32})/.exec(location.hash);
+if (mlflowRun) {
+  const x = mlflowRun[1];
+  history.replaceState(null, "", `/runs/${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`);
+}
 void render();

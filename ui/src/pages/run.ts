@@ -40,6 +40,7 @@ export async function runPage({ root, signal, crumbs }: PageContext, runId: stri
   const live = h("span", { class: "live", id: "live", hidden: true });
   const details = h("dl", { class: "details" });
   const tags = h("div", { class: "chips", id: "tags" });
+  const params = h("div", { class: "chips", id: "params" });
   const children = h("div", { id: "children" });
   const scalars = h("div", { id: "scalars" });
   const charts = h("div", { class: "charts", id: "charts" });
@@ -55,6 +56,7 @@ export async function runPage({ root, signal, crumbs }: PageContext, runId: stri
     h("section", { class: "card" },
       h("div", { class: "card-head" }, title, badge, live),
       details,
+      h("h2", null, "Params"), params,
       h("h2", null, "Tags"), tags),
     section("Child runs", "children-section", children),
     section("Metrics", "metrics", scalars, charts),
@@ -88,6 +90,16 @@ export async function runPage({ root, signal, crumbs }: PageContext, runId: stri
         : null,
       Object.entries(run.properties ?? {}).map(([k, v]) => item(k, fmtValue(v))),
       run.error ? [h("dt", null, "Error"), h("dd", { class: "wide" }, h("pre", { class: "error" }, run.error))] : null,
+    );
+  }
+
+  function renderParams(): void {
+    const entries = Object.entries(run.params ?? {});
+    setChildren(
+      params,
+      entries.length
+        ? entries.map(([k, v]) => h("span", { class: "tag", data: { paramKey: k } }, h("b", null, k), `: ${v}`))
+        : h("span", { class: "muted" }, "No params."),
     );
   }
 
@@ -182,6 +194,7 @@ export async function runPage({ root, signal, crumbs }: PageContext, runId: stri
   const refreshRun = throttle(async () => {
     run = await api.run(runId, signal);
     renderHeader();
+    renderParams();
     renderTags();
     renderMetrics();
     renderImages(fileList);
@@ -190,6 +203,7 @@ export async function runPage({ root, signal, crumbs }: PageContext, runId: stri
   const refreshTables = new Map<string, () => void>();
 
   renderHeader();
+  renderParams();
   renderTags();
   renderMetrics();
   await Promise.all([
@@ -247,6 +261,10 @@ export async function runPage({ root, signal, crumbs }: PageContext, runId: stri
         break;
       case "artifact.recorded":
         refreshFiles();
+        break;
+      case "params.logged":
+        run.params = { ...p.params, ...run.params }; // the first value of a key stays
+        renderParams();
         break;
       case "metric.image":
         refreshRun();

@@ -400,6 +400,7 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
         kinds.set(name, s.kind);
       }
       Object.keys(r.properties ?? {}).forEach((p) => knownParams.add(p));
+      Object.keys(r.params ?? {}).forEach((p) => knownParams.add(p));
       Object.keys(r.tags).forEach((t) => knownTags.add(t));
     }
     const cols = columns();
@@ -439,6 +440,7 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
 
   await load();
 }
+
 
 function toggle(list: string[], item: string, on: boolean): string[] {
   const rest = list.filter((x) => x !== item);
