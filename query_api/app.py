@@ -96,9 +96,9 @@ async def pg_pool(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: ServiceSettings) -> web.Application:
     """Build the query API: routes, the error middleware, the hardening and the pool's lifecycle."""
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.api_max_body_bytes)
     hardening.install(app, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins,
-                      max_body_bytes=settings.api_max_body_bytes)
+                      max_body_bytes=settings.api_max_body_bytes, body_limit_exempt={mlflow_api.ARTIFACT_UPLOAD})
     app[SETTINGS] = settings
     app[CACHE] = ResponseCache()  # fed by live's listener: serves only while it LISTENs
     app.cleanup_ctx.append(pg_pool)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from runstream.ingest.quota import BlobQuota
 from runstream.query_api import mlflow_artifacts, mlflow_experiments, mlflow_runs
+from runstream.query_api.handlers import SETTINGS
 from runstream.query_api.mlflow_shapes import MlflowError, mlflow_errors
 
 PREFIXES = ("/api/2.0/mlflow/", "/ajax-api/2.0/mlflow/")
@@ -21,6 +23,10 @@ async def not_found(request: web.Request) -> web.Response:
                       "ENDPOINT_NOT_FOUND")
 
 
+ARTIFACT_UPLOAD = "mlflow_artifact_put"
+"""The artifact upload's route name: it streams (capped by max_upload_bytes), exempt from the body limit."""
+
+
 def setup(app: web.Application) -> None:
     """Register MLflow's routes on ``app`` (before any catch-all route)."""
     for prefix in PREFIXES:
@@ -29,5 +35,6 @@ def setup(app: web.Application) -> None:
         app.router.add_route("*", prefix + "{tail:.*}", mlflow_errors(not_found))
     store = mlflow_artifacts.PREFIX
     app.router.add_get(store, mlflow_errors(mlflow_artifacts.list_folder))
-    app.router.add_put(store + "/{path:.+}", mlflow_errors(mlflow_artifacts.upload))
+    app[mlflow_artifacts.QUOTA] = BlobQuota(app[SETTINGS].blob_dir, app[SETTINGS].blob_quota_bytes)
+    app.router.add_put(store + "/{path:.+}", mlflow_errors(mlflow_artifacts.upload), name=ARTIFACT_UPLOAD)
     app.router.add_get(store + "/{path:.+}", mlflow_errors(mlflow_artifacts.download))

@@ -14,21 +14,29 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
+import re
 import uuid
 from typing import Any
 
 from aiohttp import web
 
 from runstream.blobstore import BlobError, LocalBlobStore
+from runstream.ingest.quota import BlobQuota
 from runstream.query_api import queries
-from runstream.query_api.errors import json_response
-from runstream.query_api.handlers import POOL, SETTINGS
+from runstream.query_api.errors import PayloadTooLarge, json_response
+from runstream.query_api.handlers import POOL, SETTINGS, download_headers
+from runstream.query_api.hardening import principal_workspace
 from runstream.query_api.mlflow_runs import children
-from runstream.query_api.mlflow_shapes import invalid, missing, parse_run_id
+from runstream.query_api.mlflow_shapes import MlflowError, invalid, missing, parse_run_id
 from runstream.query_api.writes import WRITER, Draft
 from runstream.schemas.blobs import blob_path
+from runstream.schemas.limits import MAX_ARTIFACT_PATH_LENGTH
 
 PREFIX = "/api/2.0/mlflow-artifacts/artifacts"
+_UNSTORABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+"""What an artifact path may not hold (schemas.events.STORABLE_PATH): CR/LF would break its download header."""
+QUOTA = web.AppKey("mlflow_blob_quota", BlobQuota)
+"""The workspaces' blob quota, charged like the gateway's uploads (same markers in the blob store)."""
 
 
 def _locate(path: str) -> tuple[uuid.UUID, str]:
@@ -47,24 +55,55 @@ async def _run_exists(request: web.Request, rid: uuid.UUID) -> None:
 
 
 async def upload(request: web.Request) -> web.Response:
+    """Store a file's bytes and record it, with the gateway's limits: at most
+    ``max_upload_bytes`` (413, nothing stored), charged to the workspace's blob quota (507),
+    and a path the run already recorded with other bytes is refused (artifacts are immutable:
+    processors.integrity; the same bytes again change nothing)."""
     rid, path = _locate(request.match_info["path"])
     if not path:
         raise invalid("Invalid artifact path: a file path after 'artifacts/' is required")
+    if _UNSTORABLE.search(path) or len(path) > MAX_ARTIFACT_PATH_LENGTH:
+        raise invalid(f"Invalid artifact path {path!r}: control characters are refused and at most "
+                      f"{MAX_ARTIFACT_PATH_LENGTH} characters (MAX_ARTIFACT_PATH_LENGTH)")
     await _run_exists(request, rid)
-    store = LocalBlobStore(request.app[SETTINGS].blob_dir)
+    settings, quota = request.app[SETTINGS], request.app[QUOTA]
+    workspace = principal_workspace(request)
+    declared = request.content_length
+    if declared is not None and declared > settings.max_upload_bytes:
+        raise _too_large(declared, settings.max_upload_bytes)
+    quota.check(workspace, declared or 0)
+    store = LocalBlobStore(settings.blob_dir)
     writer = await asyncio.to_thread(store.writer)
     try:
+        received = 0
         async for chunk in request.content.iter_chunked(1024 * 1024):
+            received += len(chunk)
+            if received > settings.max_upload_bytes:
+                raise _too_large(received, settings.max_upload_bytes, so_far=True)
             await asyncio.to_thread(writer.write, chunk)
+        quota.check(workspace, received)
         sha, size = await asyncio.to_thread(writer.commit)
     except BlobError as exc:
         raise invalid(str(exc)) from None
     finally:
         writer.__exit__()
+    quota.charge(workspace, sha, size)
+    recorded = next((f for f in await queries.artifacts(request.app[POOL], rid) if f["path"] == path), None)
+    if recorded is not None:
+        if recorded["sha256"] == sha:
+            return json_response({})  # the same bytes again: nothing to record
+        raise MlflowError(400, f"Artifact {path!r} of run {rid.hex} is already recorded with other content; "
+                               "a run's artifacts are immutable: log it under another path", "RESOURCE_ALREADY_EXISTS")
     content_type = request.headers.get("Content-Type") or mimetypes.guess_type(path)[0] or "application/octet-stream"
     payload = {"path": path, "sha256": sha, "size": size, "content_type": content_type[:255]}
     await request.app[WRITER].write(rid, [Draft("artifact.recorded", payload)], wait=False)
     return json_response({})
+
+
+def _too_large(size: int, limit: int, so_far: bool = False) -> PayloadTooLarge:
+    what = "more than " if so_far else ""
+    return PayloadTooLarge(f"upload of {what}{size} bytes is over the per-upload limit "
+                           f"(RUNSTREAM_MAX_UPLOAD_BYTES={limit}); nothing was recorded")
 
 
 async def download(request: web.Request) -> web.StreamResponse:
@@ -77,7 +116,8 @@ async def download(request: web.Request) -> web.StreamResponse:
     blob = blob_path(request.app[SETTINGS].blob_dir, record["sha256"])
     if not await asyncio.to_thread(blob.is_file):
         raise missing(f"The bytes of artifact {path!r} (sha256 {record['sha256']}) are missing from the blob store")
-    return web.FileResponse(blob, headers={"Content-Type": record["content_type"]})
+    # Never the declared type as is: an HTML or SVG file would run in the API's origin.
+    return web.FileResponse(blob, headers=download_headers(path, record["content_type"]))
 
 
 async def list_folder(request: web.Request) -> web.Response:

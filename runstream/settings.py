@@ -155,10 +155,12 @@ class ServiceSettings(_Env):
     cors_origins: str = ""
     """Origins (``scheme://host[:port]``, comma-separated) whose cross-origin requests the API
     and gateway allow; empty: none (preflights are answered 403, never with ``*``)."""
-    api_max_body_bytes: int = 64 * 1024
-    """Largest request body the query API accepts (it takes none: every route is a GET); 413 beyond."""
+    api_max_body_bytes: int = 2 * 1024 * 1024
+    """Largest request body the query API accepts (MLflow's log-batch takes up to 1 MB; run
+    management bodies are small; artifact uploads stream under ``max_upload_bytes``); 413 beyond."""
     max_upload_bytes: int = 2 * 1024**3
-    """Largest artifact the gateway accepts in one upload (``PUT /api/v1/blobs/{sha256}``); 413 beyond."""
+    """Largest artifact one upload may carry (the gateway's ``PUT /api/v1/blobs/{sha256}``, MLflow's
+    ``PUT /api/2.0/mlflow-artifacts/artifacts/...``); 413 beyond."""
     blob_quota_bytes: int = 50 * 1024**3
     """Bytes of artifacts one workspace may store through the gateway (each distinct blob counted
     once per workspace); 507 beyond. 0: no quota."""

@@ -62,6 +62,9 @@ def url(settings: Settings, path: str) -> URL:
 # ---------------------------------------------------------------- headers, route by route
 
 
+MLFLOW_PREFIXES = ("/api/2.0/mlflow/", "/ajax-api/2.0/mlflow/")
+
+
 def sample_paths(target: dict[str, Any]) -> dict[str, str]:
     """One request per route of the query API's router: its canonical path -> a URL path."""
     run, exp = target["run"], target["experiment"]
@@ -85,6 +88,10 @@ def sample_paths(target: dict[str, Any]) -> dict[str, str]:
         "/api/runs/{run_id}/metrics.csv": f"/api/runs/{run}/metrics.csv?name=mse",
         "/api/experiments/{name}/runs.csv": f"/api/experiments/{exp}/runs.csv",
         "/api/experiments/{name}/groups": f"/api/experiments/{exp}/groups?name=mse&group_by=tag:team",
+        "/api/runs/{run_id}/delete": f"/api/runs/{run}/delete",  # POST routes: a GET is a 405, with the headers
+        "/api/runs/{run_id}/restore": f"/api/runs/{run}/restore",
+        "/api/2.0/mlflow-artifacts/artifacts": "/api/2.0/mlflow-artifacts/artifacts",
+        "/api/2.0/mlflow-artifacts/artifacts/{path}": "/api/2.0/mlflow-artifacts/artifacts/0/x/artifacts/f",
         "/api/compare": f"/api/compare?run={run}",
         "/": "/",
         "/experiments/{name}": f"/experiments/{exp}",
@@ -106,6 +113,9 @@ async def test_every_query_api_route_answers_with_the_security_headers(
 ) -> None:
     samples = sample_paths(target)
     canonical = {r.resource.canonical for r in local_api.app.router.routes() if r.resource is not None}
+    # MLflow's tracking API: dozens of routes under two prefixes, each sampled as its own path
+    # (its JSON requests come as query or body; a GET of a POST route is a 405 with the headers).
+    samples.update({c: c.replace("{tail}", "x") for c in canonical if c.startswith(MLFLOW_PREFIXES)})
     assert canonical == set(samples), "a route without a sample here is not checked: add it"
     for route, path in samples.items():
         async with session.get(url(services, path)) as resp:

@@ -359,3 +359,31 @@ def test_run_update_delete_restore_tags_and_inputs(tracking: str) -> None:
     assert err.value.error_code == "INVALID_PARAMETER_VALUE"
     client.restore_run(rid)
     assert [r.info.run_id for r in client.search_runs([exp_id])] == [rid]
+
+
+def test_artifact_store_is_immutable_and_serves_files_inertly(tracking: str, tmp_path: Path) -> None:
+    """The proxied artifact store keeps the security rules of runstream's own uploads: an
+    HTML file downloads as an attachment (never rendered in the API's origin), a path
+    recorded with other bytes is refused (the victim's file stays), the same bytes again
+    are fine, and a control character in a path is a 400 naming it."""
+    mlflow.set_experiment(unique("mlflow-art-sec"))
+    page = tmp_path / "page.html"
+    page.write_text("<script>alert(1)</script>")
+    with mlflow.start_run() as run:
+        mlflow.log_artifact(str(page))
+        mlflow.log_artifact(str(page))  # the same bytes again
+        info = MlflowClient().get_run(run.info.run_id).info
+    store = f"{tracking}/api/2.0/mlflow-artifacts/artifacts/{info.experiment_id}/{info.run_id}/artifacts"
+    resp = requests.get(f"{store}/page.html", timeout=30)
+    assert resp.status_code == 200 and resp.text == "<script>alert(1)</script>"
+    assert resp.headers["Content-Disposition"].startswith("attachment;")
+    assert "html" not in resp.headers["Content-Type"]
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+    forged = requests.put(f"{store}/page.html", data=b"attacker's bytes", timeout=30)
+    assert forged.status_code == 400 and forged.json()["error_code"] == "RESOURCE_ALREADY_EXISTS"
+    assert requests.get(f"{store}/page.html", timeout=30).text == "<script>alert(1)</script>"
+
+    bad = requests.put(f"{store}/evil%1b%5b31mname.txt", data=b"x", timeout=30)  # an ANSI escape
+    assert bad.status_code == 400 and bad.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "control characters" in bad.json()["message"]
