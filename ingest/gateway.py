@@ -5,6 +5,11 @@ first (schemas.events.decode); if any event is invalid the answer is 422 listing
 bad event by index and nothing is produced, so a batch is never half-written. Valid
 batches are produced with the same producer the SDK uses and answered 202 after Kafka
 acknowledged them. ``PUT /api/v1/blobs/{sha256}`` stores an artifact's bytes.
+
+Every route but health needs a token (query_api.auth; writes need the ``write`` scope). The
+gateway stamps each event's ``workspace`` with the principal's (whatever the body said)
+and refuses, naming it, any event of a run that belongs to another workspace (404, as
+the query API answers for it; nothing of the batch is produced).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import msgspec
 from aiohttp import web
 from aiokafka.errors import KafkaError
@@ -21,7 +27,16 @@ from aiokafka.errors import KafkaError
 from runstream.blobstore import BlobError, LocalBlobStore
 from runstream.ingest.topic import ensure_topic
 from runstream.producer import EventProducer
-from runstream.query_api.errors import BadRequest, PayloadTooLarge, Unavailable, Unprocessable, error_middleware, json_response
+from runstream.query_api import auth, queries
+from runstream.query_api.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    Unprocessable,
+    error_middleware,
+    json_response,
+)
 from runstream.schemas import events
 from runstream.schemas.blobs import is_sha256
 from runstream.schemas.limits import MAX_EVENT_BYTES, MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES
@@ -70,8 +85,36 @@ def _reject_lone_surrogate(body: bytes) -> None:
     raise Unprocessable("1 event is invalid; none were accepted", events=[{"index": int(index[1]), "message": message}])
 
 
+def stamp(raw: bytes, workspace: str) -> bytes:
+    """``raw`` with its envelope's ``workspace`` set to the principal's: the body's value is
+    never trusted. Unchanged bytes when it already says so (``default``: absent)."""
+    event = events.decode(raw)
+    wanted = None if workspace == events.DEFAULT_WORKSPACE else workspace
+    if event.workspace == wanted:
+        return raw
+    return msgspec.json.encode(msgspec.structs.replace(event, workspace=wanted))
+
+
+async def check_runs(request: web.Request, run_ids: set[str], workspace: str) -> None:
+    """404 naming the first run of the batch that belongs to another workspace (a run not
+    stored yet is the caller's to start: processors check it again against its start)."""
+    authenticator = request.app.get(auth.AUTHENTICATOR)
+    if authenticator is None or authenticator.pool is None or not run_ids:
+        return  # authentication off: every run is the default workspace's
+    try:
+        rows = await authenticator.pool.fetch(queries.RUN_WORKSPACES, sorted(run_ids))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise Unavailable(f"database unavailable ({type(exc).__name__}); retry the batch") from None
+    for run_id, owner in sorted(rows):
+        if owner != workspace:
+            raise NotFound(f"run {run_id} not found in workspace {workspace!r}; none of the batch was accepted")
+
+
+@auth.requires("write")
 async def post_events(request: web.Request) -> web.Response:
-    accepted = validate_batch(await request.read())
+    workspace = auth.principal_of(request).workspace
+    accepted = [(run_id, stamp(raw, workspace)) for run_id, raw in validate_batch(await request.read())]
+    await check_runs(request, {run_id for run_id, _ in accepted}, workspace)
     try:
         await request.app[PRODUCER].send_batch(accepted)
     except KafkaError as exc:
@@ -87,6 +130,7 @@ def _blob_address(request: web.Request) -> str:
     return sha
 
 
+@auth.requires("write")
 async def put_blob(request: web.Request) -> web.Response:
     sha = _blob_address(request)
     store = request.app[BLOBS]
@@ -104,10 +148,12 @@ async def put_blob(request: web.Request) -> web.Response:
     return json_response({"sha256": sha, "size": size, "stored": True}, status=201)
 
 
+@auth.requires("read")
 async def head_blob(request: web.Request) -> web.Response:
     return web.Response(status=200 if request.app[BLOBS].exists(_blob_address(request)) else 404)
 
 
+@auth.public
 async def health(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
@@ -116,6 +162,8 @@ def create_app(settings: ServiceSettings) -> web.Application:
     """The gateway app: a started producer and the blob store live for the app's life."""
     app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[error_middleware])
     app[BLOBS] = LocalBlobStore(settings.blob_dir)
+    # Bearer or Basic only: a browser's login cookie never writes (no CSRF through it).
+    auth.setup(app, settings.database_url, enabled=settings.auth != "off", cookies=False)
 
     async def producer_ctx(app: web.Application) -> AsyncIterator[None]:
         await ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions)
@@ -134,4 +182,5 @@ def create_app(settings: ServiceSettings) -> web.Application:
 
 
 def main(settings: ServiceSettings) -> None:
+    auth.check_bind(settings.auth != "off", [("the gateway", settings.gateway_host)])
     web.run_app(create_app(settings), host=settings.gateway_host, port=settings.gateway_port)

@@ -108,6 +108,9 @@ async def _redrive(conn: asyncpg.Connection, row: Any) -> Outcome:
         whole = [d for d in dead if d.item < 0]
         if whole:
             return await _still_failed(conn, letter_id, whole[0].reason)
+        foreign = [d for result in results for d in result.foreign]
+        if foreign:  # still another workspace's run
+            return await _still_failed(conn, letter_id, foreign[0].reason)
         if any(result.conflicts for result in results):  # the archive kept another copy of that seq
             return await _still_failed(conn, letter_id, salvage.conflict_reason(r))
         await store.write_dead_letters(conn, dead)

@@ -264,6 +264,7 @@ class Processor:
                         await salvage.write_one(conn, r, results, dead)
                 for result in results:
                     dead.extend(DeadLetter.of(c, salvage.conflict_reason(c)) for c in result.conflicts)
+                    dead.extend(result.foreign)
                 await store.write_dead_letters(conn, dead)
                 await store.save_offsets(conn, self.settings.processor_group, positions)
         for result in results:

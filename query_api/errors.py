@@ -23,6 +23,8 @@ from runstream.processors.dbfaults import is_transient
 __all__ = [
     "HttpError",
     "BadRequest",
+    "Forbidden",
+    "Unauthorized",
     "NotFound",
     "NotReady",
     "PayloadTooLarge",
@@ -55,6 +57,19 @@ class BadRequest(HttpError):
     """A query or path parameter is malformed; the message names it and its value."""
 
     status = 400
+
+
+class Unauthorized(HttpError):
+    """No token, or one that is malformed, unknown, revoked or expired (query_api.auth)."""
+
+    status = 401
+    headers = {"WWW-Authenticate": 'Bearer realm="runstream"'}
+
+
+class Forbidden(HttpError):
+    """The token's scope does not allow the request (a read token writing)."""
+
+    status = 403
 
 
 class NotFound(HttpError):
@@ -123,6 +138,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except HttpError as exc:
         response = _error(exc.status, exc.message, **exc.details)
+        response.headers.update(getattr(exc, "headers", {}))
         if exc.status == 503:
             response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return response

@@ -35,7 +35,7 @@ from aiohttp import web
 from runstream.query_api import queries
 from runstream.query_api.cache import CACHE, ResponseCache
 from runstream.query_api.errors import BadRequest
-from runstream.query_api.handlers import POOL, SETTINGS, query_int, run_scope
+from runstream.query_api.handlers import POOL, SETTINGS, query_int, run_scope, workspace
 from runstream.schemas import api, notify
 from runstream.schemas.events import TERMINAL_STATUSES
 
@@ -263,7 +263,7 @@ async def live(request: web.Request) -> web.StreamResponse:
         })
         await response.prepare(request)
         try:
-            await _stream(request.app[POOL], run_id, after, sub, response)
+            await _stream(request.app[POOL], run_id, workspace(request), after, sub, response)
             await response.write_eof()
         except ConnectionResetError:
             pass  # the client went away
@@ -275,13 +275,14 @@ async def live(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(
-    pool: asyncpg.Pool, run_id: uuid.UUID, last: int, sub: Subscription, response: web.StreamResponse
+    pool: asyncpg.Pool, run_id: uuid.UUID, workspace: str, last: int, sub: Subscription,
+    response: web.StreamResponse
 ) -> None:
     await response.write(b"retry: %d\n\n" % RETRY_MS)
     while not sub.closing:
         sub.clear()
         # State first: every event up to its last_seq is committed, so the reads below see them.
-        state = await pool.fetchrow(queries.LIVE_RUN_STATE, run_id)
+        state = await pool.fetchrow(queries.LIVE_RUN_STATE, run_id, workspace)
         while True:
             rows = await pool.fetch(queries.LIVE_EVENTS, run_id, last, PAGE)
             if rows:

@@ -236,7 +236,8 @@ class Sender:
         self._waiters: list[_Waiter] = []
         self._warned_at: float | None = None
         self._encode_errors: set[str] = set()
-        self.session = aiohttp.ClientSession(json_serialize=lambda o: orjson.dumps(o).decode())
+        self.session = aiohttp.ClientSession(json_serialize=lambda o: orjson.dumps(o).decode(),
+                                             headers=self.settings.auth_headers())
         self.transport: Transport = (
             HttpTransport(self.settings, self.session) if self.settings.transport == "http"
             else KafkaTransport(self.settings)
@@ -645,6 +646,8 @@ class _Folder:
 
     def __init__(self, run: Run, out: list[tuple[str, bytes]], on_error: OnError = _raise) -> None:
         self.run, self.out, self.on_error = run, out, on_error
+        ws = getattr(run, "_ws", None)  # Kafka producers say their workspace; the gateway overwrites it
+        self.workspace: str = ws.settings.workspace if ws is not None else ""
         self.series: dict[str, list[Any]] = {}
         self.points = self.bytes = 0
         self.rows: list[Any] = []
@@ -740,6 +743,8 @@ class _Folder:
         run = self.run
         event = {"type": type_, "v": SCHEMA_VERSION, "event_id": str(uuid7()), "run_id": run.id,
                  "seq": run._seq, "ts": t, "payload": payload}
+        if self.workspace:
+            event["workspace"] = self.workspace
         data = orjson.dumps(event)
         run._next_seq()
         self.out.append((run.id, data))

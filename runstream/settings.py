@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -86,10 +86,23 @@ class ClientSettings(_Env):
     delivery_timeout: int = 30
     """Seconds ``complete()``, ``flush()``, ``Workspace.close()`` and interpreter exit wait for
     delivery; what is still unsent then stays in ``spool_dir`` for ``runstream sync``."""
+    token: str = field(default="", repr=False)
+    """The API token (``runstream token create``) the SDK sends on every request to the query
+    API and the gateway (``Workspace(token=...)`` and ``runstream.json``'s ``token`` set it too);
+    empty sends none (a stack with authentication off)."""
+    workspace: str = ""
+    """The workspace the SDK's Kafka transport stamps on its events (empty: ``default``). Over
+    HTTP the gateway stamps the token's workspace instead, whatever this says; processors
+    dead-letter an event whose workspace is not its run's."""
     materialize_timeout: float = 10.0
     """Longest time, in seconds, ``run.complete()``/``fail()``/``cancel()``/``flush()`` wait after
     the acks for the query API to have materialized the run (read-your-writes across
     processes); then they return with a warning. 0 skips the wait."""
+
+
+    def auth_headers(self) -> dict[str, str]:
+        """The ``Authorization`` header of :attr:`token` (none without a token)."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,10 @@ class ServiceSettings(_Env):
     """Kafka consumer group of the processors."""
     processor_max_records: int = 20_000
     """Most Kafka messages one processor transaction takes."""
+    auth: str = "on"
+    """``on``: every request of the query API and the gateway needs a token (docs/SECURITY.md);
+    ``off``: none does (all is workspace ``default``), allowed only while every listener is
+    bound to loopback (the services refuse to start otherwise)."""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ __all__ = [
     "STATUSES",
     "TERMINAL_STATUSES",
     "SCHEMA_VERSION",
+    "WORKSPACE_PATTERN",
+    "DEFAULT_WORKSPACE",
     "Event",
     "EventError",
     "decode",
@@ -37,6 +39,10 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 """The envelope/payload version this build writes and reads."""
+
+DEFAULT_WORKSPACE = "default"
+"""The workspace of events without one, of rows from before workspaces, and of every
+request when authentication is off."""
 
 STORABLE_TEXT = "^[^\\u0000\\ud800-\\udfff]*$"
 """Strings PostgreSQL can store in ``text`` and ``jsonb``: no NUL, no lone UTF-16 surrogate
@@ -209,12 +215,25 @@ class LogLinesPayload(_Payload):
             raise ValueError("lines and times must have the same length")
 
 
-class _Envelope(Struct, frozen=True, forbid_unknown_fields=True, tag_field="type", gc=False):
+WORKSPACE_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""A workspace name: letters, digits, ``_.-``, at most 64 characters (it appears in URLs,
+logs and the CLI, so nothing that needs quoting)."""
+
+WorkspaceName = Annotated[str, Meta(pattern=WORKSPACE_PATTERN)]
+
+
+class _Envelope(Struct, frozen=True, forbid_unknown_fields=True, tag_field="type", gc=False, kw_only=True,
+                omit_defaults=True):
     event_id: Uuid
     run_id: Uuid
     seq: Seq
     ts: Timestamp
     v: Literal[1]
+    workspace: WorkspaceName | None = None
+    """The workspace the event was written in: stamped by the ingest gateway from the
+    authenticated principal (whatever the body said) or by the SDK's Kafka transport;
+    absent means ``default``. Processors dead-letter an event whose workspace is not the
+    one its run's ``run.started`` recorded."""
 
 
 class RunStarted(_Envelope, tag="run.started"):

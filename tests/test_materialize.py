@@ -63,4 +63,4 @@ def test_run_lifecycle_sets_status_and_last_seq() -> None:
     change = m.runs[RUN]
     assert change.started is not None and orjson.loads(change.started[6]) == {"lr": {"f": "NaN"}}
     assert (change.status, change.error, change.last_seq) == ("failed", "boom", 1)
-    assert m.experiments.keys() == {"e"}
+    assert m.experiments.keys() == {("default", "e")}

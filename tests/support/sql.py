@@ -17,10 +17,11 @@ _SEARCH = ("metrics.mse.min < 3300 and (params.alpha >= 0.2 or params.alpha in (
            "and metrics.acc not in (1, 2)")
 STATEMENTS: dict[str, str] = {
     **{name: sql for name, sql in vars(queries).items() if name.isupper() and isinstance(sql, str)},
-    "RUNS_FILTERED_EXAMPLE": queries.runs_page_sql("metric", "desc"),
-    "RUNS_PAGE_DEFAULT": queries.runs_page_sql("started_at", "desc"),
-    "RUNS_COUNT": queries.runs_count_sql(),
-    "RUNS_SEARCH_EXAMPLE": queries.runs_page_sql("name", "asc", search.compile_filter(search.parse(_SEARCH), 13)[0]),
+    "RUNS_FILTERED_EXAMPLE": queries.runs_page_sql("metric", "desc", queries.workspace_where("w", None, 13)[0]),
+    "RUNS_PAGE_DEFAULT": queries.runs_page_sql("started_at", "desc", queries.workspace_where("w", None, 13)[0]),
+    "RUNS_COUNT": queries.runs_count_sql(queries.workspace_where("w", None, 11)[0]),
+    "RUNS_SEARCH_EXAMPLE": queries.runs_page_sql("name", "asc",
+                                                 queries.workspace_where("w", search.parse(_SEARCH), 13)[0]),
 }
 """Statement name -> SQL: the module's upper-case ``str`` constants and two runs pages."""
 
@@ -31,13 +32,18 @@ _RUNS_ARGS = (
 )
 EXAMPLE_PARAMS: dict[str, tuple[Any, ...]] = {
     "READY": (),
-    "EXPERIMENTS": (),
-    "EXPERIMENT_NAMES": (["exp"],),
-    "RUN_BY_ID": (RUN,),
-    "RUNS_BY_IDS": ([RUN],),
-    "RUN_LAST_SEQ": (RUN,),
+    "EXPERIMENTS": ("default",),
+    "EXPERIMENT_NAMES": (["exp"], "default"),
+    "RUN_BY_ID": (RUN, "default"),
+    "RUNS_BY_IDS": ([RUN], "default"),
+    "RUN_LAST_SEQ": (RUN, "default"),
+    "RUN_WORKSPACES": ([RUN],),
+    "TOKEN_INSERT": ("0123456789ab", "default", "read", None, "scrypt:n=16384,r=8,p=1", b"salt", b"hash", None),
+    "TOKEN_BY_ID": ("0123456789ab",),
+    "TOKENS_LIST": (None,),
+    "TOKEN_REVOKE": ("0123456789ab", "runstream_tokens"),
     "DEAD_LETTERS_UP_TO": (RUN, 10),
-    "RUN_TREE": (RUN,),
+    "RUN_TREE": (RUN, "default"),
     "TAGS_FOR_RUNS": ([RUN],),
     "SUMMARIES_FOR_RUNS": ([RUN], ["mse"]),
     "POINTS_FOR": ([RUN], ["mse"]),
@@ -55,14 +61,14 @@ EXAMPLE_PARAMS: dict[str, tuple[Any, ...]] = {
     "AS_OF_EXTENT": (RUN, 3),
     "AS_OF_EVENTS": (RUN, 3),
     "AS_OF_FIRST_AFTER": (RUN, datetime(2026, 1, 1, tzinfo=UTC)),
-    "AS_OF_CHILDREN": (RUN, datetime(2026, 1, 1, tzinfo=UTC)),
+    "AS_OF_CHILDREN": (RUN, datetime(2026, 1, 1, tzinfo=UTC), "default"),
     "LOG_LINES_PAGE": (RUN, -1, -1, 100),
     "LIVE_EVENTS": (RUN, -1, 500),
-    "LIVE_RUN_STATE": (RUN,),
-    "RUNS_COUNT": _RUNS_ARGS,
-    "RUNS_FILTERED_EXAMPLE": _RUNS_ARGS + (100, 0),
-    "RUNS_PAGE_DEFAULT": (["exp"], [], "any", None, [], [], [], [], [], None, 100, 0),
+    "LIVE_RUN_STATE": (RUN, "default"),
+    "RUNS_COUNT": _RUNS_ARGS + ("default",),
+    "RUNS_FILTERED_EXAMPLE": _RUNS_ARGS + (100, 0, "default"),
+    "RUNS_PAGE_DEFAULT": (["exp"], [], "any", None, [], [], [], [], [], None, 100, 0, "default"),
     "RUNS_SEARCH_EXAMPLE": (["exp"], [], "any", None, [], [], [], [], [], None, 100, 0,
-                            *search.compile_filter(search.parse(_SEARCH), 13)[1]),
+                            *queries.workspace_where("default", search.parse(_SEARCH), 13)[1]),
 }
 """Runnable example parameters for every statement of :data:`STATEMENTS`, keyed by name."""
