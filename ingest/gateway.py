@@ -47,8 +47,8 @@ BLOBS = web.AppKey("blobs", LocalBlobStore)
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-def validate_batch(body: bytes) -> list[tuple[str, bytes]]:
-    """Split a JSON array into ``(run_id, raw event)`` pairs; any invalid event rejects all."""
+def validate_batch(body: bytes) -> list[tuple[events.Event, bytes]]:
+    """Split a JSON array into ``(decoded event, raw event)`` pairs; any invalid event rejects all."""
     try:
         raws = _raw_list.decode(body)
     except msgspec.DecodeError as exc:
@@ -56,7 +56,7 @@ def validate_batch(body: bytes) -> list[tuple[str, bytes]]:
         raise BadRequest(f"request body must be a JSON array of events: {exc}") from None
     if len(raws) > MAX_EVENTS_PER_REQUEST:
         raise PayloadTooLarge(f"{len(raws)} events in one request; MAX_EVENTS_PER_REQUEST={MAX_EVENTS_PER_REQUEST}")
-    accepted: list[tuple[str, bytes]] = []
+    accepted: list[tuple[events.Event, bytes]] = []
     errors: list[dict[str, Any]] = []
     for index, raw in enumerate(raws):
         data = bytes(raw)
@@ -64,7 +64,7 @@ def validate_batch(body: bytes) -> list[tuple[str, bytes]]:
             errors.append({"index": index, "message": f"event is {len(data)} bytes; MAX_EVENT_BYTES={MAX_EVENT_BYTES}"})
             continue
         try:
-            accepted.append((events.decode(data).run_id, data))
+            accepted.append((events.decode(data), data))
         except events.EventError as exc:
             errors.append({"index": index, "message": str(exc)})
     if errors:
@@ -85,10 +85,10 @@ def _reject_lone_surrogate(body: bytes) -> None:
     raise Unprocessable("1 event is invalid; none were accepted", events=[{"index": int(index[1]), "message": message}])
 
 
-def stamp(raw: bytes, workspace: str) -> bytes:
-    """``raw`` with its envelope's ``workspace`` set to the principal's: the body's value is
-    never trusted. Unchanged bytes when it already says so (``default``: absent)."""
-    event = events.decode(raw)
+def stamp(event: events.Event, raw: bytes, workspace: str) -> bytes:
+    """``raw`` (``event`` encoded) with the envelope's ``workspace`` set to the principal's:
+    the body's value is never trusted. Unchanged bytes when it already says so (``default``:
+    absent)."""
     wanted = None if workspace == events.DEFAULT_WORKSPACE else workspace
     if event.workspace == wanted:
         return raw
@@ -113,7 +113,7 @@ async def check_runs(request: web.Request, run_ids: set[str], workspace: str) ->
 @auth.requires("write")
 async def post_events(request: web.Request) -> web.Response:
     workspace = auth.principal_of(request).workspace
-    accepted = [(run_id, stamp(raw, workspace)) for run_id, raw in validate_batch(await request.read())]
+    accepted = [(event.run_id, stamp(event, raw, workspace)) for event, raw in validate_batch(await request.read())]
     await check_runs(request, {run_id for run_id, _ in accepted}, workspace)
     try:
         await request.app[PRODUCER].send_batch(accepted)

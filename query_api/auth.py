@@ -25,11 +25,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -44,7 +45,6 @@ from runstream.schemas.notify import TOKENS_CHANNEL
 
 __all__ = [
     "COOKIE",
-    "AuthOff",
     "Authenticator",
     "Principal",
     "check_bind",
@@ -139,6 +139,7 @@ class Authenticator:
         self._cache: dict[bytes, tuple[Principal, float]] = {}
         self._by_id: dict[str, set[bytes]] = {}
         self._generation: dict[str, int] = {}
+        self._on_revoke: dict[str, set[Callable[[], None]]] = {}
 
     async def principal(self, token: str) -> Principal:
         """The principal of ``token``, or :class:`Unauthorized` saying why not."""
@@ -172,6 +173,24 @@ class Authenticator:
         self._generation[token_id] = self._generation.get(token_id, 0) + 1
         for key in self._by_id.pop(token_id, ()):
             self._cache.pop(key, None)
+        for close in list(self._on_revoke.get(token_id, ())):
+            close()
+
+    @contextlib.contextmanager
+    def revoking(self, token_id: str | None, close: Callable[[], None]) -> Iterator[None]:
+        """While inside, a revocation of ``token_id`` calls ``close`` (an open live stream
+        ends, and its client's reconnection is refused)."""
+        if token_id is None:
+            yield
+            return
+        callbacks = self._on_revoke.setdefault(token_id, set())
+        callbacks.add(close)
+        try:
+            yield
+        finally:
+            callbacks.discard(close)
+            if not callbacks:
+                self._on_revoke.pop(token_id, None)
 
     def _drop_all(self) -> None:
         self._cache.clear()
@@ -206,8 +225,13 @@ class Authenticator:
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 
 
-class AuthOff:
-    """Marks an app served with authentication off (every request the default admin)."""
+def closed_on_revoke(request: web.Request, close: Callable[[], None]) -> contextlib.AbstractContextManager[None]:
+    """Call ``close`` if the request's token is revoked while the context lasts (long-lived
+    responses: the live stream). Nothing to do with authentication off."""
+    authenticator = request.app.get(AUTHENTICATOR)
+    if authenticator is None:
+        return contextlib.nullcontext()
+    return authenticator.revoking(principal_of(request).token_id, close)
 
 
 def _credential(request: web.Request, cookies: bool) -> str | None:

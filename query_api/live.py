@@ -32,7 +32,7 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from runstream.query_api import queries
+from runstream.query_api import auth, queries
 from runstream.query_api.cache import CACHE, ResponseCache
 from runstream.query_api.errors import BadRequest
 from runstream.query_api.handlers import POOL, SETTINGS, query_int, run_scope, workspace
@@ -63,7 +63,7 @@ class Subscription:
         self.run_id = run_id
         self._wake = asyncio.Event()
         self.closing = False
-        """Set when the app shuts down: the stream ends without ``end`` (clients reconnect)."""
+        """Set when the app shuts down or the stream's token is revoked: the stream ends without ``end``."""
 
     def notify(self) -> None:
         self._wake.set()
@@ -255,7 +255,7 @@ async def live(request: web.Request) -> web.StreamResponse:
     """The run's events after ``after_seq`` (or ``Last-Event-ID``), then new ones as they land."""
     after = _after_seq(request)
     run_id = await run_scope(request)  # 400 / 404 / 504 as JSON, before the stream starts
-    with request.app[LISTENER].subscribe(run_id) as sub:
+    with request.app[LISTENER].subscribe(run_id) as sub, auth.closed_on_revoke(request, sub.close):
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",

@@ -362,3 +362,20 @@ async def test_newcomer_creates_a_token_a_script_logs_with_it_another_workspace_
     assert (await cli("token", "revoke", token.split("_")[1])).startswith("revoked")
     async with session.get(f"{s.api}/api/runs/{run_id}", headers=_auth(token)) as resp:
         assert resp.status == 401
+
+
+async def test_revoking_a_token_ends_its_open_live_stream(secured: Stack, session: aiohttp.ClientSession) -> None:
+    s = secured
+    run_id = new_run_id()
+    status, _ = await _post_events(session, s, s.write_a, [started(run_id, s.experiment)])
+    assert status == 202
+    await eventually(lambda: s.conn.fetchval("SELECT 1 FROM runs WHERE run_id = $1", run_id), "the run materialized")
+    token = await _token(s.conn, s.a, "read")
+    async with session.get(f"{s.api}/api/runs/{run_id}/live", headers=_auth(token)) as resp:
+        assert resp.status == 200
+        assert (await resp.content.readuntil(b"\n\n")).startswith(b"retry:")
+        assert await tokens.revoke(s.conn, token)
+        rest = await asyncio.wait_for(resp.content.read(), timeout=1.0)  # the stream ends, not at a heartbeat
+        assert b"event: end" not in rest
+    async with session.get(f"{s.api}/api/runs/{run_id}/live", headers=_auth(token)) as resp:
+        assert resp.status == 401  # the client's reconnection is refused

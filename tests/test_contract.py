@@ -91,8 +91,8 @@ class Document:
         self.checked: set[str] = set()
         self.registry = {"components": doc["components"]}
 
-    def validate(self, template: str, status: int, body: Any) -> None:
-        response = self.doc["paths"][template]["get"]["responses"][str(status)]
+    def validate(self, template: str, status: int, body: Any, method: str = "get") -> None:
+        response = self.doc["paths"][template][method]["responses"][str(status)]
         self.validate_schema(response["content"]["application/json"]["schema"], body, f"{template} {status}")
         self.checked.add(template)
 
@@ -228,6 +228,16 @@ async def test_every_route_answers_as_its_openapi_document_says(
     doc.validate("/api/experiments/{name}/runs", 404,
                  await _get(session, api, f"/api/experiments/{unique('none')}/runs", status=404))
     doc.validate("/api/compare", 400, await _get(session, api, "/api/compare", status=400))
+
+    # Who am I, and the UI's login/logout (this stack runs with authentication off: test_auth has it on).
+    doc.validate("/api/whoami", 200, await _get(session, api, "/api/whoami"))
+    async with session.post(api + "/api/login", json={"token": "anything"}) as resp:
+        doc.validate("/api/login", resp.status, await resp.json(), "post")
+    async with session.post(api + "/api/login", data=b"[]") as resp:
+        assert resp.status == 400
+        doc.validate("/api/login", 400, await resp.json(), "post")
+    async with session.post(api + "/api/logout") as resp:
+        doc.validate("/api/logout", resp.status, await resp.json(), "post")
 
     assert doc.checked == set(doc.doc["paths"]), f"routes not checked: {set(doc.doc['paths']) - doc.checked}"
 
