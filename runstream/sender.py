@@ -646,8 +646,6 @@ class _Folder:
 
     def __init__(self, run: Run, out: list[tuple[str, bytes]], on_error: OnError = _raise) -> None:
         self.run, self.out, self.on_error = run, out, on_error
-        ws = getattr(run, "_ws", None)  # Kafka producers say their workspace; the gateway overwrites it
-        self.workspace: str = ws.settings.workspace if ws is not None else ""
         self.series: dict[str, list[Any]] = {}
         self.points = self.bytes = 0
         self.rows: list[Any] = []
@@ -743,8 +741,6 @@ class _Folder:
         run = self.run
         event = {"type": type_, "v": SCHEMA_VERSION, "event_id": str(uuid7()), "run_id": run.id,
                  "seq": run._seq, "ts": t, "payload": payload}
-        if self.workspace:
-            event["workspace"] = self.workspace
         data = orjson.dumps(event)
         run._next_seq()
         self.out.append((run.id, data))

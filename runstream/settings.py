@@ -91,8 +91,9 @@ class ClientSettings(_Env):
     API and the gateway (``Workspace(token=...)`` and ``runstream.json``'s ``token`` set it too);
     empty sends none (a stack with authentication off)."""
     workspace: str = ""
-    """The workspace the SDK's Kafka transport stamps on its events (empty: ``default``). Over
-    HTTP the gateway stamps the token's workspace instead, whatever this says; processors
+    """The workspace the SDK's Kafka transport stamps on its events; empty: the token's (asked
+    of the query API's ``/api/whoami`` when the transport starts), or ``default`` without a
+    token. Over HTTP the gateway stamps the token's workspace whatever this says; processors
     dead-letter an event whose workspace is not its run's."""
     materialize_timeout: float = 10.0
     """Longest time, in seconds, ``run.complete()``/``fail()``/``cancel()``/``flush()`` wait after

@@ -379,3 +379,29 @@ async def test_revoking_a_token_ends_its_open_live_stream(secured: Stack, sessio
         assert b"event: end" not in rest
     async with session.get(f"{s.api}/api/runs/{run_id}/live", headers=_auth(token)) as resp:
         assert resp.status == 401  # the client's reconnection is refused
+
+
+async def test_the_kafka_transport_stamps_its_tokens_workspace(secured: Stack, services: Settings,
+                                                               session: aiohttp.ClientSession) -> None:
+    """A script producing to Kafka directly with a token: its runs land in the token's
+    workspace (learnt from /api/whoami), readable with the token, invisible to another's."""
+    s = secured
+    script = (
+        "from runstream import Experiment, Workspace\n"
+        "run = Experiment(Workspace.from_config(), 'direct').start_logging()\n"
+        "run.log('mse', 0.5)\n"
+        "run.complete()\n"
+        "print(run.id)\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=_env(replace(services, transport="kafka", api_url=s.api.rstrip("/"), token=s.write_a)))
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err
+    run_id = out.decode().split()[-1]
+    assert await s.conn.fetchval("SELECT workspace FROM runs WHERE run_id = $1", run_id) == s.a
+    async with session.get(f"{s.api}/api/runs/{run_id}/metrics", headers=_auth(s.read_a)) as resp:
+        assert resp.status == 200 and (await resp.json())["mse"] == 0.5
+    assert not await s.conn.fetchval("SELECT count(*) FROM dead_letters WHERE run_id = $1", run_id)
+    async with session.get(f"{s.api}/api/runs/{run_id}", headers=_auth(s.admin_b)) as resp:
+        assert resp.status == 404
