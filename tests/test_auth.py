@@ -6,6 +6,7 @@ gateway and straight onto the topic, the refused public bind, and the newcomer s
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import subprocess
@@ -405,3 +406,34 @@ async def test_the_kafka_transport_stamps_its_tokens_workspace(secured: Stack, s
     assert not await s.conn.fetchval("SELECT count(*) FROM dead_letters WHERE run_id = $1", run_id)
     async with session.get(f"{s.api}/api/runs/{run_id}", headers=_auth(s.admin_b)) as resp:
         assert resp.status == 404
+
+
+async def test_http_basic_with_the_token_as_password_authenticates(secured: Stack,
+                                                                    session: aiohttp.ClientSession) -> None:
+    """What MLflow clients send (MLFLOW_TRACKING_USERNAME/PASSWORD): any user, the token as password."""
+    s = secured
+    url = f"{s.api}/api/runs/{s.run_id}"
+    for token, status in ((s.read_a, 200), (s.revoked_a, 401)):
+        basic = "Basic " + base64.b64encode(f"anyone:{token}".encode()).decode()
+        async with session.get(url, headers={"Authorization": basic}) as resp:
+            assert resp.status == status
+    async with session.get(url, headers={"Authorization": "Token abc"}) as resp:
+        assert resp.status == 401 and "Bearer" in (await resp.json())["error"]["message"]
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--workspace", "bad name", "--scope", "read"], "invalid workspace"),
+    (["--workspace", "w", "--scope", "root"], "invalid scope 'root'"),
+    (["--workspace", "w", "--scope", "read", "--expires", "0"], "invalid expiry"),
+    (["--workspace", "w", "--scope", "read", "--name", "a\x1b[31mb"], "invalid name"),
+])
+def test_token_create_refuses_bad_arguments_naming_them(services: Settings, args: list[str], says: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "runstream.cli", "token", "create", *args], env=_env(services),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and says in done.stderr and not done.stdout
+
+
+def test_revoking_an_unknown_token_says_so(services: Settings) -> None:
+    done = subprocess.run([sys.executable, "-m", "runstream.cli", "token", "revoke", "0123456789ab"],
+                          env=_env(services), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "no active token" in done.stderr
