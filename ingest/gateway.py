@@ -163,7 +163,7 @@ def create_app(settings: ServiceSettings) -> web.Application:
     app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[error_middleware])
     app[BLOBS] = LocalBlobStore(settings.blob_dir)
     # Bearer or Basic only: a browser's login cookie never writes (no CSRF through it).
-    auth.setup(app, settings.database_url, enabled=settings.auth != "off", cookies=False)
+    auth.setup(app, settings.database_url, enabled=auth.enabled(settings.auth), cookies=False)
 
     async def producer_ctx(app: web.Application) -> AsyncIterator[None]:
         await ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions)
@@ -182,5 +182,5 @@ def create_app(settings: ServiceSettings) -> web.Application:
 
 
 def main(settings: ServiceSettings) -> None:
-    auth.check_bind(settings.auth != "off", [("the gateway", settings.gateway_host)])
+    auth.check_bind(auth.enabled(settings.auth), [("the gateway", settings.gateway_host)])
     web.run_app(create_app(settings), host=settings.gateway_host, port=settings.gateway_port)

@@ -100,7 +100,7 @@ async def pg_pool(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: ServiceSettings) -> web.Application:
     """Build the query API: routes, the error middleware and the pool's lifecycle."""
     app = web.Application(middlewares=[error_middleware])
-    auth.setup(app, settings.database_url, enabled=settings.auth != "off", cookies=True)
+    auth.setup(app, settings.database_url, enabled=auth.enabled(settings.auth), cookies=True)
     app[SETTINGS] = settings
     app[CACHE] = ResponseCache()  # fed by live's listener: serves only while it LISTENs
     app.cleanup_ctx.append(pg_pool)
@@ -116,5 +116,5 @@ def create_app(settings: ServiceSettings) -> web.Application:
 def main(settings: ServiceSettings) -> None:
     """Serve the query API on ``settings.api_host:api_port`` until interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    auth.check_bind(settings.auth != "off", [("the query API", settings.api_host)])
+    auth.check_bind(auth.enabled(settings.auth), [("the query API", settings.api_host)])
     web.run_app(create_app(settings), host=settings.api_host, port=settings.api_port)

@@ -48,6 +48,7 @@ __all__ = [
     "Authenticator",
     "Principal",
     "check_bind",
+    "enabled",
     "principal_of",
     "public",
     "requires",
@@ -341,6 +342,15 @@ async def whoami(request: web.Request) -> web.Response:
 
 
 # ---------------------------------------------------------------- safe defaults
+
+
+def enabled(setting: str) -> bool:
+    """``RUNSTREAM_AUTH``: ``on`` or ``off`` (any case); anything else is refused, naming it,
+    rather than guessed."""
+    value = setting.strip().lower()
+    if value not in ("on", "off"):
+        raise SystemExit(f"runstream: RUNSTREAM_AUTH={setting!r} is neither 'on' nor 'off'")
+    return value == "on"
 
 
 def is_loopback(host: str) -> bool:

@@ -46,9 +46,9 @@ async def serve(settings: ServiceSettings, *, processors: int = 1, api: bool = T
     """Serve until SIGTERM/SIGINT (or ``stop``). Applies pending migrations first (waiting,
     with backoff, while the database does not accept connections). Refuses to start with
     authentication off on anything but loopback (``query_api.auth.check_bind``)."""
-    from runstream.query_api.auth import check_bind
+    from runstream.query_api.auth import check_bind, enabled
 
-    check_bind(settings.auth != "off", [("the query API", settings.api_host)] * api
+    check_bind(enabled(settings.auth), [("the query API", settings.api_host)] * api
                + [("the gateway", settings.gateway_host)] * gateway)
     await _migrate_when_up(settings)
     stop = stop or asyncio.Event()

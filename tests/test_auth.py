@@ -437,3 +437,9 @@ def test_revoking_an_unknown_token_says_so(services: Settings) -> None:
     done = subprocess.run([sys.executable, "-m", "runstream.cli", "token", "revoke", "0123456789ab"],
                           env=_env(services), capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "no active token" in done.stderr
+
+
+def test_an_auth_setting_that_is_neither_on_nor_off_is_refused(services: Settings) -> None:
+    done = subprocess.run([sys.executable, "-m", "runstream.cli", "api"], env=_env(services, RUNSTREAM_AUTH="false"),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "RUNSTREAM_AUTH='false' is neither 'on' nor 'off'" in done.stderr

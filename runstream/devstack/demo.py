@@ -113,7 +113,7 @@ def main(state_dir: Path, keep_running: bool = True) -> None:
     server = start_background_serve(state_dir, settings)
     try:
         wait_ready(settings, server)
-        if settings.auth != "off":  # the services run as `serve` does: authentication on
+        if settings.auth.strip().lower() != "off":  # as `serve` runs them: authentication on
             settings = replace(settings, token=create_token(settings.database_url))
         if keep_running:  # a plain Workspace() in another shell finds these services
             recorded = {k: getattr(settings, k) for k in LOCAL_STACK_SETTINGS}
