@@ -17,6 +17,11 @@ a body nested deeper than the decoder recurses is a 400 (invalid UTF-8 is the 42
 event, naming the field, or a 400 outside any string); a per-principal rate
 limit (429 + ``Retry-After``); uploads capped per request (413) and per workspace (507,
 :mod:`ingest.quota`). ``GET /api/v1/openapi.json`` describes it (:mod:`ingest.openapi`).
+
+Every route but health needs a token (query_api.auth; writes need the ``write`` scope). The
+gateway stamps each event's ``workspace`` with the principal's (whatever the body said)
+and refuses, naming it, any event of a run that belongs to another workspace (404, as
+the query API answers for it; nothing of the batch is produced).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import msgspec
 import orjson
 from aiohttp import web
@@ -36,10 +42,11 @@ from runstream.ingest import integrity_check, openapi
 from runstream.ingest.quota import BlobQuota
 from runstream.ingest.topic import ensure_topic
 from runstream.producer import EventProducer
-from runstream.query_api import hardening
+from runstream.query_api import auth, hardening, queries
 from runstream.query_api.errors import (
     BadRequest,
     Handler,
+    NotFound,
     PayloadTooLarge,
     Unavailable,
     Unprocessable,
@@ -60,6 +67,7 @@ GATEWAY_SETTINGS = web.AppKey("gateway_settings", ServiceSettings)
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 
 _TOO_DEEP = "request body is nested too deeply (arrays/objects inside each other); no event needs that"
+
 
 
 def validate_batch(body: bytes) -> list[tuple[events.Event, bytes]]:
@@ -107,6 +115,22 @@ def _reject_lone_surrogate(body: bytes) -> None:
     raise Unprocessable("1 event is invalid; none were accepted", events=[{"index": int(index[1]), "message": message}])
 
 
+async def check_runs(request: web.Request, run_ids: set[str], workspace: str) -> None:
+    """404 naming the first run of the batch that belongs to another workspace (a run not
+    stored yet is the caller's to start: processors check it again against its start)."""
+    authenticator = request.app.get(auth.AUTHENTICATOR)
+    if authenticator is None or authenticator.pool is None or not run_ids:
+        return  # authentication off: every run is the default workspace's
+    try:
+        rows = await authenticator.pool.fetch(queries.RUN_WORKSPACES, sorted(run_ids))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise Unavailable(f"database unavailable ({type(exc).__name__}); retry the batch") from None
+    for run_id, owner in sorted(rows):
+        if owner != workspace:
+            raise NotFound(f"run {run_id} not found in workspace {workspace!r}; none of the batch was accepted")
+
+
+@auth.requires("write")
 async def post_events(request: web.Request) -> web.Response:
     if request.content_type != "application/json":
         # Browsers send text/plain and form types cross-origin without a preflight: refusing
@@ -114,9 +138,10 @@ async def post_events(request: web.Request) -> web.Response:
         raise UnsupportedMediaType(f"events must be sent as Content-Type: application/json, not "
                                    f"{request.headers.get('Content-Type', '(none)')!r}")
     decoded = validate_batch(await request.read())
+    principal = auth.principal_of(request)
+    await check_runs(request, {e.run_id for e, _ in decoded}, principal.workspace)
     await integrity_check.refuse_conflicts(request.app, [e for e, _ in decoded])
-    principal = _principal_token_id(request)
-    accepted = [(e.run_id, stamp(e, raw, principal)) for e, raw in decoded]
+    accepted = [(e.run_id, stamp(e, raw, principal.workspace, principal.token_id)) for e, raw in decoded]
     try:
         await request.app[PRODUCER].send_batch(accepted)
     except KafkaError as exc:
@@ -124,24 +149,20 @@ async def post_events(request: web.Request) -> web.Response:
     return json_response({"accepted": len(accepted)}, status=202)
 
 
-def _principal_token_id(request: web.Request) -> str | None:
-    """The token id of the request's principal (None: unauthenticated, a local stack).
-    A stand-in, replaced by ``runstream.query_api.auth.principal_of`` at merge."""
-    p = request.get("principal")
-    return getattr(p, "token_id", None) if p is not None else None
-
-
-def stamp(event: events.Event, raw: bytes, principal: str | None) -> bytes:
-    """``raw`` with its envelope's ``principal`` set to the request's (the audit trail):
-    whatever the body said is overwritten, and dropped when the request has none. The
+def stamp(event: events.Event, raw: bytes, workspace: str, principal: str | None) -> bytes:
+    """``raw`` with the envelope's ``workspace`` and ``principal`` (the token id, the audit
+    trail) set to the authenticated request's: whatever the body said is overwritten, and
+    dropped when the request has none (the default workspace is written as absent). The
     bytes are re-encoded only when they differ (never on a local stack's plain batch)."""
-    if event.principal == principal:  # (an explicit null stays: it says the same)
+    wanted = None if workspace == events.DEFAULT_WORKSPACE else workspace
+    if event.workspace == wanted and event.principal == principal:
         return raw
     doc = orjson.loads(raw)
-    if principal is None:
-        doc.pop("principal", None)
-    else:
-        doc["principal"] = principal
+    for key, value in (("workspace", wanted), ("principal", principal)):
+        if value is None:
+            doc.pop(key, None)
+        else:
+            doc[key] = value
     return orjson.dumps(doc)
 
 
@@ -153,10 +174,11 @@ def _blob_address(request: web.Request) -> str:
     return sha
 
 
+@auth.requires("write")
 async def put_blob(request: web.Request) -> web.Response:
     sha = _blob_address(request)
     settings, store, quota = request.app[GATEWAY_SETTINGS], request.app[BLOBS], request.app[QUOTA]
-    workspace = hardening.principal_workspace(request)
+    workspace = auth.principal_of(request).workspace
     declared = request.content_length
     if declared is not None and declared > settings.max_upload_bytes:
         raise _too_large(declared, settings.max_upload_bytes)
@@ -191,10 +213,12 @@ def _too_large(size: int, limit: int, so_far: bool = False) -> PayloadTooLarge:
                            f"(RUNSTREAM_MAX_UPLOAD_BYTES={limit}); nothing was stored".replace("of  ", "of "))
 
 
+@auth.requires("read")
 async def head_blob(request: web.Request) -> web.Response:
     return web.Response(status=200 if request.app[BLOBS].exists(_blob_address(request)) else 404)
 
 
+@auth.public
 async def health(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
@@ -220,7 +244,9 @@ def create_app(settings: ServiceSettings) -> web.Application:
     app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[error_middleware])
     hardening.install(app, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins,
                       max_body_bytes=MAX_REQUEST_BYTES, body_limit_exempt={"blob_put"})
-    app.middlewares.append(rate_limit)  # after the principal is known (auth's middleware is earlier)
+    # Bearer or Basic only: a browser's login cookie never writes (no CSRF through it).
+    auth.setup(app, settings.database_url, enabled=auth.enabled(settings.auth), cookies=False)
+    app.middlewares.append(rate_limit)  # after auth's middleware: the principal is known
     app[GATEWAY_SETTINGS] = settings
     app[BLOBS] = LocalBlobStore(settings.blob_dir)
     app[QUOTA] = BlobQuota(settings.blob_dir, settings.blob_quota_bytes)
@@ -247,4 +273,5 @@ def create_app(settings: ServiceSettings) -> web.Application:
 
 
 def main(settings: ServiceSettings) -> None:
+    auth.check_bind(auth.enabled(settings.auth), [("the gateway", settings.gateway_host)])
     web.run_app(create_app(settings), host=settings.gateway_host, port=settings.gateway_port)

@@ -108,6 +108,9 @@ async def _redrive(conn: asyncpg.Connection, row: Any) -> Outcome:
         whole = [d for d in dead if d.item < 0]
         if whole:
             return await _still_failed(conn, letter_id, whole[0].reason)
+        foreign = [d for result in results for d in result.foreign]
+        if foreign:  # still another workspace's run
+            return await _still_failed(conn, letter_id, foreign[0].reason)
         refused = [x for result in results for x in result.refused]
         if refused:  # the archive kept another copy of that seq, or the event still breaks a rule
             return await _still_failed(conn, letter_id, refused[0].reason)

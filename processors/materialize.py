@@ -159,7 +159,8 @@ class Materialized:
         return p
     table_rows: list[tuple[Any, ...]] = field(default_factory=list)
     log_lines: list[tuple[Any, ...]] = field(default_factory=list)
-    experiments: dict[str, datetime] = field(default_factory=dict)
+    experiments: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    """(workspace, experiment name) -> the earliest run start seen."""
     runs: dict[str, RunChange] = field(default_factory=dict)
     tags: dict[tuple[str, str], tuple[str | None, datetime, bool]] = field(default_factory=dict)
     artifacts: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
@@ -287,13 +288,14 @@ def materialize(batch: list[ev.Event], *, columnar: bool = False) -> Materialize
 
 def _run_started(out: Materialized, e: ev.RunStarted, when: datetime, change: RunChange) -> None:
     p = e.payload
-    first = out.experiments.get(p.experiment)
+    workspace = e.workspace or ev.DEFAULT_WORKSPACE
+    first = out.experiments.get((workspace, p.experiment))
     if first is None or when < first:  # the earliest run start, whatever the partition order
-        out.experiments[p.experiment] = when
+        out.experiments[(workspace, p.experiment)] = when
     if change.started is not None:  # start-once (processors.integrity): the first start is the run's
         return
     props = orjson.dumps({k: cell_json(v) for k, v in p.properties.items()}).decode()
-    change.started = (e.run_id, p.experiment, p.name, p.parent_run_id, p.kind, "running", props, when)
+    change.started = (e.run_id, p.experiment, p.name, p.parent_run_id, p.kind, "running", props, when, workspace)
 
 
 def _run_status(out: Materialized, e: ev.RunStatus, when: datetime, change: RunChange) -> None:

@@ -364,7 +364,7 @@ async def _load_parallel(database_url: str, snapshot: str, source: asyncpg.Conne
             else:
                 await worker.wait()
                 return Loaded(message["events"], message["points"],
-                              {k: datetime.fromisoformat(v) for k, v in message["experiments"].items()},
+                              {(ws, name): datetime.fromisoformat(v) for ws, name, v in message["experiments"]},
                               set(message["runs"]))
         raise ReplayError(f"a replay worker exited with code {await worker.wait()}")
 
@@ -387,9 +387,9 @@ async def _load_parallel(database_url: str, snapshot: str, source: asyncpg.Conne
     return total
 
 
-async def _write_experiments(conn: asyncpg.Connection, experiments: dict[str, datetime]) -> None:
+async def _write_experiments(conn: asyncpg.Connection, experiments: dict[tuple[str, str], datetime]) -> None:
     if experiments:
-        await conn.executemany(store.INSERT_EXPERIMENT, sorted(experiments.items()))
+        await conn.executemany(store.INSERT_EXPERIMENT, [(ws, n, t) for (ws, n), t in sorted(experiments.items())])
 
 
 _CATCH_UP = """

@@ -95,7 +95,7 @@ class Loaded:
 
     events: int = 0
     points: int = 0
-    experiments: dict[str, datetime] = field(default_factory=dict)
+    experiments: dict[tuple[str, str], datetime] = field(default_factory=dict)
     """Earliest run start per experiment: written once by the coordinator, not by each
     worker (every worker's batches would wait on the same experiment rows)."""
     runs: set[str] = field(default_factory=set)
@@ -326,7 +326,7 @@ def serve(channel: Channel) -> int:
         channel.send({"error": str(exc)})
         return 1
     channel.send({"events": loaded.events, "points": loaded.points, "runs": sorted(loaded.runs),
-                  "experiments": {k: v.isoformat() for k, v in loaded.experiments.items()}})
+                  "experiments": [[ws, name, v.isoformat()] for (ws, name), v in loaded.experiments.items()]})
     return 0
 
 

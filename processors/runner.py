@@ -266,6 +266,7 @@ class Processor:
                         await salvage.write_one(conn, r, results, dead)
                 for result in results:
                     dead.extend(DeadLetter.of(r.received, r.reason) for r in result.refused)
+                    dead.extend(result.foreign)
                 await store.write_dead_letters(conn, dead)
                 await store.save_offsets(conn, self.settings.processor_group, positions)
         for result in results:

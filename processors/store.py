@@ -45,8 +45,8 @@ ARCHIVE_COUNT = f"WITH new AS ({_ARCHIVE_INSERT}\nRETURNING 1)\nSELECT count(*) 
 # Created on first use: the earliest run start seen, whatever order partitions arrive in
 # (so a rebuild from the archive gives the same row as live processing did).
 INSERT_EXPERIMENT = """
-INSERT INTO experiments AS e (name, created_at) VALUES ($1, $2)
-ON CONFLICT (name) DO UPDATE SET created_at = excluded.created_at WHERE excluded.created_at < e.created_at
+INSERT INTO experiments AS e (workspace, name, created_at) VALUES ($1, $2, $3)
+ON CONFLICT (workspace, name) DO UPDATE SET created_at = excluded.created_at WHERE excluded.created_at < e.created_at
 """
 
 # Rollup blocks (schemas/migrations/0003): counts add up; lo/hi keep the lower/higher
@@ -80,10 +80,10 @@ _FINAL = "status IN (" + ", ".join(f"'{t}'" for t in sorted(ev.TERMINAL_STATUSES
 # run's numbering: last_seq ignores them (a replay meets them in the archive).
 INSERT_RUN = f"""
 INSERT INTO runs (run_id, experiment, name, parent_run_id, kind, status, properties,
-                  started_at, updated_at, last_seq, error, ended_at)
+                  started_at, updated_at, last_seq, error, ended_at, workspace)
 SELECT $1, $2, $3, $4, $5, COALESCE(early.status, $6), $7::jsonb, $8, GREATEST($8, early.ts),
        COALESCE((SELECT max(seq) FROM events WHERE run_id = $1 AND seq < {ev.SERVER_SEQ_BASE}), -1), early.error,
-       CASE WHEN early.status IS NULL OR early.status = 'running' THEN NULL ELSE early.ts END
+       CASE WHEN early.status IS NULL OR early.status = 'running' THEN NULL ELSE early.ts END, $9
 FROM (SELECT 1) AS one LEFT JOIN LATERAL (
     SELECT status, error, ts FROM (
         SELECT b->'payload'->>'status' AS status, b->'payload'->>'error' AS error, ts, seq
@@ -176,6 +176,9 @@ WHERE r.run_id = s.run_id AND s.seq <= r.last_seq
 RETURNING s.partition, s."offset"
 """
 
+# The workspace each run's run.started recorded (migration 0006), for the runs of a batch.
+RUN_WORKSPACES = "SELECT run_id::text, workspace FROM runs WHERE run_id = ANY($1::uuid[])"
+
 UPSERT_OFFSET = """
 INSERT INTO consumer_offsets (group_id, topic, partition, "offset", updated_at) VALUES ($1, $2, $3, $4, now())
 ON CONFLICT (group_id, topic, partition) DO UPDATE
@@ -248,6 +251,8 @@ class WriteResult:
     refused: tuple[Refused, ...] = ()
     """Not stored, to dead-letter: re-sends of an archived (run, seq) with other content,
     and events that break a rule of :mod:`processors.integrity`."""
+    foreign: tuple[DeadLetter, ...] = ()
+    """Events whose workspace is not their run's (see :func:`take_foreign`): not stored."""
 
 
 INT64_MAX = 2**63 - 1
@@ -345,7 +350,7 @@ async def write_projections(conn: asyncpg.Connection, m: Materialized, *, notify
         await conn.copy_records_to_table("table_rows", records=m.table_rows, columns=TABLE_ROW_COLUMNS)
     if m.log_lines:
         await conn.copy_records_to_table("log_lines", records=m.log_lines, columns=LOG_LINE_COLUMNS)
-    await _many(conn, INSERT_EXPERIMENT, sorted(m.experiments.items()))
+    await _many(conn, INSERT_EXPERIMENT, [(ws, name, when) for (ws, name), when in sorted(m.experiments.items())])
     await _many(conn, INSERT_RUN, [c.started for c in m.runs.values() if c.started])
     await _many(conn, UPDATE_RUN, [
         (run_id, c.last_seq, c.updated_at, c.status, c.error, c.ended_at, c.renamed, c.name, c.deleted, c.deleted_at,
@@ -406,9 +411,35 @@ async def write_events(conn: asyncpg.Connection, received: list[Received],
 
     ``prepared``: ``materialize`` of every event of ``received``, done ahead (while the
     previous batch was being written); used as is when every event turns out new."""
-    new, refused = await archive(conn, received)
+    kept, foreign = await take_foreign(conn, received)
+    new, refused = await archive(conn, kept)
     if prepared is None or len(new) != len(received):
         prepared = materialize(new, columnar=True)
     await write_projections(conn, prepared)
-    return WriteResult(new=len(new), duplicates=len(received) - len(new) - len(refused),
-                       points=prepared.point_count, refused=tuple(refused))
+    return WriteResult(new=len(new), duplicates=len(kept) - len(new) - len(refused),
+                       points=prepared.point_count, refused=tuple(refused), foreign=tuple(foreign))
+
+async def take_foreign(conn: asyncpg.Connection, received: list[Received]) -> tuple[list[Received], list[DeadLetter]]:
+    """Split off the events whose workspace (absent: ``default``) is not the one their
+    run's ``run.started`` recorded (in the database, or earlier in this batch for a new
+    run). Kafka producers are not trusted (docs/SECURITY.md): an event forged straight onto
+    the topic for another workspace's run is dead-lettered here and changes nothing.
+    Events of a run whose start is not known yet are kept (their run id is a random UUID
+    the forger would have to know before the run exists)."""
+    if not received:
+        return received, []
+    owner: dict[str, str] = dict(await conn.fetch(RUN_WORKSPACES, list({_uuid(r.event.run_id) for r in received})))
+    for r in received:
+        if isinstance(r.event, ev.RunStarted):
+            owner.setdefault(_uuid(r.event.run_id), r.event.workspace or ev.DEFAULT_WORKSPACE)
+    kept: list[Received] = []
+    foreign: list[DeadLetter] = []
+    for r in received:
+        recorded = owner.get(_uuid(r.event.run_id))
+        claimed = r.event.workspace or ev.DEFAULT_WORKSPACE
+        if recorded is None or recorded == claimed:
+            kept.append(r)
+        else:
+            foreign.append(DeadLetter.of(r, f"workspace: event {r.event.seq} of run {r.event.run_id} is from workspace "
+                                            f"{claimed!r}, but the run belongs to workspace {recorded!r}"))
+    return kept, foreign

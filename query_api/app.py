@@ -10,13 +10,13 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from runstream.query_api import export, handlers, hardening, live, manage, mlflow_api, ui, writes
+from runstream.query_api import auth, export, handlers, hardening, live, manage, mlflow_api, ui, writes
 from runstream.query_api.cache import CACHE, ResponseCache
 from runstream.query_api.errors import error_middleware
 from runstream.query_api.handlers import POOL, SETTINGS
 from runstream.settings import ServiceSettings
 
-__all__ = ["ROUTES", "create_app", "init_connection", "keep_session", "main", "pg_pool"]
+__all__ = ["POST_ROUTES", "ROUTES", "create_app", "init_connection", "keep_session", "main", "pg_pool"]
 
 log = logging.getLogger("runstream.query_api")
 
@@ -44,8 +44,15 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("history", "/api/runs/{run_id}/history", handlers.history),
     ("logs", "/api/runs/{run_id}/logs", handlers.logs),
     ("compare", "/api/compare", handlers.compare),
+    ("whoami", "/api/whoami", auth.whoami),
 ]
-"""Every route as (name, path, handler); all are GET (and HEAD)."""
+"""Every GET (and HEAD) route as (name, path, handler)."""
+
+POST_ROUTES: list[tuple[str, str, Handler]] = [
+    ("login", "/api/login", auth.login),
+    ("logout", "/api/logout", auth.logout),
+]
+"""The web UI's login and logout (the cookie ``runstream_token``)."""
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
@@ -99,11 +106,14 @@ def create_app(settings: ServiceSettings) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.api_max_body_bytes)
     hardening.install(app, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins,
                       max_body_bytes=settings.api_max_body_bytes, body_limit_exempt={mlflow_api.ARTIFACT_UPLOAD})
+    auth.setup(app, handlers.reader_url(settings), enabled=auth.enabled(settings.auth), cookies=True)
     app[SETTINGS] = settings
     app[CACHE] = ResponseCache()  # fed by live's listener: serves only while it LISTENs
     app.cleanup_ctx.append(pg_pool)
     for name, path, handler in ROUTES:
         app.router.add_get(path, handler, name=name)
+    for name, path, handler in POST_ROUTES:
+        app.router.add_post(path, handler, name=name)
     live.setup(app)
     writes.setup(app)  # the API's own events: MLflow's writes and run management
     manage.setup(app)
@@ -115,4 +125,5 @@ def create_app(settings: ServiceSettings) -> web.Application:
 def main(settings: ServiceSettings) -> None:
     """Serve the query API on ``settings.api_host:api_port`` until interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    auth.check_bind(auth.enabled(settings.auth), [("the query API", settings.api_host)])
     web.run_app(create_app(settings), host=settings.api_host, port=settings.api_port)

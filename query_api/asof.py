@@ -153,7 +153,7 @@ def detail(f: Fold, children: list[uuid.UUID]) -> api.RunDetail:
     change = f.change
     if change.started is None:
         raise NotFound(f"run {f.run_id} had not started as of seq {f.seq} (no run.started event up to it)")
-    _, experiment, name, parent, kind, status, properties, started_at = change.started
+    _, experiment, name, parent, kind, status, properties, started_at, _ = change.started
     ended = change.status is not None  # the runs row as INSERT_RUN then UPDATE_RUN leave it
     row = {
         "run_id": f.run_id,
@@ -206,6 +206,6 @@ def metrics(f: Fold, names: Sequence[str] = ()) -> api.MetricsAsOf:
     return {"metrics": shaped, "as_of": _as_of(f)}
 
 
-async def children_of(db: queries.Db, f: Fold) -> list[uuid.UUID]:
+async def children_of(db: queries.Db, f: Fold, workspace: str) -> list[uuid.UUID]:
     """The run's children started (``run.started`` stamped) no later than the fold's last event."""
-    return await queries.as_of_children(db, f.run_id, to_datetime(f.ts))
+    return await queries.as_of_children(db, f.run_id, to_datetime(f.ts), workspace)

@@ -26,6 +26,7 @@ __all__ = [
     "Conflict",
     "Forbidden",
     "InsufficientStorage",
+    "Unauthorized",
     "NotFound",
     "NotReady",
     "PayloadTooLarge",
@@ -65,8 +66,16 @@ class BadRequest(HttpError):
     status = 400
 
 
+class Unauthorized(HttpError):
+    """No token, or one that is malformed, unknown, revoked or expired (query_api.auth)."""
+
+    status = 401
+    headers = {"WWW-Authenticate": 'Bearer realm="runstream"'}
+
+
 class Forbidden(HttpError):
-    """The request is refused whoever sends it (e.g. a cross-origin preflight from an origin not allowed)."""
+    """Refused whoever asks this way: a token's scope that does not allow it (a read token
+    writing), a cross-origin preflight from an origin not allowed."""
 
     status = 403
 
@@ -161,6 +170,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except HttpError as exc:
         response = _error(exc.status, exc.message, **exc.details)
+        response.headers.update(getattr(exc, "headers", {}))
         if exc.status in (429, 503):
             response.headers["Retry-After"] = str(exc.details.get("retry_after", RETRY_AFTER_S))
         return response

@@ -25,7 +25,7 @@ import asyncpg
 from aiohttp import web
 
 from runstream.processors.materialize import to_datetime
-from runstream.query_api import asof, openapi, queries, search
+from runstream.query_api import asof, auth, openapi, queries, search
 from runstream.query_api.cache import CACHE
 from runstream.query_api.downsample import MIN_MAX_POINTS
 from runstream.query_api.errors import BadRequest, NotFound, NotReady, json_response
@@ -168,9 +168,15 @@ def scope_of(request: web.Request) -> Scope:
 async def reached(request: web.Request, scope: Scope) -> int:
     """Once the run exists and has reached ``min_seq`` (if given): its ``last_seq`` then
     (told to the response cache: answers of the run from before it are stale)."""
-    last_seq = await queries.wait_for_run(request.app[POOL], scope.run_id, scope.min_seq, scope.wait_ms)
+    last_seq = await queries.wait_for_run(request.app[POOL], scope.run_id, scope.min_seq, scope.wait_ms,
+                                          workspace(request))
     request.app[CACHE].observe(scope.run_id, last_seq)
     return last_seq
+
+
+def workspace(request: web.Request) -> str:
+    """The principal's workspace: the one string every query of the request is scoped by."""
+    return auth.principal_of(request).workspace
 
 
 async def run_scope(request: web.Request) -> uuid.UUID:
@@ -205,7 +211,9 @@ async def cached(request: web.Request, read: Callable[[Scope], Awaitable[Answer]
     """
     scope = scope_of(request)
     cache = request.app[CACHE]
-    key = (request.path, tuple(item for item in request.query.items() if item[0] not in _NOT_IN_KEY))
+    # The workspace is part of the key: an answer is only ever served to the workspace that read it.
+    key = (workspace(request), request.path,
+           tuple(item for item in request.query.items() if item[0] not in _NOT_IN_KEY))
     no_cache = "no-cache" in request.headers.get("Cache-Control", "").lower()
     entry = None if no_cache else cache.get(key, scope.min_seq)
     if entry is not None:
@@ -220,12 +228,6 @@ async def cached(request: web.Request, read: Callable[[Scope], Awaitable[Answer]
 
 
 _HIT = {"X-Cache": "hit"}
-
-
-def _principal_workspace(request: web.Request) -> str:
-    """The request's workspace. Stand-in: replaced by auth.principal_of at merge."""
-    p = request.get("principal")
-    return p.workspace if p else "default"
 
 
 def group_by_of(request: web.Request) -> tuple[str, str] | None:
@@ -290,7 +292,7 @@ def run_filter(request: web.Request, experiments: list[str] | None = None,
         offset=query_int(request, "offset", 0, 0, 2**62),
         columns=query_list(request, "columns"),
         search=search.parse(request.query["filter"]) if request.query.get("filter", "").strip() else None,
-        workspace=_principal_workspace(request),
+        workspace=workspace(request),
         lifecycle=_lifecycle(request),
     )
 
@@ -306,11 +308,13 @@ def _lifecycle(request: web.Request) -> str:
 # ---------------------------------------------------------------- handlers
 
 
+@auth.public
 async def health(request: web.Request) -> web.Response:
     """Liveness: the process answers."""
     return json_response({"status": "ok"})
 
 
+@auth.public
 async def ready(request: web.Request) -> web.Response:
     """Readiness: the database answers and is migrated."""
     try:
@@ -324,7 +328,7 @@ async def ready(request: web.Request) -> web.Response:
 
 async def experiments(request: web.Request) -> web.Response:
     """All experiments with run count and last activity."""
-    return json_response({"experiments": await queries.experiments(request.app[POOL])})
+    return json_response({"experiments": await queries.experiments(request.app[POOL], workspace(request))})
 
 
 async def experiment_runs(request: web.Request) -> web.Response:
@@ -364,11 +368,12 @@ async def run(request: web.Request) -> web.Response:
             # last_seq: the run's live one (what the read reflects), as the cache expects.
             last_seq = await reached(request, scope)
             f = await asof.fold(request.app[POOL], scope.run_id, last_seq, point, columnar=True)
-            children = await asof.children_of(request.app[POOL], f)
+            children = await asof.children_of(request.app[POOL], f, workspace(request))
             detail = asof.detail(f, children)
             detail["dead_letters"] = await queries.dead_letters_up_to(request.app[POOL], scope.run_id, f.seq)
             return Answer(detail, last_seq, dict.fromkeys(children), structural=True)
-        detail = await queries.run_detail(request.app[POOL], scope.run_id, scope.min_seq, scope.wait_ms)
+        detail = await queries.run_detail(request.app[POOL], scope.run_id, workspace(request), scope.min_seq,
+                                          scope.wait_ms)
         # It lists the children: their events and new children change it.
         return Answer(detail, detail["last_seq"], dict.fromkeys(detail["children"]), structural=True)
 
@@ -390,7 +395,7 @@ async def run_metrics(request: web.Request) -> web.Response:
             return Answer(asof.metrics(f, names), last_seq)
         if not recursive:
             return Answer((await queries.get_metrics(pool, [run_id], names))[run_id], last_seq)
-        tree = await queries.run_tree(pool, run_id)
+        tree = await queries.run_tree(pool, run_id, workspace(request))
         by_run = await queries.get_metrics(pool, list(tree), names)
         data = {str(rid): metrics for rid, metrics in by_run.items()}
         return Answer(data, last_seq, tree, structural=True)  # descendants, new ones too, change it
@@ -515,10 +520,12 @@ async def compare(request: web.Request) -> web.Response:
         query_list(request, "metric"),
         query_bool(request, "vectors"),
         _max_points(request, 1000),
+        workspace(request),
     )
     return json_response(result)
 
 
+@auth.public
 async def openapi_document(request: web.Request) -> web.Response:
     """The OpenAPI 3.1 description of this API."""
     return json_response(openapi.document())

@@ -31,6 +31,7 @@ from ipaddress import ip_address
 
 from aiohttp import web
 
+from runstream.query_api import auth
 from runstream.query_api.errors import BadRequest, Forbidden, Handler, PayloadTooLarge, TooManyRequests
 
 __all__ = [
@@ -39,7 +40,6 @@ __all__ = [
     "StreamSlots",
     "install",
     "principal_key",
-    "principal_workspace",
 ]
 
 DEFAULT_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
@@ -59,17 +59,11 @@ CORS_METHODS = "GET, HEAD, POST, PUT"
 CORS_HEADERS = "Authorization, Content-Type, Last-Event-ID, Cache-Control"
 
 
-def principal_workspace(request: web.Request) -> str:
-    """The request's workspace. Stand-in: replaced by ``auth.principal_of`` at merge."""
-    p = request.get("principal")
-    return p.workspace if p is not None else "default"
-
-
 def principal_key(request: web.Request) -> str:
     """Whose budget a request spends: ``token:<id>`` when the principal has a token, else
-    ``addr:<client address>``. Stand-in for ``auth.principal_of``: replaced at merge."""
-    p = request.get("principal")
-    token_id = getattr(p, "token_id", None)
+    ``addr:<client address>`` (authentication off: loopback clients)."""
+    p = request.get(auth.PRINCIPAL)
+    token_id = p.token_id if p is not None else None
     return f"token:{token_id}" if token_id else f"addr:{request.remote or '?'}"
 
 

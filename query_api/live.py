@@ -32,10 +32,10 @@ import asyncpg
 import orjson
 from aiohttp import web
 
-from runstream.query_api import queries
+from runstream.query_api import auth, queries
 from runstream.query_api.cache import CACHE, ResponseCache
 from runstream.query_api.errors import BadRequest
-from runstream.query_api.handlers import POOL, SETTINGS, query_int, reader_url, run_scope
+from runstream.query_api.handlers import POOL, SETTINGS, query_int, reader_url, run_scope, workspace
 from runstream.query_api.hardening import StreamSlots, principal_key
 from runstream.schemas import api, notify
 from runstream.schemas.events import TERMINAL_STATUSES
@@ -64,7 +64,7 @@ class Subscription:
         self.run_id = run_id
         self._wake = asyncio.Event()
         self.closing = False
-        """Set when the app shuts down: the stream ends without ``end`` (clients reconnect)."""
+        """Set when the app shuts down or the stream's token is revoked: the stream ends without ``end``."""
 
     def notify(self) -> None:
         self._wake.set()
@@ -258,8 +258,10 @@ async def live(request: web.Request) -> web.StreamResponse:
     """The run's events after ``after_seq`` (or ``Last-Event-ID``), then new ones as they land."""
     after = _after_seq(request)
     run_id = await run_scope(request)  # 400 / 404 / 504 as JSON, before the stream starts
-    # 429 past the caps (an open stream holds a connection's memory for as long as it lasts).
-    with request.app[SLOTS].hold(principal_key(request)), request.app[LISTENER].subscribe(run_id) as sub:
+    # 429 past the caps (an open stream holds a connection's memory for as long as it lasts);
+    # a revoked token's stream ends.
+    with request.app[SLOTS].hold(principal_key(request)), request.app[LISTENER].subscribe(run_id) as sub, \
+            auth.closed_on_revoke(request, sub.close):
         response = web.StreamResponse(headers={
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
@@ -267,7 +269,7 @@ async def live(request: web.Request) -> web.StreamResponse:
         })
         await response.prepare(request)
         try:
-            await _stream(request.app[POOL], run_id, after, sub, response)
+            await _stream(request.app[POOL], run_id, workspace(request), after, sub, response)
             await response.write_eof()
         except ConnectionResetError:
             pass  # the client went away
@@ -279,13 +281,14 @@ async def live(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(
-    pool: asyncpg.Pool, run_id: uuid.UUID, last: int, sub: Subscription, response: web.StreamResponse
+    pool: asyncpg.Pool, run_id: uuid.UUID, workspace: str, last: int, sub: Subscription,
+    response: web.StreamResponse
 ) -> None:
     await response.write(b"retry: %d\n\n" % RETRY_MS)
     while not sub.closing:
         sub.clear()
         # State first: every event up to its last_seq is committed, so the reads below see them.
-        state = await pool.fetchrow(queries.LIVE_RUN_STATE, run_id)
+        state = await pool.fetchrow(queries.LIVE_RUN_STATE, run_id, workspace)
         while True:
             rows = await pool.fetch(queries.LIVE_EVENTS, run_id, last, PAGE)
             if rows:

@@ -22,10 +22,9 @@ from aiohttp import web
 
 from runstream.blobstore import BlobError, LocalBlobStore
 from runstream.ingest.quota import BlobQuota
-from runstream.query_api import queries
+from runstream.query_api import auth, queries
 from runstream.query_api.errors import PayloadTooLarge, json_response
 from runstream.query_api.handlers import POOL, SETTINGS, download_headers
-from runstream.query_api.hardening import principal_workspace
 from runstream.query_api.mlflow_runs import children
 from runstream.query_api.mlflow_shapes import MlflowError, invalid, missing, parse_run_id
 from runstream.query_api.writes import WRITER, Draft
@@ -67,7 +66,7 @@ async def upload(request: web.Request) -> web.Response:
                       f"{MAX_ARTIFACT_PATH_LENGTH} characters (MAX_ARTIFACT_PATH_LENGTH)")
     await _run_exists(request, rid)
     settings, quota = request.app[SETTINGS], request.app[QUOTA]
-    workspace = principal_workspace(request)
+    workspace = auth.principal_of(request).workspace
     declared = request.content_length
     if declared is not None and declared > settings.max_upload_bytes:
         raise _too_large(declared, settings.max_upload_bytes)

@@ -27,6 +27,13 @@ DESCRIPTION = """Read side of runstream (SPEC section 5).
   `{"f": "NaN" | "Infinity" | "-Infinity"}`.
 * Errors: `{"error": {"status": N, "message": "..."}}`; a bad parameter is a 400 whose
   message names the parameter and the value.
+* Authentication (docs/SECURITY.md): every route except health, readiness, this document
+  and login/logout needs a token: `Authorization: Bearer rs_<id>_<secret>` (or HTTP Basic
+  with the token as password, or the web UI's `runstream_token` cookie). No, a bad, revoked
+  or expired token: 401 with `WWW-Authenticate: Bearer`. A token sees only its workspace:
+  another workspace's run or experiment is a 404 exactly like a missing one, and lists
+  leave them out. (A server run with authentication off answers every request as the
+  `default` workspace.)
 * Every run-scoped endpoint accepts `min_seq` and `wait_ms`: the answer waits until the
   run's last materialized event seq reaches `min_seq` (polling every 20 ms), or is a 504
   after `wait_ms`.
@@ -139,13 +146,33 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "Bad parameter", 404: "Not found", 422: "as-of history too large to fold",
+    text = {400: "Bad parameter", 401: "No, bad, revoked or expired token", 404: "Not found",
+            422: "as-of history too large to fold",
             503: "Database unavailable or not ready (see Retry-After)", 504: "min_seq not reached in time"}
     return {str(c): _json(_ref("ErrorResponse"), text[c]) for c in codes}
 
 
 def _get(summary: str, params: list[dict[str, Any]], ok: dict[str, Any], *errors: int) -> dict[str, Any]:
-    return {"get": {"summary": summary, "parameters": params, "responses": {"200": ok, **_errors(*errors)}}}
+    return {"get": {"summary": summary, "parameters": params, "responses": {"200": ok, **_errors(401, *errors)}}}
+
+
+def _public(path_item: dict[str, Any]) -> dict[str, Any]:
+    """An operation open to anyone: no security requirement, no 401 (unless a bad token is sent)."""
+    for operation in path_item.values():
+        operation["security"] = [{}, *_SECURITY]
+    return path_item
+
+
+_SECURITY = [{"bearer": []}, {"basic": []}, {"cookie": []}]
+_SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "A token from `runstream token create`."},
+    "basic": {"type": "http", "scheme": "basic", "description": "Any user name, the token as password."},
+    "cookie": {"type": "apiKey", "in": "cookie", "name": "runstream_token",
+               "description": "Set by POST /api/login (the web UI)."},
+}
+
+_LOGIN_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}}}}}
 
 
 _X_CACHE = {"X-Cache": {
@@ -222,9 +249,17 @@ _PATCH_BODY = {
 
 def _paths() -> dict[str, Any]:
     return {
-        "/api/health": _get("Liveness", [], _json(_ref("Health"))),
-        "/api/ready": _get("Readiness: database answers and is migrated", [], _json(_ref("Health")), 503),
-        "/api/openapi.json": _get("This document", [], _json({"type": "object"})),
+        "/api/health": _public(_get("Liveness", [], _json(_ref("Health")))),
+        "/api/ready": _public(_get("Readiness: database answers and is migrated", [], _json(_ref("Health")), 503)),
+        "/api/whoami": _get("The caller's workspace and scope", [], _json(_ref("Principal"))),
+        "/api/login": _public({"post": {
+            "summary": "Web UI login: sets the HttpOnly, SameSite=Strict cookie runstream_token",
+            "requestBody": _LOGIN_BODY, "parameters": [],
+            "responses": {"200": _json(_ref("Principal")), **_errors(400, 401)}}}),
+        "/api/logout": _public({"post": {
+            "summary": "Web UI logout: clears the cookie", "parameters": [],
+            "responses": {"200": _json(_ref("LoggedOut"))}}}),
+        "/api/openapi.json": _public(_get("This document", [], _json({"type": "object"}))),
         "/api/experiments": _get(
             "Experiments with run count and last activity", [],
             _json(_ref("Experiments")),
@@ -401,5 +436,6 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "runstream query API", "version": "1", "description": DESCRIPTION},
         "paths": _paths(),
-        "components": {"schemas": api.components()},
+        "security": _SECURITY,
+        "components": {"schemas": api.components(), "securitySchemes": _SECURITY_SCHEMES},
     }

@@ -32,9 +32,14 @@ Db: TypeAlias = "asyncpg.Pool[asyncpg.Record] | asyncpg.Connection[asyncpg.Recor
 
 READY = "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = 1)"
 
+# Every statement that reads runs or experiments takes the principal's workspace as a bind
+# parameter (query_api.auth): another workspace's rows are never read. Statements keyed by
+# a run id alone (points, tags, files, events, ...) run only after the run was found in
+# the workspace (wait_for_run, run_detail), so they need no second check.
 EXPERIMENTS = """
 SELECT e.name, e.created_at, count(r.run_id) AS run_count, max(r.updated_at) AS last_activity
-FROM experiments e LEFT JOIN runs r ON r.experiment = e.name
+FROM experiments e LEFT JOIN runs r ON r.workspace = e.workspace AND r.experiment = e.name
+WHERE e.workspace = $1
 GROUP BY e.name, e.created_at ORDER BY e.name"""
 
 _run_columns = """r.run_id, r.experiment, r.name, r.status, r.kind, r.parent_run_id, r.error,
@@ -53,15 +58,15 @@ SELECT {_run_columns}, r.properties,
              WHERE s.run_id = r.run_id ORDER BY s.name) AS summaries,
        ARRAY(SELECT ROW(p.key, p.value) FROM params p WHERE p.run_id = r.run_id ORDER BY p.key) AS params,
        r.server_seq,
-       ARRAY(SELECT c.run_id FROM runs c WHERE c.parent_run_id = r.run_id
+       ARRAY(SELECT c.run_id FROM runs c WHERE c.parent_run_id = r.run_id AND c.workspace = r.workspace
              ORDER BY c.started_at, c.run_id) AS children,
        (SELECT count(*) FROM dead_letters d WHERE d.run_id = r.run_id AND d.retried_at IS NULL) AS dead_letters
-FROM runs r WHERE r.run_id = $1"""
+FROM runs r WHERE r.run_id = $1 AND r.workspace = $2"""
 
-RUNS_BY_IDS = f"SELECT {_run_columns} FROM runs r WHERE r.run_id = ANY($1::uuid[])"
+RUNS_BY_IDS = f"SELECT {_run_columns} FROM runs r WHERE r.run_id = ANY($1::uuid[]) AND r.workspace = $2"
 
 # last_seq: the run's own numbering; server_seq: the query API's events for it (>= SERVER_SEQ_BASE).
-RUN_LAST_SEQ = "SELECT last_seq, server_seq FROM runs WHERE run_id = $1"
+RUN_LAST_SEQ = "SELECT last_seq, server_seq FROM runs WHERE run_id = $1 AND workspace = $2"
 
 PARAMS_FOR_RUNS = "SELECT run_id, key, value FROM params WHERE run_id = ANY($1::uuid[]) ORDER BY run_id, key"
 
@@ -72,9 +77,9 @@ DEAD_LETTERS_UP_TO = ("SELECT count(*) FROM dead_letters WHERE run_id = $1 AND r
 # UNION (not UNION ALL) so that a parent cycle in bad data still terminates.
 RUN_TREE = """
 WITH RECURSIVE tree(run_id, last_seq) AS (
-    SELECT run_id, last_seq FROM runs WHERE run_id = $1
+    SELECT run_id, last_seq FROM runs WHERE run_id = $1 AND workspace = $2
     UNION
-    SELECT r.run_id, r.last_seq FROM runs r JOIN tree t ON r.parent_run_id = t.run_id
+    SELECT r.run_id, r.last_seq FROM runs r JOIN tree t ON r.parent_run_id = t.run_id WHERE r.workspace = $2
 )
 SELECT run_id, last_seq FROM tree"""
 
@@ -205,7 +210,8 @@ ORDER BY seq LIMIT 1"""
 
 # The children a run had as of a time: those whose run.started is stamped no later.
 AS_OF_CHILDREN = """
-SELECT run_id FROM runs WHERE parent_run_id = $1 AND started_at <= $2 ORDER BY started_at, run_id"""
+SELECT run_id FROM runs WHERE parent_run_id = $1 AND started_at <= $2 AND workspace = $3
+ORDER BY started_at, run_id"""
 
 # The live endpoint: a page of events after a seq (with the type for the SSE `event:`
 # field), and the run's status and last materialized seq to know when the run is over.
@@ -214,7 +220,7 @@ SELECT run_id FROM runs WHERE parent_run_id = $1 AND started_at <= $2 ORDER BY s
 LIVE_EVENTS = f"""SELECT seq, type, body FROM events WHERE run_id = $1 AND seq > $2 AND seq < {SERVER_SEQ_BASE}
 ORDER BY seq LIMIT $3"""
 
-LIVE_RUN_STATE = "SELECT status, last_seq FROM runs WHERE run_id = $1"
+LIVE_RUN_STATE = "SELECT status, last_seq FROM runs WHERE run_id = $1 AND workspace = $2"
 
 LOG_LINES_PAGE = """
 SELECT seq, idx, ts, stream, line FROM log_lines
@@ -370,8 +376,33 @@ WHERE p.step BETWEEN $4 AND $6 AND p.value NOT IN ('NaN'::float8, 'Infinity'::fl
 GROUP BY w.grp, (p.step - $4) / $5
 ORDER BY w.grp NULLS LAST, step"""
 
-EXPERIMENT_NAMES = "SELECT name FROM experiments WHERE cardinality($1::text[]) = 0 OR name = ANY($1::text[])"
+EXPERIMENT_NAMES = """
+SELECT name FROM experiments WHERE workspace = $2 AND (cardinality($1::text[]) = 0 OR name = ANY($1::text[]))"""
 
+
+# Tokens (query_api.tokens): one row per token, found by its id; only a salted hash of the
+# secret. A revocation notifies its id to every process caching verified tokens ($2: the
+# channel, schemas.notify.TOKENS_CHANNEL), delivered at commit.
+TOKEN_INSERT = """
+INSERT INTO tokens (token_id, workspace, scope, name, kdf, salt, hash, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+RETURNING token_id, workspace, scope, name, created_at, expires_at"""
+
+TOKEN_BY_ID = """
+SELECT workspace, scope, kdf, salt, hash, expires_at, revoked_at FROM tokens WHERE token_id = $1"""
+
+TOKENS_LIST = """
+SELECT token_id, workspace, scope, name, created_at, expires_at, revoked_at FROM tokens
+WHERE $1::text IS NULL OR workspace = $1::text ORDER BY workspace, created_at, token_id"""
+
+TOKEN_REVOKE = """
+WITH revoked AS (UPDATE tokens SET revoked_at = now() WHERE token_id = $1 AND revoked_at IS NULL
+                 RETURNING token_id)
+SELECT token_id, pg_notify($2, token_id) FROM revoked"""
+
+# The workspace of each stored run of a batch (the gateway refuses events for another
+# workspace's run).
+RUN_WORKSPACES = "SELECT run_id::text, workspace FROM runs WHERE run_id = ANY($1::uuid[])"
 
 _INT64_LIMIT = 2.0**63
 """A kind-1 value is an int64: never written as a JSON int outside [-2**63, 2**63)."""
@@ -467,9 +498,9 @@ async def ready(db: Db) -> bool:
         return False
 
 
-async def experiments(db: Db) -> list[dict[str, Any]]:
-    """Every experiment with its run count and last activity (latest run update)."""
-    return [dict(r) for r in await db.fetch(EXPERIMENTS)]
+async def experiments(db: Db, workspace: str) -> list[dict[str, Any]]:
+    """Every experiment of ``workspace`` with its run count and last activity (latest run update)."""
+    return [dict(r) for r in await db.fetch(EXPERIMENTS, workspace)]
 
 
 def reached(row: Mapping[str, Any], min_seq: int) -> bool:
@@ -481,7 +512,7 @@ def reached(row: Mapping[str, Any], min_seq: int) -> bool:
     return row["last_seq"] >= min_seq
 
 
-async def wait_for_run(db: Db, run_id: uuid.UUID, min_seq: int | None, wait_ms: int) -> int:
+async def wait_for_run(db: Db, run_id: uuid.UUID, min_seq: int | None, wait_ms: int, workspace: str) -> int:
     """Once the run exists and (if ``min_seq`` is given) ``runs.last_seq >= min_seq``, its
     ``last_seq`` as read then (what any later read of the run reflects at least).
 
@@ -492,7 +523,7 @@ async def wait_for_run(db: Db, run_id: uuid.UUID, min_seq: int | None, wait_ms: 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_ms / 1000
     while True:
-        row = await db.fetchrow(RUN_LAST_SEQ, run_id)
+        row = await db.fetchrow(RUN_LAST_SEQ, run_id, workspace)
         last_seq = None if row is None else row["last_seq"]
         if min_seq is None:
             if last_seq is None:
@@ -529,18 +560,19 @@ async def dead_letters_up_to(db: Db, run_id: uuid.UUID, seq: int) -> int:
     return await db.fetchval(DEAD_LETTERS_UP_TO, run_id, seq)
 
 
-async def run_detail(db: Db, run_id: uuid.UUID, min_seq: int | None = None, wait_ms: int = 0) -> api.RunDetail:
+async def run_detail(db: Db, run_id: uuid.UUID, workspace: str, min_seq: int | None = None,
+                     wait_ms: int = 0) -> api.RunDetail:
     """One run with its properties, tags, metric summaries and child run ids.
 
     One statement when the run is there (and has reached ``min_seq``, if given);
     otherwise :func:`wait_for_run` waits for it (or raises), then the run is read.
     """
-    r = await db.fetchrow(RUN_BY_ID, run_id)
+    r = await db.fetchrow(RUN_BY_ID, run_id, workspace)
     if r is None or (min_seq is not None and not reached(r, min_seq)):
         if min_seq is None:
             raise NotFound(f"run {run_id} not found")
-        await wait_for_run(db, run_id, min_seq, wait_ms)
-        r = await db.fetchrow(RUN_BY_ID, run_id)
+        await wait_for_run(db, run_id, min_seq, wait_ms, workspace)
+        r = await db.fetchrow(RUN_BY_ID, run_id, workspace)
         if r is None:  # only if the run's row was deleted meanwhile
             raise NotFound(f"run {run_id} not found")
     return {
@@ -579,7 +611,7 @@ class RunFilter:
     search: Expr | None = None
     """The ``filter`` expression (:mod:`query_api.search`), all other filters also hold."""
     workspace: str = "default"
-    """The principal's workspace (auth contract): bound into the WHERE once runs have one."""
+    """The principal's workspace: only its runs are listed."""
     lifecycle: str = "active"
     """:data:`LIFECYCLES` key: deleted runs are left out unless asked for."""
 
@@ -606,9 +638,10 @@ class RunFilter:
         )
 
 
-async def _known_experiments(db: Db, names: Sequence[str]) -> list[str]:
-    """The experiments named (all when none is), :class:`NotFound` for an unknown one."""
-    known = [r["name"] for r in await db.fetch(EXPERIMENT_NAMES, list(names))]
+async def _known_experiments(db: Db, names: Sequence[str], workspace: str) -> list[str]:
+    """The experiments of ``workspace`` named (all when none is), :class:`NotFound` for an
+    unknown one (another workspace's is unknown here)."""
+    known = [r["name"] for r in await db.fetch(EXPERIMENT_NAMES, list(names), workspace)]
     for name in names:
         if name not in known:
             raise NotFound(f"experiment {name!r} not found")
@@ -618,13 +651,13 @@ async def _known_experiments(db: Db, names: Sequence[str]) -> list[str]:
 async def runs_page(db: Db, f: RunFilter) -> api.RunsPage:
     """``{"runs": [...], "total": N}`` for the experiments (all if none named; an unknown
     one is :class:`NotFound`), filtered, ordered and paged."""
-    args = (await _known_experiments(db, f.experiments), *f.args()[1:])
-    where, values = compile_filter(f.search, 13) if f.search is not None else ("TRUE", [])
+    args = (await _known_experiments(db, f.experiments, f.workspace), *f.args()[1:])
+    where, values = workspace_where(f.workspace, f.search, 13)
     rows = await db.fetch(runs_page_sql(f.order_by, f.order, where, f.lifecycle), *args, f.limit, f.offset, *values)
     if rows or not f.offset:
         total = rows[0]["total"] if rows else 0
     else:
-        where, values = compile_filter(f.search, 11) if f.search is not None else ("TRUE", [])
+        where, values = workspace_where(f.workspace, f.search, 11)
         total = await db.fetchval(runs_count_sql(where, f.lifecycle), *args, *values)
     ids = [r["run_id"] for r in rows]
     tags, summaries = await _tags_and_summaries(db, ids, f.columns)
@@ -658,8 +691,8 @@ async def stream_rows(pool: asyncpg.Pool, sql: str, *args: Any) -> AsyncIterator
 async def runs_export(db: Db, f: RunFilter) -> tuple[dict[str, list[str]], str, tuple[Any, ...]]:
     """The CSV export of the filtered runs: its columns (``tags``, ``params``, ``metrics``:
     names), and the statement and arguments to stream with :func:`stream_rows`."""
-    args = (await _known_experiments(db, f.experiments), *f.args()[1:])
-    where, values = compile_filter(f.search, 11) if f.search is not None else ("TRUE", [])
+    args = (await _known_experiments(db, f.experiments, f.workspace), *f.args()[1:])
+    where, values = workspace_where(f.workspace, f.search, 11)
     keys = await db.fetchrow(runs_export_keys_sql(where, f.lifecycle), *args, *values)
     return dict(keys), runs_export_sql(f.order_by, f.order, where, f.lifecycle), (*args, *values)
 
@@ -734,10 +767,19 @@ def _group_value(run: api.Run, kind: str, name: str) -> str | None:
     return v if isinstance(v, str) else orjson.dumps(v).decode()
 
 
-async def run_tree(db: Db, run_id: uuid.UUID) -> dict[uuid.UUID, int]:
-    """The run and all its descendants (children, their children, ...), each with its
-    ``last_seq``."""
-    return {r["run_id"]: r["last_seq"] for r in await db.fetch(RUN_TREE, run_id)}
+def workspace_where(workspace: str, search: Expr | None, first: int) -> tuple[str, list[Any]]:
+    """The runs statements' extra condition and its parameters from ``$first``: the
+    workspace (a bind parameter), then the compiled search filter if any."""
+    if search is None:
+        return f"r.workspace = ${first}::text", [workspace]
+    where, values = compile_filter(search, first + 1)
+    return f"r.workspace = ${first}::text AND ({where})", [workspace, *values]
+
+
+async def run_tree(db: Db, run_id: uuid.UUID, workspace: str) -> dict[uuid.UUID, int]:
+    """The run and all its descendants (children, their children, ...) in ``workspace``,
+    each with its ``last_seq``."""
+    return {r["run_id"]: r["last_seq"] for r in await db.fetch(RUN_TREE, run_id, workspace)}
 
 
 # ---------------------------------------------------------------- metrics
@@ -882,10 +924,11 @@ async def table(db: Db, run_id: uuid.UUID, name: str) -> api.Table:
 
 
 async def compare(
-    db: Db, run_ids: list[uuid.UUID], names: Sequence[str], vectors: bool, max_points: int
+    db: Db, run_ids: list[uuid.UUID], names: Sequence[str], vectors: bool, max_points: int, workspace: str
 ) -> api.Compare:
-    """Summaries (and optionally downsampled vectors) of chosen metrics for many runs."""
-    found = {r["run_id"]: r for r in await db.fetch(RUNS_BY_IDS, run_ids)}
+    """Summaries (and optionally downsampled vectors) of chosen metrics for many runs of
+    ``workspace`` (another workspace's run is not found, as a missing one)."""
+    found = {r["run_id"]: r for r in await db.fetch(RUNS_BY_IDS, run_ids, workspace)}
     missing = [str(rid) for rid in run_ids if rid not in found]
     if missing:
         raise NotFound(f"runs not found: {', '.join(missing)}")
@@ -960,9 +1003,9 @@ async def as_of_bodies(db: Db, run_id: uuid.UUID, seq: int, cutoff: datetime) ->
     return [r["body"] for r in await db.fetch(AS_OF_EVENTS, run_id, seq, cutoff)]
 
 
-async def as_of_children(db: Db, run_id: uuid.UUID, when: datetime) -> list[uuid.UUID]:
-    """The run's children whose ``run.started`` is stamped at or before ``when``."""
-    return [r["run_id"] for r in await db.fetch(AS_OF_CHILDREN, run_id, when)]
+async def as_of_children(db: Db, run_id: uuid.UUID, when: datetime, workspace: str) -> list[uuid.UUID]:
+    """The run's children (in ``workspace``) whose ``run.started`` is stamped at or before ``when``."""
+    return [r["run_id"] for r in await db.fetch(AS_OF_CHILDREN, run_id, when, workspace)]
 
 
 async def log_lines_page(

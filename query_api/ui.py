@@ -14,6 +14,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from runstream.query_api import auth
+
 __all__ = ["DIST", "PAGES", "setup"]
 
 DIST = Path(__file__).resolve().parent.parent / "ui" / "dist"
@@ -54,6 +56,7 @@ cd ui &amp;&amp; npm ci &amp;&amp; npm run build</pre>
 """
 
 
+@auth.public  # the static page holds no data; its API calls are authenticated (or it shows the login)
 async def page(request: web.Request) -> web.StreamResponse:
     """``index.html`` for any page of the app, or a 503 page when the UI is not built."""
     index = request.app[DIST_DIR] / "index.html"
@@ -64,6 +67,7 @@ async def page(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(index, headers={**_PAGE_HEADERS, "Content-Type": "text/html; charset=utf-8"})
 
 
+@auth.public
 async def asset(request: web.Request) -> web.StreamResponse:
     """A built file under ``assets/``. Names carry a content hash, so they never change."""
     root = request.app[DIST_DIR] / "assets"

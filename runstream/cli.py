@@ -18,6 +18,9 @@ app.add_typer(services_app, name="services")
 dead_letters_app = typer.Typer(help="Events (or single points/rows) the processors could not store.",
                                no_args_is_help=True)
 app.add_typer(dead_letters_app, name="dead-letters")
+token_app = typer.Typer(help="API tokens: each gives one workspace read, write or admin access (docs/SECURITY.md).",
+                        no_args_is_help=True)
+app.add_typer(token_app, name="token")
 
 STATE_DIR = typer.Option(None, "--state-dir", help="Where the local services keep their data (default ./.state/stack).")
 
@@ -293,6 +296,59 @@ def dead_letters_retry(run: str | None = typer.Option(None, "--run", help="Only 
     typer.echo(f"re-drove {len(outcomes)} dead letter(s): {stored} stored, {len(outcomes) - stored} still failing")
     if stored < len(outcomes):
         raise typer.Exit(1)
+
+
+@token_app.command("create")
+def token_create(workspace: str = typer.Option(..., "--workspace", help="The workspace the token gives access to."),
+                 scope: str = typer.Option(..., "--scope", help="read, write (read + send events and files) "
+                                                                "or admin."),
+                 name: str | None = typer.Option(None, "--name", help="A label to recognise it by in `token list`."),
+                 expires: float | None = typer.Option(None, "--expires", help="Days until it expires "
+                                                                                "(default: never).")) -> None:
+    """Create a token and print it (once: only a salted hash of it is stored)."""
+    from runstream.query_api import tokens
+
+    try:
+        token, row = asyncio.run(_with_db(lambda conn: tokens.create(conn, workspace, scope, name, expires)))
+    except tokens.TokenError as exc:
+        typer.echo(f"runstream token create: {exc}", err=True)
+        raise typer.Exit(2) from None
+    until = f", expires {row['expires_at']:%Y-%m-%d %H:%M} UTC" if row["expires_at"] else ""
+    typer.echo(f"token {row['token_id']} for workspace {row['workspace']!r}, scope {row['scope']}{until}. "
+               "It is shown only this once; give it as RUNSTREAM_TOKEN, Workspace(token=...) or the web UI's login:",
+               err=True)
+    typer.echo(token)
+
+
+@token_app.command("list")
+def token_list(workspace: str | None = typer.Option(None, "--workspace", help="Only this workspace's.")) -> None:
+    """List tokens (never their secret): id, workspace, scope, name, created, expires, revoked."""
+    from runstream.query_api import tokens
+
+    rows = asyncio.run(_with_db(lambda conn: tokens.list_tokens(conn, workspace)))
+    for r in rows:
+        expires = f"{r['expires_at']:%Y-%m-%d %H:%M}" if r["expires_at"] else "never"
+        revoked = f"revoked {r['revoked_at']:%Y-%m-%d %H:%M:%S}" if r["revoked_at"] else "active"
+        label = (r["name"] or "-").encode("unicode_escape").decode("ascii")  # shown inertly
+        typer.echo(f"{r['token_id']}\t{r['workspace']}\t{r['scope']}\t{label}\t"
+                   f"created {r['created_at']:%Y-%m-%d %H:%M}\texpires {expires}\t{revoked}")
+    typer.echo(f"{len(rows)} token(s)", err=True)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str = typer.Argument(..., help="The token's id (from `token list`) or the token.")) -> None:
+    """Revoke a token: every API and gateway process refuses it within a second."""
+    from runstream.query_api import tokens
+
+    try:
+        done = asyncio.run(_with_db(lambda conn: tokens.revoke(conn, token_id)))
+    except tokens.TokenError as exc:
+        typer.echo(f"runstream token revoke: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if not done:
+        typer.echo(f"runstream token revoke: no active token {token_id!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {token_id}")
 
 
 if __name__ == "__main__":

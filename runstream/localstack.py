@@ -49,9 +49,10 @@ def write(state_dir: Path, values: dict[str, Any]) -> Path:
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".config.json.{os.getpid()}.tmp")
-    tmp.touch()
-    tmp.chmod(0o600)  # it may hold the SDK's Kafka password (services up --sasl)
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    # Owner-only: it may hold the demo's token and the SDK's Kafka password (services up --sasl).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(record, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)  # readers never see half a file
     return path
 

@@ -50,7 +50,7 @@ def wait_for_completion(run: Run, show_output: bool, raise_on_error: bool) -> di
         print(f"RunId: {run.id}\nWeb View: {run.get_portal_url()}\n", flush=True)
     if run._writable and run._sink.online:
         run.flush()  # what this process logged is part of what is followed
-    for event in follow_events(run._ws.settings.api_url, run.id):
+    for event in follow_events(run._ws.settings.api_url, run.id, headers=run._ws.settings.auth_headers()):
         if show_output and event.get("type") == "log.lines":
             payload = event["payload"]
             out = sys.stderr if payload.get("stream") == "stderr" else sys.stdout
@@ -65,14 +65,16 @@ def wait_for_completion(run: Run, show_output: bool, raise_on_error: bool) -> di
     return details
 
 
-def follow_events(api_url: str, run_id: str, after_seq: int = -1) -> Iterator[dict[str, Any]]:
-    """The run's events after ``after_seq`` as they are materialized, until it has ended."""
+def follow_events(api_url: str, run_id: str, after_seq: int = -1,
+                  headers: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+    """The run's events after ``after_seq`` as they are materialized, until it has ended
+    (``headers``: the workspace's ``Authorization``)."""
     q: queue.Queue[Any] = queue.Queue()
     loop = asyncio.new_event_loop()
 
     async def pump() -> None:
         try:
-            async with aiohttp.ClientSession() as session:
+            async with aiohttp.ClientSession(headers=headers) as session:
                 async for event in _events(session, api_url, run_id, after_seq):
                     q.put(event)
         except BaseException as exc:  # handed to the reading thread

@@ -238,7 +238,8 @@ class Sender:
         self._waiters: list[_Waiter] = []
         self._warned_at: float | None = None
         self._encode_errors: set[str] = set()
-        self.session = aiohttp.ClientSession(json_serialize=lambda o: orjson.dumps(o).decode())
+        self.session = aiohttp.ClientSession(json_serialize=lambda o: orjson.dumps(o).decode(),
+                                             headers=self.settings.auth_headers())
         self.transport: Transport = (
             HttpTransport(self.settings, self.session) if self.settings.transport == "http"
             else KafkaTransport(self.settings)

@@ -44,7 +44,12 @@ def tune_gc() -> None:
 async def serve(settings: ServiceSettings, *, processors: int = 1, api: bool = True, gateway: bool = True,
                 stop: asyncio.Event | None = None) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop``). Applies pending migrations first (waiting,
-    with backoff, while the database does not accept connections)."""
+    with backoff, while the database does not accept connections). Refuses to start with
+    authentication off on anything but loopback (``query_api.auth.check_bind``)."""
+    from runstream.query_api.auth import check_bind, enabled
+
+    check_bind(enabled(settings.auth), [("the query API", settings.api_host)] * api
+               + [("the gateway", settings.gateway_host)] * gateway)
     await _migrate_when_up(settings)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

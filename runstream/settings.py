@@ -115,6 +115,15 @@ class ClientSettings(_Env):
     delivery_timeout: int = 30
     """Seconds ``complete()``, ``flush()``, ``Workspace.close()`` and interpreter exit wait for
     delivery; what is still unsent then stays in ``spool_dir`` for ``runstream sync``."""
+    token: str = field(default="", repr=False)
+    """The API token (``runstream token create``) the SDK sends on every request to the query
+    API and the gateway (``Workspace(token=...)`` and ``runstream.json``'s ``token`` set it too);
+    empty sends none (a stack with authentication off)."""
+    workspace: str = ""
+    """The workspace the SDK's Kafka transport stamps on its events; empty: the token's (asked
+    of the query API's ``/api/whoami`` when the transport starts), or ``default`` without a
+    token. Over HTTP the gateway stamps the token's workspace whatever this says; processors
+    dead-letter an event whose workspace is not its run's."""
     materialize_timeout: float = 10.0
     """Longest time, in seconds, ``run.complete()``/``fail()``/``cancel()``/``flush()`` wait after
     the acks for the query API to have materialized the run (read-your-writes across
@@ -122,6 +131,10 @@ class ClientSettings(_Env):
     system_metrics_interval: float = 10.0
     """Seconds between samples of CPU, memory, disk, network and GPU metrics (``system/*``)
     of submitted runs and of ``start_logging(log_system_metrics=True)``; 0 turns them off."""
+
+    def auth_headers(self) -> dict[str, str]:
+        """The ``Authorization`` header of :attr:`token` (none without a token)."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
 
 @dataclass(frozen=True)
@@ -173,6 +186,10 @@ class ServiceSettings(_Env):
     """Live (SSE) streams one query API process holds open at once; 429 beyond."""
     live_streams_per_principal: int = 50
     """Live (SSE) streams one token (or client address without one) may hold open at once; 429 beyond."""
+    auth: str = "on"
+    """``on``: every request of the query API and the gateway needs a token (docs/SECURITY.md);
+    ``off``: none does (all is workspace ``default``), allowed only while every listener is
+    bound to loopback (the services refuse to start otherwise)."""
 
 
 @dataclass(frozen=True)

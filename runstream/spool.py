@@ -178,7 +178,7 @@ def sync(settings: ClientSettings, path: str | os.PathLike[str] | None = None) -
 async def _sync(settings: ClientSettings, dirs: list[Path], report: SyncReport) -> None:
     from runstream.transport import HttpTransport, KafkaTransport, Transport
 
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=settings.auth_headers()) as session:
         transport: Transport = (HttpTransport(settings, session) if settings.transport == "http"
                                 else KafkaTransport(settings))
         await transport.start()

@@ -6,6 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
+import orjson
 
 from runstream.errors import DeliveryError
 from runstream.schemas.limits import MAX_EVENTS_PER_REQUEST, MAX_REQUEST_BYTES
@@ -42,10 +43,15 @@ class KafkaTransport:
     def __init__(self, settings: ClientSettings) -> None:
         self._settings = settings
         self._producer: EventProducer | None = None
+        self._stamp = b""
 
     async def start(self) -> None:
         from runstream.producer import EventProducer
 
+        workspace = self._settings.workspace or await self._token_workspace()
+        # Events name their workspace (processors check it against the run's run.started);
+        # "default" is what an event without one means.
+        self._stamp = b'{"workspace":' + orjson.dumps(workspace) + b"," if workspace not in ("", "default") else b""
         # No producer linger: the sender already lingers (LINGER_S) and hands each fold over
         # in one go, so the batches are as large as they get; a second linger only adds latency.
         producer = EventProducer(self._settings.kafka_bootstrap, self._settings.topic, client_id="runstream-sdk",
@@ -57,10 +63,26 @@ class KafkaTransport:
             raise
         self._producer = producer
 
+    async def _token_workspace(self) -> str:
+        """The workspace of the settings' token (none: ``""``), asked of the query API once,
+        when the transport starts. Failing, the transport does not start (the sender retries
+        and keeps events in the outbox meanwhile); the message says to set RUNSTREAM_WORKSPACE."""
+        if not self._settings.token:
+            return ""
+        url = self._settings.api_url.rstrip("/") + "/api/whoami"
+        async with aiohttp.ClientSession(headers=self._settings.auth_headers()) as session:
+            async with session.get(url, timeout=POST_TIMEOUT) as resp:
+                if resp.status == 200:
+                    return str((await resp.json())["workspace"])
+                raise ConnectionError(f"{url} answered {resp.status} ({(await resp.text())[:200]}): cannot learn the "
+                                      "token's workspace for the Kafka transport; set RUNSTREAM_WORKSPACE")
+
     async def send(self, events: list[tuple[str, bytes]]) -> asyncio.Future[None]:
         if self._producer is None:
             raise ConnectionError("the Kafka producer is not started")
-        futures = [await self._producer.enqueue(run_id, value) for run_id, value in events]
+        stamp = self._stamp  # the SDK's own encoding starts with '{' and has no workspace yet
+        futures = [await self._producer.enqueue(run_id, stamp + value[1:] if stamp else value)
+                   for run_id, value in events]
         return asyncio.ensure_future(_all(futures))
 
     async def close(self) -> None:

@@ -43,8 +43,10 @@ class Workspace:
             settings = ClientSettings.from_env(**overrides)
         elif overrides:
             settings = replace(settings, **overrides)
+        if token is not None:
+            settings = replace(settings, token=token)
         self.settings: ClientSettings = settings
-        self.token = token
+        self.token = settings.token or None
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> Workspace:

@@ -84,6 +84,20 @@ class Health(TypedDict):
     status: str
 
 
+class Principal(TypedDict):
+    """``/api/whoami`` and ``/api/login``: who the token acts as (token_id null: authentication off)."""
+
+    workspace: str
+    scope: Literal["read", "write", "admin"]
+    token_id: str | None
+
+
+class LoggedOut(TypedDict):
+    """``/api/logout``: the login cookie is cleared."""
+
+    logged_out: bool
+
+
 class Experiment(TypedDict):
     name: str
     created_at: datetime
@@ -283,7 +297,7 @@ class LiveEnd(TypedDict):
 
 RESPONSES: tuple[Any, ...] = (
     ErrorResponse, Health, Experiments, RunsPage, RunDetail, MetricsAsOf, Vector, Table, Files, EventsPage, LogsPage,
-    Compare, LiveEnd, RunEvent, ImageRef, MetricGroups, History,
+    Compare, LiveEnd, RunEvent, ImageRef, MetricGroups, History, Principal, LoggedOut,
 )
 """Every named shape; with their members they make the OpenAPI components."""
 

@@ -34,6 +34,8 @@ __all__ = [
     "STATUSES",
     "TERMINAL_STATUSES",
     "SCHEMA_VERSION",
+    "WORKSPACE_PATTERN",
+    "DEFAULT_WORKSPACE",
     "Event",
     "EventError",
     "decode",
@@ -43,6 +45,10 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 """The envelope/payload version this build writes and reads."""
+
+DEFAULT_WORKSPACE = "default"
+"""The workspace of events without one, of rows from before workspaces, and of every
+request when authentication is off."""
 
 STORABLE_TEXT = "^[^\\u0000\\ud800-\\udfff]*$"
 """Strings PostgreSQL can store in ``text`` and ``jsonb``: no NUL, no lone UTF-16 surrogate
@@ -261,7 +267,15 @@ class ExperimentTagSetPayload(ExperimentPayload):
     value: Text
 
 
-class _Envelope(Struct, frozen=True, forbid_unknown_fields=True, tag_field="type", gc=False, kw_only=True):
+WORKSPACE_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""A workspace name: letters, digits, ``_.-``, at most 64 characters (it appears in URLs,
+logs and the CLI, so nothing that needs quoting)."""
+
+WorkspaceName = Annotated[str, Meta(pattern=WORKSPACE_PATTERN)]
+
+
+class _Envelope(Struct, frozen=True, forbid_unknown_fields=True, tag_field="type", gc=False, kw_only=True,
+                omit_defaults=True):
     # kw_only: the optional envelope fields may precede each subclass's required payload.
     event_id: Uuid
     run_id: Uuid
@@ -273,6 +287,11 @@ class _Envelope(Struct, frozen=True, forbid_unknown_fields=True, tag_field="type
     by the ingest gateway (whatever the body said is overwritten); None for events of an
     unauthenticated (local) stack, and, over Kafka directly, what the producer wrote
     (unverified: see docs/SECURITY.md)."""
+    workspace: WorkspaceName | None = None
+    """The workspace the event was written in: stamped by the ingest gateway from the
+    authenticated principal (whatever the body said) or by the SDK's Kafka transport;
+    absent means ``default``. Processors dead-letter an event whose workspace is not the
+    one its run's ``run.started`` recorded."""
 
 
 class RunStarted(_Envelope, tag="run.started"):

@@ -11,12 +11,16 @@ from __future__ import annotations
 import uuid
 from typing import NamedTuple
 
-__all__ = ["ANY", "CHANNEL", "RunCommitted", "parse", "run_payload"]
+__all__ = ["ANY", "CHANNEL", "TOKENS_CHANNEL", "RunCommitted", "parse", "run_payload"]
 
 CHANNEL = "runstream_runs"
 """The channel the processors notify on at commit."""
 ANY = "*"
 """The payload meaning "any run may have changed": whoever caches must re-read everything."""
+
+TOKENS_CHANNEL = "runstream_tokens"
+"""The channel a revoked token's id is notified on (``runstream token revoke``): every
+process caching verified tokens (query API, gateway) drops it."""
 
 
 class RunCommitted(NamedTuple):

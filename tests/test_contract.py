@@ -260,6 +260,15 @@ async def test_every_route_answers_as_its_openapi_document_says(
         async with session.post(f"{api}{missing}/{action}") as resp:
             doc.validate(f"/api/runs/{{run_id}}/{action}", 404, await resp.json(), "post")
     doc.validate("/api/runs", 200, await _get(session, api, "/api/runs", {"experiments": experiment, "deleted": "only"}))
+    # Who am I, and the UI's login/logout (this stack runs with authentication off: test_auth has it on).
+    doc.validate("/api/whoami", 200, await _get(session, api, "/api/whoami"))
+    async with session.post(api + "/api/login", json={"token": "anything"}) as resp:
+        doc.validate("/api/login", resp.status, await resp.json(), "post")
+    async with session.post(api + "/api/login", data=b"[]") as resp:
+        assert resp.status == 400
+        doc.validate("/api/login", 400, await resp.json(), "post")
+    async with session.post(api + "/api/logout") as resp:
+        doc.validate("/api/logout", resp.status, await resp.json(), "post")
 
     assert doc.checked == set(doc.doc["paths"]), f"routes not checked: {set(doc.doc['paths']) - doc.checked}"
 

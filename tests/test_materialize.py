@@ -63,7 +63,7 @@ def test_run_lifecycle_sets_status_and_last_seq() -> None:
     change = m.runs[RUN]
     assert change.started is not None and orjson.loads(change.started[6]) == {"lr": {"f": "NaN"}}
     assert (change.status, change.error, change.last_seq) == ("failed", "boom", 1)
-    assert m.experiments.keys() == {"e"}
+    assert m.experiments.keys() == {("default", "e")}
 
 
 def test_params_keep_the_first_value_and_management_events_fold_in_log_order() -> None:

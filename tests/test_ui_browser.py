@@ -584,3 +584,92 @@ def test_params_show_sort_and_mlflow_links_open_the_run(page: Any, workspace: Wo
     page.locator("#params .tag[data-param-key='alpha']", has_text="0.5").wait_for()
     assert page.url.endswith(f"/runs/{runs[0].id}")
     assert page.locator("#params .tag[data-param-key='solver']").inner_text() == "solver: svd"
+
+
+def _in_thread(coro: Any) -> Any:
+    """Run a coroutine on its own loop in a thread (Playwright's sync API holds this one)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+async def _create_token(database_url: str, workspace: str) -> str:
+    import asyncpg
+
+    from runstream.query_api import tokens
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        return (await tokens.create(conn, workspace, "read", name="browser"))[0]
+    finally:
+        await conn.close()
+
+
+def test_login_a_page_with_its_live_stream_and_logout(browser: Any, services: Settings, db: Any,
+                                                      tmp_path: Path) -> None:
+    """An API with authentication on: the UI shows the login form, a bad token is refused,
+    a good one opens the pages (the run page's live stream included), logout ends it."""
+    import os
+    import subprocess
+    import sys
+
+    from runstream.devstack.stack import free_ports
+    from tests.support import events
+
+    workspace, experiment, run_id = unique("ui-ws"), unique("ui-auth"), events.new_run_id()
+    _produce(services, [(run_id, events.event(run_id, 0, "run.started", {"experiment": experiment},
+                                              workspace=workspace)),
+                        (run_id, events.event(run_id, 1, "tag.set", {"key": "note", "value": "<b>hi</b>"},
+                                              workspace=workspace))])
+    wait_for(lambda: db.execute("SELECT 1 FROM runs WHERE run_id = %s AND last_seq = 1", (run_id,)).fetchone(),
+             what="the run materialized")
+    token = _in_thread(_create_token(services.database_url, workspace))
+    (port,) = free_ports(1)
+    env = {**os.environ, **services.to_env(), "RUNSTREAM_AUTH": "on", "RUNSTREAM_API_PORT": str(port)}
+    with (tmp_path / "api.log").open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "runstream.cli", "api"], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(f"{base}/api/health", timeout=2):
+                return True
+        except OSError:
+            return False
+
+    context = browser.new_context(base_url=base, viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(20_000)
+    try:
+        wait_for(up, what="the API with authentication on", timeout=60)
+        pg = context.new_page()
+        pg.goto("/")
+        pg.locator("#login").wait_for()
+        pg.fill("#login-token", "rs_000000000000_" + "x" * 43)
+        pg.click("#login button[type=submit]")
+        pg.locator("#login-error .error, #login-error").filter(has_text="unknown token").wait_for()
+        pg.fill("#login-token", token)
+        pg.click("#login button[type=submit]")
+        pg.get_by_role("link", name=experiment).wait_for()
+        assert workspace in pg.locator("#session").inner_text()
+        cookie = next(c for c in context.cookies() if c["name"] == "runstream_token")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert pg.evaluate("document.cookie") == ""  # the script never sees the token
+        pg.goto(f"/runs/{run_id}")
+        pg.get_by_text("<b>hi</b>").first.wait_for()  # the page read the run; the tag shows as text
+        # The live stream authenticates with the cookie: a value logged now appears without reload.
+        _produce(services, [(run_id, events.event(run_id, 2, "tag.set", {"key": "later", "value": "streamed"},
+                                                  workspace=workspace))])
+        pg.get_by_text("streamed").first.wait_for()
+        shot(pg, "logged-in-run")
+        pg.click("#logout")
+        pg.locator("#login").wait_for()
+        assert not [c for c in context.cookies() if c["name"] == "runstream_token"]
+        pg.goto(f"/runs/{run_id}")
+        pg.locator("#login").wait_for()
+    finally:
+        context.close()
+        process.terminate()
+        process.wait(30)

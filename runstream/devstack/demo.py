@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"  # runstream/devstack/demo.py -> the checkout
 """The repository's examples (the demo runs from a source checkout)."""
-LOCAL_STACK_SETTINGS = ("kafka_bootstrap", "database_url", "api_database_url", "blob_dir", "api_url", "ingest_url")
+LOCAL_STACK_SETTINGS = ("kafka_bootstrap", "database_url", "api_database_url", "blob_dir", "api_url", "ingest_url",
+                        "token")
 """What the demo records in ``~/.runstream/config.json`` for clients (``runstream.localstack``)."""
 
 
@@ -66,12 +67,13 @@ def copy_example(name: str, target: Path) -> Path:
     return Path(shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("outputs", "__pycache__")))
 
 
-def best_run(api_url: str, experiment_name: str, parent_run_id: str | None = None) -> dict[str, Any]:
+def best_run(api_url: str, experiment_name: str, parent_run_id: str | None = None,
+             headers: dict[str, str] | None = None) -> dict[str, Any]:
     """The run with the lowest mse, as the query API orders it (among ``parent_run_id``'s children)."""
     url = f"{api_url}/api/experiments/{experiment_name}/runs?order_by=metric:mse&order=asc&limit=1"
     if parent_run_id is not None:
         url += f"&parent={parent_run_id}"
-    with urllib.request.urlopen(url, timeout=30) as resp:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=30) as resp:
         return orjson.loads(resp.read())["runs"][0]  # type: ignore[no-any-return]
 
 
@@ -112,6 +114,8 @@ def main(state_dir: Path, keep_running: bool = True) -> None:
     server = start_background_serve(state_dir, settings)
     try:
         wait_ready(settings, server)
+        if settings.auth.strip().lower() != "off":  # as `serve` runs them: authentication on
+            settings = replace(settings, token=create_token(settings.database_url))
         if keep_running:  # a plain Workspace() in another shell finds these services
             recorded = {k: getattr(settings, k) for k in LOCAL_STACK_SETTINGS}
             localstack.write(state_dir, {**recorded, "blob_dir": str(Path(settings.blob_dir).resolve())})
@@ -126,7 +130,7 @@ def main(state_dir: Path, keep_running: bool = True) -> None:
             outputs = [f for f in run.get_file_names() if f.startswith("outputs/")]
             status = run.get_status()
         ws.close()
-        best = best_run(settings.api_url, experiment, parent_run_id=run.id)
+        best = best_run(settings.api_url, experiment, parent_run_id=run.id, headers=settings.auth_headers())
         done = time.monotonic()
         mse = best["metrics"]["mse"]["last"]
         alpha = best["metrics"]["alpha"]["last"]
@@ -136,6 +140,9 @@ def main(state_dir: Path, keep_running: bool = True) -> None:
         print(f"best child run: {best['run_id']} ({best['name']})  alpha={alpha:.2f}  mse={mse:.4f}")
         print(f"query API: {settings.api_url}/api/experiments/{experiment}/runs?parent={run.id}&order_by=metric:mse")
         print(f"web UI:    {settings.api_url}/experiments/{experiment}")
+        if settings.token:
+            print(f"token:     {settings.token}  (workspace 'default', admin: paste it into the web UI's login; "
+                  "a plain Workspace() on this machine uses it)")
         if keep_running:
             print("services keep running for the UI; stop them with: .venv/bin/runstream services down")
     except BaseException:
@@ -146,6 +153,25 @@ def main(state_dir: Path, keep_running: bool = True) -> None:
             stop_background_serve(state_dir)
             devstack.down(state_dir)
             localstack.forget(state_dir)
+
+
+def create_token(database_url: str) -> str:
+    """A new admin token of workspace ``default`` for the demo's UI and scripts."""
+    import asyncio
+
+    import asyncpg
+
+    from runstream.query_api import tokens
+
+    async def create() -> str:
+        conn = await asyncpg.connect(database_url)
+        try:
+            token, _ = await tokens.create(conn, "default", "admin", name="runstream demo")
+            return token
+        finally:
+            await conn.close()
+
+    return asyncio.run(create())
 
 
 def _ports() -> tuple[int, int]:

@@ -55,6 +55,7 @@ def settings(stack: devstack.StackInfo, tmp_path_factory: pytest.TempPathFactory
         gateway_port=gateway_port,
         api_url=f"http://127.0.0.1:{api_port}",
         ingest_url=f"http://127.0.0.1:{gateway_port}",
+        auth="off",  # the session's stack is on loopback; tests/test_auth.py runs services with it on
     )
     migrate(s.database_url)
     return s

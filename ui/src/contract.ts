@@ -142,6 +142,11 @@ export interface LogLine {
   ts: string;
 }
 
+/** ``/api/logout``: the login cookie is cleared. */
+export interface LoggedOut {
+  logged_out: boolean;
+}
+
 export interface LogsPage {
   lines: LogLine[];
   next_after_idx: number | null;
@@ -168,6 +173,13 @@ export interface MetricsAsOf {
 /** A float JSON cannot carry: NaN, +Infinity or -Infinity. */
 export interface NonFinite {
   f: "-Infinity" | "Infinity" | "NaN";
+}
+
+/** ``/api/whoami`` and ``/api/login``: who the token acts as (token_id null: authentication off). */
+export interface Principal {
+  scope: "admin" | "read" | "write";
+  token_id: string | null;
+  workspace: string;
 }
 
 /** A run in the runs listing. */

@@ -3,7 +3,9 @@
 // gets an AbortSignal that fires when the user leaves it (closing its requests, live
 // stream and charts).
 import "./style.css";
+import { ApiError } from "./api";
 import { h, link, message, setChildren, type Child } from "./dom";
+import { loginForm, showSession, whoami } from "./login";
 import { navigate, NAVIGATE } from "./nav";
 import { comparePage } from "./pages/compare";
 import { experimentsPage } from "./pages/experiments";
@@ -39,6 +41,16 @@ async function render(): Promise<void> {
     setChildren(crumbsEl, items.map((item) => h("span", { class: "crumb" }, item)));
   root.replaceChildren();
   crumbs();
+  // Logged in (or authentication off)? Otherwise the login form, then this page again.
+  const session = document.getElementById("session")!;
+  const who = await whoami().catch(() => undefined);
+  if (controller.signal.aborted) return;
+  const again = () => void render();
+  showSession(session, who ?? null, again);
+  if (who === null) {
+    loginForm(root, again);
+    return;
+  }
   const path = location.pathname;
   for (const [pattern, page] of ROUTES) {
     const m = pattern.exec(path);
@@ -48,6 +60,10 @@ async function render(): Promise<void> {
       await page({ root, signal: controller.signal, params: new URLSearchParams(location.search), crumbs }, ...groups);
     } catch (err) {
       if (controller.signal.aborted) return;
+      if (err instanceof ApiError && err.status === 401) {
+        loginForm(root, again); // the token was revoked or expired meanwhile
+        return;
+      }
       root.append(message(`Could not load this page: ${(err as Error).message}`, "error"));
     }
     return;
