@@ -39,7 +39,7 @@ import asyncpg
 from aiohttp import web
 
 from runstream.query_api import tokens
-from runstream.query_api.errors import BadRequest, Forbidden, Unauthorized, json_response
+from runstream.query_api.errors import BadRequest, Forbidden, Unauthorized, Unavailable, json_response
 from runstream.schemas.events import DEFAULT_WORKSPACE
 from runstream.schemas.notify import TOKENS_CHANNEL
 
@@ -141,6 +141,7 @@ class Authenticator:
         self._by_id: dict[str, set[bytes]] = {}
         self._generation: dict[str, int] = {}
         self._on_revoke: dict[str, set[Callable[[], None]]] = {}
+        self._epoch = 0  # LISTEN connections made so far: a reconnection may have missed a revocation
 
     async def principal(self, token: str) -> Principal:
         """The principal of ``token``, or :class:`Unauthorized` saying why not."""
@@ -150,16 +151,16 @@ class Authenticator:
             return hit[0]
         token_id = token[3:15]
         generation = self._generation.get(token_id, 0)
-        listening = self.listening.is_set()
+        epoch = self._epoch if self.listening.is_set() else -1
         if self.pool is None:
-            raise Unauthorized("authentication is not ready yet")
+            raise Unavailable("authentication is not ready yet; retry")
         try:
             row = await tokens.verify(self.pool, token)
         except tokens.TokenError as exc:
             raise Unauthorized(str(exc)) from None
         principal = Principal(row.token_id, row.workspace, row.scope)
-        # Cache only if no revocation of it was notified meanwhile and LISTEN held throughout.
-        if listening and self.listening.is_set() and self._generation.get(token_id, 0) == generation:
+        # Cache only if no revocation of it was notified meanwhile and the same LISTEN held throughout.
+        if epoch == self._epoch and self.listening.is_set() and self._generation.get(token_id, 0) == generation:
             ttl = CACHE_TTL_S
             if row.expires_at is not None:
                 ttl = min(ttl, (row.expires_at - datetime.now(UTC)).total_seconds())
@@ -210,6 +211,7 @@ class Authenticator:
                 lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 conn.add_termination_listener(lambda _c: lost.done() or lost.set_result(None))
                 await conn.add_listener(TOKENS_CHANNEL, self._on_notification)
+                self._epoch += 1
                 self.listening.set()
                 await lost
                 log.warning("auth: LISTEN %s connection lost; reconnecting", TOKENS_CHANNEL)
