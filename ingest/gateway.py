@@ -223,6 +223,7 @@ async def health(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
+@auth.public
 async def openapi_document(request: web.Request) -> web.Response:
     """The OpenAPI 3.1 description of the gateway."""
     return json_response(openapi.document())

@@ -167,7 +167,7 @@ class Materialized:
     summaries: dict[tuple[str, str], Summary] = field(default_factory=dict)
     params: dict[tuple[str, str], tuple[str, datetime]] = field(default_factory=dict)
     """(run, key) -> (value, time) of the first value logged in the batch (params are immutable)."""
-    experiment_meta: dict[str, ExperimentChange] = field(default_factory=dict)
+    experiment_meta: dict[tuple[str, str], ExperimentChange] = field(default_factory=dict)
 
     def summary(self, run_id: str, name: str, kind: str, description: str | None) -> Summary:
         s = self.summaries.get((run_id, name))
@@ -395,9 +395,10 @@ def _run_restored(out: Materialized, e: ev.RunRestored, when: datetime, change: 
 
 
 def _experiment(out: Materialized, e: Any, when: datetime) -> ExperimentChange:
-    x = out.experiment_meta.get(e.payload.experiment)
+    key = (e.workspace or ev.DEFAULT_WORKSPACE, e.payload.experiment)
+    x = out.experiment_meta.get(key)
     if x is None:
-        x = out.experiment_meta[e.payload.experiment] = ExperimentChange()
+        x = out.experiment_meta[key] = ExperimentChange()
     x.last_seq = max(x.last_seq, e.seq)
     x.updated_at = when if x.updated_at is None else max(x.updated_at, when)
     return x
@@ -405,9 +406,10 @@ def _experiment(out: Materialized, e: Any, when: datetime) -> ExperimentChange:
 
 def _experiment_created(out: Materialized, e: ev.ExperimentCreated, when: datetime, change: RunChange) -> None:
     p = e.payload
-    first = out.experiments.get(p.experiment)
+    key = (e.workspace or ev.DEFAULT_WORKSPACE, p.experiment)
+    first = out.experiments.get(key)
     if first is None or when < first:
-        out.experiments[p.experiment] = when
+        out.experiments[key] = when
     _experiment(out, e, when).tags.update(p.tags)
 
 

@@ -117,9 +117,9 @@ INSERT INTO params (run_id, key, value, logged_at) VALUES ($1, $2, $3, $4) ON CO
 
 # $3 deleted (NULL: unchanged) at $4; $5 tags to merge (a JSON object text).
 UPSERT_EXPERIMENT_META = """
-INSERT INTO experiment_meta AS m (name, display_name, deleted_at, tags, updated_at, last_seq)
-VALUES ($1, $2, CASE WHEN $3::boolean THEN $4::timestamptz END, $5::text::jsonb, $4, $6)
-ON CONFLICT (name) DO UPDATE SET
+INSERT INTO experiment_meta AS m (name, display_name, deleted_at, tags, updated_at, last_seq, workspace)
+VALUES ($1, $2, CASE WHEN $3::boolean THEN $4::timestamptz END, $5::text::jsonb, $4, $6, $7)
+ON CONFLICT (workspace, name) DO UPDATE SET
     display_name = COALESCE(excluded.display_name, m.display_name),
     deleted_at = CASE WHEN $3::boolean IS NULL THEN m.deleted_at WHEN $3::boolean THEN $4::timestamptz END,
     tags = m.tags || excluded.tags,
@@ -358,8 +358,8 @@ async def write_projections(conn: asyncpg.Connection, m: Materialized, *, notify
     ])
     await _many(conn, INSERT_PARAM, [(r, k, v, t) for (r, k), (v, t) in sorted(m.params.items())])
     await _many(conn, UPSERT_EXPERIMENT_META, [
-        (name, x.display_name, x.deleted, x.updated_at, orjson.dumps(x.tags).decode(), x.last_seq)
-        for name, x in sorted(m.experiment_meta.items())
+        (name, x.display_name, x.deleted, x.updated_at, orjson.dumps(x.tags).decode(), x.last_seq, ws)
+        for (ws, name), x in sorted(m.experiment_meta.items())
     ])
     tags = sorted(m.tags.items())
     await _many(conn, UPSERT_TAG, [(r, k, v, t) for (r, k), (v, t, removed) in tags if not removed])

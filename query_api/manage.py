@@ -18,9 +18,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from runstream.query_api import queries
+from runstream.query_api import auth, queries
 from runstream.query_api.errors import BadRequest, NotFound, json_response
-from runstream.query_api.handlers import POOL, parse_uuid
+from runstream.query_api.handlers import POOL, parse_uuid, workspace
 from runstream.query_api.writes import WRITER, Draft
 
 NOTE_TAG = "mlflow.note.content"
@@ -30,13 +30,13 @@ _FIELDS = frozenset({"name", "tags", "note"})
 
 async def _existing(request: web.Request) -> uuid.UUID:
     run_id = parse_uuid(request.match_info["run_id"], "run_id")
-    if await queries.run_state(request.app[POOL], run_id) is None:
+    if await queries.run_state(request.app[POOL], run_id, workspace(request)) is None:
         raise NotFound(f"run {run_id} not found")
     return run_id
 
 
 async def _detail(request: web.Request, run_id: uuid.UUID) -> web.Response:
-    return json_response(await queries.run_detail(request.app[POOL], run_id))
+    return json_response(await queries.run_detail(request.app[POOL], run_id, workspace(request)))
 
 
 def drafts_of(change: Any) -> list[Draft]:
@@ -73,21 +73,21 @@ async def patch_run(request: web.Request) -> web.Response:
         change = orjson.loads(await request.read())
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"body is not JSON: {exc}") from None
-    await request.app[WRITER].write(run_id, drafts_of(change))
+    await request.app[WRITER].write(auth.principal_of(request), run_id, drafts_of(change))
     return await _detail(request, run_id)
 
 
 async def delete_run(request: web.Request) -> web.Response:
     """Hide the run from listings and search (restorable)."""
     run_id = await _existing(request)
-    await request.app[WRITER].write(run_id, [Draft("run.deleted", {})])
+    await request.app[WRITER].write(auth.principal_of(request), run_id, [Draft("run.deleted", {})])
     return await _detail(request, run_id)
 
 
 async def restore_run(request: web.Request) -> web.Response:
     """Show a deleted run again."""
     run_id = await _existing(request)
-    await request.app[WRITER].write(run_id, [Draft("run.restored", {})])
+    await request.app[WRITER].write(auth.principal_of(request), run_id, [Draft("run.restored", {})])
     return await _detail(request, run_id)
 
 

@@ -48,7 +48,7 @@ def _locate(path: str) -> tuple[uuid.UUID, str]:
 
 async def _run_exists(request: web.Request, rid: uuid.UUID) -> None:
     """404 for an unknown run; for a known one, its acknowledged writes materialized first."""
-    if await queries.run_state(request.app[POOL], rid) is None:
+    if await queries.run_state(request.app[POOL], rid, auth.principal_of(request).workspace) is None:
         raise missing(f"Run with id={rid.hex} not found")
     await queries.settle(request.app[POOL], runs=[rid])
 
@@ -95,7 +95,7 @@ async def upload(request: web.Request) -> web.Response:
                                "a run's artifacts are immutable: log it under another path", "RESOURCE_ALREADY_EXISTS")
     content_type = request.headers.get("Content-Type") or mimetypes.guess_type(path)[0] or "application/octet-stream"
     payload = {"path": path, "sha256": sha, "size": size, "content_type": content_type[:255]}
-    await request.app[WRITER].write(rid, [Draft("artifact.recorded", payload)], wait=False)
+    await request.app[WRITER].write(auth.principal_of(request), rid, [Draft("artifact.recorded", payload)], wait=False)
     return json_response({})
 
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from aiohttp import web
 
-from runstream.query_api import queries, search
+from runstream.query_api import auth, queries, search
 from runstream.query_api.errors import BadRequest, json_response
-from runstream.query_api.handlers import POOL
+from runstream.query_api.handlers import POOL, workspace
 from runstream.query_api.mlflow_shapes import (
     DEFAULT_EXPERIMENT,
     body,
@@ -67,7 +67,7 @@ class Experiment:
 async def all_experiments(request: web.Request) -> list[Experiment]:
     """Every experiment, ``Default`` included even before it has a run."""
     found = [Experiment(r["name"], r["created_at"], r["display_name"], r["deleted_at"], r["tags"], r["updated_at"])
-             for r in await queries.mlflow_experiments(request.app[POOL])]
+             for r in await queries.mlflow_experiments(request.app[POOL], workspace(request))]
     if not any(e.key == DEFAULT_EXPERIMENT for e in found):
         found.insert(0, Experiment(DEFAULT_EXPERIMENT, None, None, None, {}, None))
     return found
@@ -90,8 +90,8 @@ def _named(experiments: list[Experiment], name: str) -> Experiment | None:
 
 
 async def _write(request: web.Request, key: str, drafts: list[Draft]) -> None:
-    stream = uuid.UUID(experiment_stream_id(key))
-    await request.app[WRITER].write(stream, drafts, experiment=key)
+    stream = uuid.UUID(experiment_stream_id(key, workspace(request)))
+    await request.app[WRITER].write(auth.principal_of(request), stream, drafts, experiment=key)
 
 
 async def create(request: web.Request) -> web.Response:
@@ -121,6 +121,7 @@ async def get_by_name(request: web.Request) -> web.Response:
     return json_response({"experiment": e.json()})
 
 
+@auth.requires("read")  # a POST in MLflow's API, but it only reads
 async def search_experiments(request: web.Request) -> web.Response:
     data = await body(request)
     view = VIEW_TYPES.get(text(data, "view_type", required=False) or "ACTIVE_ONLY")

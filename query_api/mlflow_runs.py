@@ -19,10 +19,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from runstream.query_api import queries, search
+from runstream.query_api import auth, queries, search
 from runstream.query_api.downsample import MIN_MAX_POINTS
 from runstream.query_api.errors import NotFound, json_response
-from runstream.query_api.handlers import POOL
+from runstream.query_api.handlers import POOL, workspace
 from runstream.query_api.mlflow_experiments import VIEW_TYPES, all_experiments, by_id
 from runstream.query_api.mlflow_shapes import (
     DEFAULT_EXPERIMENT_ID,
@@ -62,7 +62,7 @@ _MAX_STEP = 2**62
 
 async def _run(request: web.Request, data: Mapping[str, Any]) -> tuple[uuid.UUID, Any]:
     rid = run_uuid(data)
-    state = await queries.run_state(request.app[POOL], rid)
+    state = await queries.run_state(request.app[POOL], rid, workspace(request))
     if state is None:
         raise missing(f"Run with id={rid.hex} not found")
     return rid, state
@@ -83,7 +83,7 @@ async def settle(request: web.Request, rid: uuid.UUID) -> None:
 
 async def _read_runs(request: web.Request, run_ids: list[uuid.UUID]) -> list[dict[str, Any]]:
     await queries.settle(request.app[POOL], runs=run_ids)
-    return [run_json(r) for r in await queries.mlflow_runs(request.app[POOL], run_ids)]
+    return [run_json(r) for r in await queries.mlflow_runs(request.app[POOL], run_ids, workspace(request))]
 
 
 async def _read_run(request: web.Request, rid: uuid.UUID) -> dict[str, Any]:
@@ -134,7 +134,7 @@ async def create(request: web.Request) -> web.Response:
                "parent_run_id": str(parse_run_id(parent)) if parent else None}
     drafts = [Draft("run.started", started, None if start is None else start / 1000)]
     drafts += [Draft("tag.set", {"key": k, "value": v}) for k, v in tags.items()]
-    await request.app[WRITER].write(rid, drafts, owner=True)
+    await request.app[WRITER].write(auth.principal_of(request), rid, drafts, owner=True)
     return json_response({"run": await _read_run(request, rid)})
 
 
@@ -156,14 +156,14 @@ async def update(request: web.Request) -> web.Response:
             raise invalid(f"Invalid status {status!r}: expected one of {', '.join(STATUS_FROM_MLFLOW)}")
         end = integer(data, "end_time", None, 0, 32503680000000)
         drafts.append(Draft("run.status", {"status": STATUS_FROM_MLFLOW[status]}, None if end is None else end / 1000))
-    await request.app[WRITER].write(rid, drafts)
+    await request.app[WRITER].write(auth.principal_of(request), rid, drafts)
     run = await _read_run(request, rid)
     return json_response({"run_info": run["info"]})
 
 
 async def _lifecycle(request: web.Request, kind: str) -> web.Response:
     rid, _ = await _run(request, await body(request))
-    await request.app[WRITER].write(rid, [Draft(kind, {})])
+    await request.app[WRITER].write(auth.principal_of(request), rid, [Draft(kind, {})])
     return json_response({})
 
 
@@ -198,6 +198,7 @@ def _order(clauses: Any) -> tuple[str, str | None, str]:
                   f"attributes.start_time, attributes.run_name or attributes.status")
 
 
+@auth.requires("read")  # a POST in MLflow's API, but it only reads
 async def search_runs(request: web.Request) -> web.Response:
     data = await body(request)
     view = VIEW_TYPES.get(text(data, "run_view_type", required=False) or "ACTIVE_ONLY")
@@ -213,9 +214,9 @@ async def search_runs(request: web.Request) -> web.Response:
     order_by, metric, order = _order(data.get("order_by"))
     if not keys:
         return json_response({"runs": []})
-    await queries.settle(request.app[POOL], experiments=keys)
+    await queries.settle(request.app[POOL], experiments=keys, workspace=workspace(request))
     f = queries.RunFilter(experiments=keys, order_by=order_by, order_metric=metric, order=order, limit=limit,
-                          offset=offset, search=expr, lifecycle=view,
+                          offset=offset, search=expr, lifecycle=view, workspace=workspace(request),
                           columns=("",))  # no metric is named "": the page's summaries are not needed here
     page = await queries.runs_page(request.app[POOL], f)
     out: dict[str, Any] = {"runs": await _read_runs(request, [r["run_id"] for r in page["runs"]])}
@@ -274,7 +275,8 @@ async def log_metric(request: web.Request) -> web.Response:
     data = await body(request)
     rid = await _active_run(request, data)
     metric = {k: data.get(k) for k in ("key", "value", "timestamp", "step")}
-    await request.app[WRITER].write(rid, [Draft("metric.points", {"series": _metric_series([metric])})], wait=False)
+    await request.app[WRITER].write(
+        auth.principal_of(request), rid, [Draft("metric.points", {"series": _metric_series([metric])})], wait=False)
     return json_response({})
 
 
@@ -284,7 +286,7 @@ async def log_param(request: web.Request) -> web.Response:
     key = text(data, "key")
     assert key is not None
     params = {key: text(data, "value", required=False, default="") or ""}
-    await request.app[WRITER].write(rid, await _params_drafts(request, rid, params))
+    await request.app[WRITER].write(auth.principal_of(request), rid, await _params_drafts(request, rid, params))
     await _check_params(request, rid, params)
     return json_response({})
 
@@ -294,7 +296,8 @@ async def set_tag(request: web.Request) -> web.Response:
     rid = await _active_run(request, data)
     key = text(data, "key")
     assert key is not None
-    await request.app[WRITER].write(rid, _tag_drafts({key: text(data, "value", required=False, default="") or ""}),
+    await request.app[WRITER].write(
+        auth.principal_of(request), rid, _tag_drafts({key: text(data, "value", required=False, default="") or ""}),
                                     wait=False)
     return json_response({})
 
@@ -308,7 +311,7 @@ async def delete_tag(request: web.Request) -> web.Response:
     found, _ = await queries.tag_value(request.app[POOL], rid, key)
     if not found:
         raise missing(f"No tag with name: {key} in run with id {rid.hex}")
-    await request.app[WRITER].write(rid, [Draft("tag.removed", {"key": key})], wait=False)
+    await request.app[WRITER].write(auth.principal_of(request), rid, [Draft("tag.removed", {"key": key})], wait=False)
     return json_response({})
 
 
@@ -336,7 +339,7 @@ async def log_batch(request: web.Request) -> web.Response:
         drafts.append(Draft("metric.points", {"series": _metric_series(metrics)}))
     # Params wait for the processors (a conflicting value is checked after); the rest
     # answers at Kafka's acknowledgement and MLflow's reads settle the run first.
-    await request.app[WRITER].write(rid, drafts, wait=bool(params))
+    await request.app[WRITER].write(auth.principal_of(request), rid, drafts, wait=bool(params))
     await _check_params(request, rid, params)
     return json_response({})
 
@@ -366,7 +369,8 @@ async def log_model(request: web.Request) -> web.Response:
     while len(value) > 4096 and len(history) > 1:  # the tag value limit: keep the latest models
         history.pop(0)
         value = orjson.dumps(history).decode()
-    await request.app[WRITER].write(rid, [Draft("tag.set", {"key": MODEL_HISTORY_TAG, "value": value})], wait=False)
+    await request.app[WRITER].write(
+        auth.principal_of(request), rid, [Draft("tag.set", {"key": MODEL_HISTORY_TAG, "value": value})], wait=False)
     return json_response({})
 
 
@@ -406,7 +410,7 @@ async def get_history_bulk_interval(request: web.Request) -> web.Response:
     assert most is not None
     out = []
     for rid in run_ids:
-        if await queries.run_state(request.app[POOL], rid) is None:
+        if await queries.run_state(request.app[POOL], rid, workspace(request)) is None:
             raise missing(f"Run with id={rid.hex} not found")
         await settle(request, rid)
         try:

@@ -24,7 +24,7 @@ from runstream.query_api import history
 from runstream.query_api.errors import BadRequest, NotFound, WaitTimeout
 from runstream.query_api.search import Expr, compile_filter
 from runstream.schemas import api
-from runstream.schemas.events import SERVER_SEQ_BASE
+from runstream.schemas.events import DEFAULT_WORKSPACE, SERVER_SEQ_BASE
 from runstream.schemas.values import encode
 
 Db: TypeAlias = "asyncpg.Pool[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]"
@@ -1031,7 +1031,7 @@ INSERT INTO seq_allocations AS a (run_id, next_seq) VALUES ($1, $2::bigint + $3:
 ON CONFLICT (run_id) DO UPDATE SET next_seq = a.next_seq + $3::bigint
 RETURNING next_seq - $3::bigint AS first"""
 
-EXPERIMENT_META_SEQ = "SELECT last_seq FROM experiment_meta WHERE name = $1"
+EXPERIMENT_META_SEQ = "SELECT last_seq FROM experiment_meta WHERE workspace = $1 AND name = $2"
 
 # Kafka acknowledged the stream's events up to $2 (a write that answered before they were
 # materialized: MLflow's logging calls).
@@ -1042,7 +1042,7 @@ ACK_SEQS = "UPDATE seq_allocations SET acked_seq = GREATEST(acked_seq, $2) WHERE
 _unsettled = f"""FROM seq_allocations a JOIN runs r ON r.run_id = a.run_id
 WHERE a.acked_seq > CASE WHEN a.acked_seq >= {SERVER_SEQ_BASE} THEN COALESCE(r.server_seq, -1) ELSE r.last_seq END"""
 UNSETTLED_RUNS = f"SELECT a.run_id {_unsettled} AND a.run_id = ANY($1::uuid[])"
-UNSETTLED_IN_EXPERIMENTS = f"SELECT a.run_id {_unsettled} AND r.experiment = ANY($1::text[])"
+UNSETTLED_IN_EXPERIMENTS = f"SELECT a.run_id {_unsettled} AND r.experiment = ANY($1::text[]) AND r.workspace = $2"
 
 
 async def allocate_seqs(db: Db, stream_id: uuid.UUID, base: int, count: int) -> int:
@@ -1056,28 +1056,29 @@ async def ack_seqs(db: Db, stream_id: uuid.UUID, last: int) -> None:
 
 
 async def settle(db: Db, *, runs: Sequence[uuid.UUID] = (), experiments: Sequence[str] = (),
-                 wait_ms: int = 10_000) -> None:
-    """Wait until the acknowledged events of ``runs`` (or of every run of ``experiments``)
-    are materialized, or :class:`WaitTimeout`: read-your-writes for writes that answered at
-    Kafka's acknowledgement."""
-    sql, arg = (UNSETTLED_RUNS, list(runs)) if runs else (UNSETTLED_IN_EXPERIMENTS, list(experiments))
-    if not arg:
+                 workspace: str = DEFAULT_WORKSPACE, wait_ms: int = 10_000) -> None:
+    """Wait until the acknowledged events of ``runs`` (or of every run of ``experiments`` in
+    ``workspace``) are materialized, or :class:`WaitTimeout`: read-your-writes for writes
+    that answered at Kafka's acknowledgement."""
+    sql, args = (UNSETTLED_RUNS, (list(runs),)) if runs else (UNSETTLED_IN_EXPERIMENTS, (list(experiments), workspace))
+    if not args[0]:
         return
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_ms / 1000
-    while pending := await db.fetch(sql, arg):
+    while pending := await db.fetch(sql, *args):
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise WaitTimeout(f"{len(pending)} run(s) have acknowledged events not materialized within {wait_ms} ms")
         await asyncio.sleep(min(POLL_INTERVAL_S, remaining))
 
 
-async def wait_for_experiment(db: Db, name: str, min_seq: int, wait_ms: int) -> None:
-    """Once experiment ``name``'s stream is materialized up to ``min_seq``, or :class:`WaitTimeout`."""
+async def wait_for_experiment(db: Db, workspace: str, name: str, min_seq: int, wait_ms: int) -> None:
+    """Once experiment ``name``'s stream (of ``workspace``) is materialized up to ``min_seq``,
+    or :class:`WaitTimeout`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_ms / 1000
     while True:
-        seq = await db.fetchval(EXPERIMENT_META_SEQ, name)
+        seq = await db.fetchval(EXPERIMENT_META_SEQ, workspace, name)
         if seq is not None and seq >= min_seq:
             return
         remaining = deadline - loop.time()
@@ -1091,11 +1092,13 @@ async def wait_for_experiment(db: Db, name: str, min_seq: int, wait_ms: int) -> 
 # Every experiment with what MLflow shows of it (display name, lifecycle, tags, times).
 MLFLOW_EXPERIMENTS = """
 SELECT e.name, e.created_at, m.display_name, m.deleted_at, COALESCE(m.tags, '{}'::jsonb) AS tags,
-       GREATEST(m.updated_at, (SELECT max(r.updated_at) FROM runs r WHERE r.experiment = e.name)) AS updated_at
-FROM experiments e LEFT JOIN experiment_meta m ON m.name = e.name
+       GREATEST(m.updated_at, (SELECT max(r.updated_at) FROM runs r
+                               WHERE r.workspace = e.workspace AND r.experiment = e.name)) AS updated_at
+FROM experiments e LEFT JOIN experiment_meta m ON m.workspace = e.workspace AND m.name = e.name
+WHERE e.workspace = $1
 ORDER BY e.created_at, e.name"""
 
-MLFLOW_RUN_ROWS = f"SELECT {_run_columns} FROM runs r WHERE r.run_id = ANY($1::uuid[])"
+MLFLOW_RUN_ROWS = f"SELECT {_run_columns} FROM runs r WHERE r.run_id = ANY($1::uuid[]) AND r.workspace = $2"
 
 # Each run's latest value per metric: the highest step, then the latest timestamp (MLflow's
 # rule). One index lookup per (run, metric) from the summaries (metric_points_run_name_step
@@ -1119,15 +1122,15 @@ PARAM_VALUES = "SELECT key, value FROM params WHERE run_id = $1 AND key = ANY($2
 TAG_VALUE = "SELECT value FROM tags WHERE run_id = $1 AND key = $2"
 
 
-async def mlflow_experiments(db: Db) -> list[asyncpg.Record]:
-    """Every experiment with its MLflow attributes (see MLFLOW_EXPERIMENTS)."""
-    return list(await db.fetch(MLFLOW_EXPERIMENTS))
+async def mlflow_experiments(db: Db, workspace: str) -> list[asyncpg.Record]:
+    """Every experiment of ``workspace`` with its MLflow attributes (see MLFLOW_EXPERIMENTS)."""
+    return list(await db.fetch(MLFLOW_EXPERIMENTS, workspace))
 
 
-async def mlflow_runs(db: Db, run_ids: list[uuid.UUID]) -> list[dict[str, Any]]:
-    """The runs (in the order given, missing ones left out) with their tags, params and
-    latest metrics: what MLflow's ``Run`` holds."""
-    rows = {r["run_id"]: r for r in await db.fetch(MLFLOW_RUN_ROWS, run_ids)}
+async def mlflow_runs(db: Db, run_ids: list[uuid.UUID], workspace: str) -> list[dict[str, Any]]:
+    """The runs of ``workspace`` (in the order given, missing ones left out) with their tags,
+    params and latest metrics: what MLflow's ``Run`` holds."""
+    rows = {r["run_id"]: r for r in await db.fetch(MLFLOW_RUN_ROWS, run_ids, workspace)}
     found = [rid for rid in run_ids if rid in rows]
     tags: dict[uuid.UUID, dict[str, str | None]] = {rid: {} for rid in found}
     for t in await db.fetch(TAGS_FOR_RUNS, found):
@@ -1154,9 +1157,9 @@ async def tag_value(db: Db, run_id: uuid.UUID, key: str) -> tuple[bool, str | No
     r = await db.fetchrow(TAG_VALUE, run_id, key)
     return (r is not None, None if r is None else r["value"])
 
-RUN_STATE = "SELECT experiment, status, deleted_at FROM runs WHERE run_id = $1"
+RUN_STATE = "SELECT experiment, status, deleted_at FROM runs WHERE run_id = $1 AND workspace = $2"
 
 
-async def run_state(db: Db, run_id: uuid.UUID) -> asyncpg.Record | None:
-    """A run's experiment, status and deletion time (None: no such run)."""
-    return await db.fetchrow(RUN_STATE, run_id)
+async def run_state(db: Db, run_id: uuid.UUID, workspace: str) -> asyncpg.Record | None:
+    """A run's experiment, status and deletion time (None: no such run in ``workspace``)."""
+    return await db.fetchrow(RUN_STATE, run_id, workspace)

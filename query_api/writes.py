@@ -39,6 +39,7 @@ from uuid6 import uuid7
 from runstream.ingest.topic import ensure_topic
 from runstream.producer import EventProducer
 from runstream.query_api import queries
+from runstream.query_api.auth import Principal
 from runstream.query_api.cache import CACHE
 from runstream.query_api.errors import BadRequest, Unavailable
 from runstream.query_api.handlers import POOL, SETTINGS
@@ -73,8 +74,10 @@ class Writer:
             if self._producer is None:
                 settings = self._app[SETTINGS]
                 try:
-                    await ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions)
-                    producer = EventProducer(settings.kafka_bootstrap, settings.topic, client_id="runstream-query-api")
+                    security = settings.kafka_security()
+                    await ensure_topic(settings.kafka_bootstrap, settings.topic, settings.partitions, security=security)
+                    producer = EventProducer(settings.kafka_bootstrap, settings.topic, client_id="runstream-query-api",
+                                             security=security)
                     await producer.start()
                 except (KafkaError, OSError) as exc:
                     raise Unavailable(f"Kafka is unreachable ({exc.__class__.__name__}); retry the write") from None
@@ -86,25 +89,32 @@ class Writer:
             await self._producer.stop()
             self._producer = None
 
-    async def write(self, stream_id: uuid.UUID, drafts: Sequence[Draft], *, owner: bool = False,
-                    experiment: str | None = None, wait: bool = True) -> int:
+    async def write(self, principal: Principal, stream_id: uuid.UUID, drafts: Sequence[Draft], *,
+                    owner: bool = False, experiment: str | None = None, wait: bool = True) -> int:
         """Write ``drafts`` as consecutive events of ``stream_id`` (a run, or an experiment's
         stream when ``experiment`` names it) and wait until they are materialized; return
         the last seq. ``owner``: the API numbers this stream from 0 (a stream it creates);
         else a run's events take seqs from ``SERVER_SEQ_BASE``. ``wait=False`` (a run's
         stream only): answer at Kafka's acknowledgement, recorded for :func:`queries.settle`.
-        A draft that fails the event schema is a 400 naming why, and nothing is written."""
+        A draft that fails the event schema is a 400 naming why, and nothing is written.
+        Each event's envelope carries ``principal``'s workspace and token id, as the gateway
+        stamps them (the processors check the workspace against the run's start)."""
         if not drafts:
             return -1
         pool = self._app[POOL]
         base = 0 if owner or experiment is not None else ev.SERVER_SEQ_BASE
         now = time.time()
         bodies = []
+        stamps: dict[str, str] = {}
+        if principal.workspace != ev.DEFAULT_WORKSPACE:
+            stamps["workspace"] = principal.workspace
+        if principal.token_id is not None:
+            stamps["principal"] = principal.token_id
         first = await queries.allocate_seqs(pool, stream_id, base, len(drafts))
         for i, d in enumerate(drafts):
-            body = orjson.dumps({"type": d.type, "v": ev.SCHEMA_VERSION, "event_id": str(uuid7()),
-                                 "run_id": str(stream_id), "seq": first + i, "ts": now if d.ts is None else d.ts,
-                                 "payload": d.payload})
+            doc = {"type": d.type, "v": ev.SCHEMA_VERSION, "event_id": str(uuid7()), "run_id": str(stream_id),
+                   "seq": first + i, "ts": now if d.ts is None else d.ts, "payload": d.payload, **stamps}
+            body = orjson.dumps(doc)
             if len(body) > MAX_EVENT_BYTES:
                 raise BadRequest(f"{d.type}: {len(body)} bytes encoded; an event holds at most {MAX_EVENT_BYTES}")
             try:
@@ -122,9 +132,9 @@ class Writer:
             await queries.ack_seqs(pool, stream_id, last)
             return last
         if experiment is not None:
-            await queries.wait_for_experiment(pool, experiment, last, WRITE_WAIT_MS)
+            await queries.wait_for_experiment(pool, principal.workspace, experiment, last, WRITE_WAIT_MS)
         else:
-            await queries.wait_for_run(pool, stream_id, last, WRITE_WAIT_MS)
+            await queries.wait_for_run(pool, stream_id, last, WRITE_WAIT_MS, principal.workspace)
             # The processors' NOTIFY reaches the response cache a moment after the row is
             # readable: drop the run's cached answers now so a read after this one is fresh.
             self._app[CACHE].notified(stream_id)

@@ -60,7 +60,7 @@ class ApiClient:
                     raise ApiError(resp.status, _message(answer))
                 return orjson.loads(answer)
 
-        return self._reader.call(fetch)
+        return self._call(fetch)
 
     def wait_for_seq(self, run_id: str, min_seq: int, timeout: float) -> None:
         """Return once the API has materialized ``run_id`` up to event ``min_seq``.

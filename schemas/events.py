@@ -416,11 +416,13 @@ EXPERIMENT_NAMESPACE = uuid.UUID("5b0f6c1e-3d2a-4b8e-9a51-7c0d6e2f9a10")
 """uuid5 namespace of experiment ids (fixed: ids must not change)."""
 
 
-def experiment_stream_id(name: str) -> str:
-    """The id of experiment ``name`` (its key: the name runs refer to): the ``run_id`` of its
-    events and, as 32 hex digits, its MLflow ``experiment_id``. Derived, so every writer and
-    every replay agrees on it without a lookup."""
-    return str(uuid.uuid5(EXPERIMENT_NAMESPACE, name))
+def experiment_stream_id(name: str, workspace: str = DEFAULT_WORKSPACE) -> str:
+    """The id of experiment ``name`` (its key: the name runs refer to) in ``workspace``: the
+    ``run_id`` of its events and, as 32 hex digits, its MLflow ``experiment_id``. Derived, so
+    every writer and every replay agrees on it without a lookup; two workspaces' experiments
+    of one name have two ids (the default workspace's is the name's alone)."""
+    key = name if workspace == DEFAULT_WORKSPACE else f"{workspace}\x00{name}"
+    return str(uuid.uuid5(EXPERIMENT_NAMESPACE, key))
 
 EVENT_TYPES: dict[str, type[Any]] = {
     cls.__struct_config__.tag: cls  # type: ignore[attr-defined]

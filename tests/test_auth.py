@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -27,6 +28,7 @@ from runstream.ingest.gateway import create_app as create_gateway
 from runstream.query_api import tokens
 from runstream.query_api.app import create_app as create_api
 from runstream.query_api.auth import needed_scope
+from runstream.query_api.mlflow_shapes import experiment_id
 from runstream.settings import Settings
 from tests.support.events import event, new_run_id, points, produce, started
 from tests.support.names import unique
@@ -36,8 +38,14 @@ PUBLIC = {
     ("GET", "/api/health"), ("GET", "/api/ready"), ("GET", "/api/openapi.json"), ("POST", "/api/login"),
     ("POST", "/api/logout"), ("GET", "/"), ("GET", "/experiments/{name}"), ("GET", "/runs/{run_id}"),
     ("GET", "/compare"), ("GET", "/assets/{name}"), ("GET", "/api/v1/health"), ("HEAD", "/api/v1/health"),
+    ("GET", "/api/v1/openapi.json"), ("HEAD", "/api/v1/openapi.json"),
 }
 """The only routes open without a token (static UI pages hold no data). A new public route fails the test."""
+
+MLFLOW_PREFIXES = ("/api/2.0/mlflow/", "/ajax-api/2.0/mlflow/", "/api/2.0/mlflow-artifacts/")
+MANAGE_ROUTES = {("PATCH", "/api/runs/{run_id}"), ("POST", "/api/runs/{run_id}/delete"),
+                 ("POST", "/api/runs/{run_id}/restore")}
+"""Routes checked by their own test (MLflow's JSON requests, run management's writes)."""
 
 BLOB = b"secret model bytes"
 SHA = hashlib.sha256(BLOB).hexdigest()
@@ -132,6 +140,10 @@ def _api_case(s: Stack, path: str) -> tuple[str, dict[str, str], bool]:
         "/api/runs/{run_id}/live": (f"{run}/live", {}, True),
         "/api/compare": ("/api/compare", {"run": s.run_id}, True),
         "/api/whoami": ("/api/whoami", {}, False),
+        "/api/runs/{run_id}/history": (f"{run}/history", {}, True),
+        "/api/runs/{run_id}/metrics.csv": (f"{run}/metrics.csv", {"name": "mse"}, True),
+        "/api/experiments/{name}/runs.csv": (f"/api/experiments/{s.experiment}/runs.csv", {}, True),
+        "/api/experiments/{name}/groups": (f"/api/experiments/{s.experiment}/groups", {"name": "mse"}, True),
     }
     assert path in cases, f"route {path} has no case in tests/test_auth.py: say how it is protected"
     return cases[path]
@@ -157,6 +169,8 @@ async def test_every_query_api_route_is_authenticated_and_scoped(secured: Stack,
         if needed_scope(method, handler) is None:
             assert (method, canonical) in PUBLIC, f"{method} {canonical} is public but not listed as such"
             continue
+        if canonical.startswith(MLFLOW_PREFIXES) or (method, canonical) in MANAGE_ROUTES:
+            continue  # test_mlflow_and_run_management_routes_are_authenticated_and_scoped
         assert method == "GET", f"{method} {canonical}: a query API write route needs its own case"
         path, query, names_a = _api_case(s, canonical)
         url = s.api + path
@@ -172,7 +186,8 @@ async def test_every_query_api_route_is_authenticated_and_scoped(secured: Stack,
         status, _, body = await _call(session, method, url, s.admin_b, query)
         if names_a:
             assert status == 404, (canonical, "another workspace", body)
-            assert s.experiment.encode() not in body or canonical == "/api/experiments/{name}/runs"
+            # (an experiment's routes echo the name asked for: "experiment '...' not found")
+            assert s.experiment.encode() not in body or canonical.startswith("/api/experiments/{name}/")
         else:
             assert status == 200 and s.run_id.encode() not in body and s.experiment.encode() not in body, canonical
             assert own != body, canonical
@@ -443,3 +458,62 @@ def test_an_auth_setting_that_is_neither_on_nor_off_is_refused(services: Setting
     done = subprocess.run([sys.executable, "-m", "runstream.cli", "api"], env=_env(services, RUNSTREAM_AUTH="false"),
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "RUNSTREAM_AUTH='false' is neither 'on' nor 'off'" in done.stderr
+
+
+async def test_mlflow_and_run_management_routes_are_authenticated_and_scoped(
+        secured: Stack, services: Settings, session: aiohttp.ClientSession) -> None:
+    """Every MLflow and run-management route: no or revoked token 401, a read token writing
+    403; then, as workspace B, every way of reading or changing workspace A's run through
+    them is a 404 (existence not revealed) and A's run is unchanged."""
+    s = secured
+    hex_id = uuid.UUID(s.run_id).hex
+    checked = 0
+    for method, canonical, handler in _routes(create_api(replace(services, auth="on"))):
+        if not (canonical.startswith(MLFLOW_PREFIXES) or (method, canonical) in MANAGE_ROUTES):
+            continue
+        call = "GET" if method == "*" else method  # MLflow's catch-all for paths it does not serve
+        url = s.api + canonical.replace("{tail}", "x").replace("{run_id}", s.run_id).replace(
+            "{path}", f"0/{hex_id}/artifacts/outputs/model.pkl")
+        for token in (None, s.revoked_a):
+            status, _, body = await _call(session, call, url, token, {}, b"{}")
+            assert status == 401, (method, canonical, body)
+        if needed_scope(call, handler) == "write":
+            status, _, body = await _call(session, call, url, s.read_a, {}, b"{}")
+            assert status == 403, (method, canonical, body)
+        checked += 1
+    assert checked >= 55  # both MLflow prefixes (27 routes each), the artifact store and run management
+
+    exp_id = experiment_id(s.experiment)
+    store = f"/api/2.0/mlflow-artifacts/artifacts/{exp_id}/{hex_id}/artifacts/outputs/model.pkl"
+    attempts: list[tuple[str, str, dict[str, str], dict[str, Any] | None]] = [
+        ("GET", "/api/2.0/mlflow/runs/get", {"run_id": hex_id}, None),
+        ("GET", "/api/2.0/mlflow/metrics/get-history", {"run_id": hex_id, "metric_key": "mse"}, None),
+        ("GET", "/api/2.0/mlflow/artifacts/list", {"run_id": hex_id}, None),
+        ("GET", "/api/2.0/mlflow/experiments/get", {"experiment_id": exp_id}, None),
+        ("GET", "/api/2.0/mlflow/experiments/get-by-name", {"experiment_name": s.experiment}, None),
+        ("GET", store, {}, None),
+        ("POST", "/api/2.0/mlflow/runs/set-tag", {}, {"run_id": hex_id, "key": "owner", "value": "mallory"}),
+        ("POST", "/api/2.0/mlflow/runs/log-metric", {}, {"run_id": hex_id, "key": "mse", "value": 9, "timestamp": 0}),
+        ("POST", "/api/2.0/mlflow/runs/update", {}, {"run_id": hex_id, "status": "FAILED"}),
+        ("POST", "/api/2.0/mlflow/runs/delete", {}, {"run_id": hex_id}),
+        ("POST", "/api/2.0/mlflow/experiments/delete", {}, {"experiment_id": exp_id}),
+        ("PATCH", f"/api/runs/{s.run_id}", {}, {"name": "pwned", "tags": {"owner": "mallory"}}),
+        ("POST", f"/api/runs/{s.run_id}/delete", {}, None),
+    ]
+    for method, path, query, doc in attempts:
+        status, _, body = await _call(session, method, s.api + path, s.admin_b, query,
+                                      orjson.dumps(doc) if doc is not None else None)
+        assert status == 404, (method, path, body)
+    status, _, body = await _call(session, "PUT", s.api + store, s.admin_b, {}, b"attacker's bytes")
+    assert status == 404, body
+    # Searching A's experiment from B finds nothing of it.
+    status, _, body = await _call(session, "POST", s.api + "/api/2.0/mlflow/runs/search", s.admin_b, {},
+                                  orjson.dumps({"experiment_ids": [exp_id]}))
+    assert hex_id.encode() not in body, body
+    # A's own token reads its run through MLflow's API; nothing B tried changed it.
+    status, _, body = await _call(session, "GET", s.api + "/api/2.0/mlflow/runs/get", s.read_a, {"run_id": hex_id})
+    assert status == 200, body
+    run = orjson.loads(body)["run"]
+    assert run["info"]["status"] == "FINISHED" and run["info"]["lifecycle_stage"] == "active"
+    assert {t["key"]: t["value"] for t in run["data"]["tags"]}["owner"] == "alice"
+    assert await s.conn.fetchval("SELECT count(*) FROM tags WHERE run_id = $1 AND value = 'mallory'", s.run_id) == 0

@@ -91,6 +91,6 @@ def test_experiment_events_gather_name_lifecycle_and_tags() -> None:
                      enumerate([("experiment.created", {"tags": {"a": "1"}}), ("experiment.tag.set", {"key": "b", "value": "2"}),
                                 ("experiment.renamed", {"name": "shown"}), ("experiment.deleted", {}),
                                 ("experiment.restored", {})])])
-    x = m.experiment_meta["exp"]
+    x = m.experiment_meta[("default", "exp")]
     assert (x.display_name, x.deleted, x.tags, x.last_seq) == ("shown", False, {"a": "1", "b": "2"}, 4)
-    assert "exp" in m.experiments  # created before any run: the experiment exists
+    assert ("default", "exp") in m.experiments  # created before any run: the experiment exists
