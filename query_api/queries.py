@@ -24,7 +24,7 @@ from runstream.query_api import history
 from runstream.query_api.errors import BadRequest, NotFound, WaitTimeout
 from runstream.query_api.search import Expr, compile_filter
 from runstream.schemas import api
-from runstream.schemas.events import DEFAULT_WORKSPACE, SERVER_SEQ_BASE
+from runstream.schemas.events import SERVER_SEQ_BASE
 from runstream.schemas.values import encode
 
 Db: TypeAlias = "asyncpg.Pool[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]"
@@ -1056,10 +1056,10 @@ async def ack_seqs(db: Db, stream_id: uuid.UUID, last: int) -> None:
 
 
 async def settle(db: Db, *, runs: Sequence[uuid.UUID] = (), experiments: Sequence[str] = (),
-                 workspace: str = DEFAULT_WORKSPACE, wait_ms: int = 10_000) -> None:
+                 workspace: str | None = None, wait_ms: int = 10_000) -> None:
     """Wait until the acknowledged events of ``runs`` (or of every run of ``experiments`` in
-    ``workspace``) are materialized, or :class:`WaitTimeout`: read-your-writes for writes
-    that answered at Kafka's acknowledgement."""
+    ``workspace``, which experiments need) are materialized, or :class:`WaitTimeout`:
+    read-your-writes for writes that answered at Kafka's acknowledgement."""
     sql, args = (UNSETTLED_RUNS, (list(runs),)) if runs else (UNSETTLED_IN_EXPERIMENTS, (list(experiments), workspace))
     if not args[0]:
         return

@@ -2,24 +2,23 @@
 
 The gateway stamps the request's principal (its token id, never the secret) into each
 event's envelope, overwriting whatever the body said; the archive keeps it; the API's
-``/events`` and ``/history`` show it. The request's principal is set here by a middleware
-in front of the real gateway app, standing in for the auth middleware (auth-contract.md).
+``/events`` and ``/history`` show it. The gateway runs here with authentication on and a
+real token.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from runstream.ingest import gateway
-from runstream.query_api import history
+from runstream.query_api import history, tokens
 from runstream.schemas import events as contract
 from runstream.settings import Settings
 from tests.support import events
@@ -28,51 +27,51 @@ from tests.support.waiting import wait_for
 
 
 @dataclass(frozen=True)
-class Principal:
-    """The shape of runstream.query_api.auth.Principal (auth-contract.md)."""
+class Gateway:
+    """The real gateway app in this process and the credentials its requests carry."""
 
+    server: TestServer
+    headers: dict[str, str]
     token_id: str | None
-    workspace: str = "default"
-    scope: str = "write"
 
 
 @pytest.fixture()
-async def gateway_as() -> AsyncIterator[Callable[[Settings, str | None], Awaitable[TestServer]]]:
-    """Start the real gateway app in this process, every request authenticated as a token id."""
+async def gateway_as(services: Settings) -> AsyncIterator[Callable[[str | None], Awaitable[Gateway]]]:
+    """The real gateway with authentication on, every request carrying a new write token
+    of the default workspace (``None``: the gateway with authentication off, on loopback)."""
     servers: list[TestServer] = []
+    conn = await asyncpg.connect(services.database_url)
 
-    async def start(settings: Settings, token_id: str | None) -> TestServer:
-        app = gateway.create_app(settings)
-
-        @web.middleware
-        async def authenticated(request: web.Request, handler: Any) -> web.StreamResponse:
-            with warnings.catch_warnings():  # the contract's plain "principal" key (auth-contract.md)
-                warnings.simplefilter("ignore", web.NotAppKeyWarning)
-                request["principal"] = Principal(token_id)
-            return await handler(request)
-
-        app.middlewares.insert(0, authenticated)
-        server = TestServer(app)
+    async def start(name: str | None) -> Gateway:
+        headers: dict[str, str] = {"Content-Type": "application/json"}
+        token_id = None
+        if name is not None:
+            token, row = await tokens.create(conn, "default", "write", name=name)
+            headers["Authorization"] = f"Bearer {token}"
+            token_id = row["token_id"]
+        server = TestServer(gateway.create_app(replace(services, auth="on" if name else "off")))
         await server.start_server()
         servers.append(server)
-        return server
+        return Gateway(server, headers, token_id)
 
     yield start
     for server in servers:
         await server.close()
+    await conn.close()
 
 
-async def post(session: Any, server: TestServer, *bodies: bytes) -> None:
-    async with session.post(str(server.make_url("/api/v1/events")), data=b"[" + b",".join(bodies) + b"]",
-                            headers={"Content-Type": "application/json"}) as resp:
+async def post(session: Any, gw: Gateway, *bodies: bytes) -> None:
+    async with session.post(str(gw.server.make_url("/api/v1/events")), data=b"[" + b",".join(bodies) + b"]",
+                            headers=gw.headers) as resp:
         assert resp.status == 202, await resp.text()
 
 
 async def test_the_gateway_stamps_the_principal_over_a_forged_one(services: Settings, db: Any, session: Any,
                                                                   gateway_as: Any) -> None:
-    server = await gateway_as(services, "tok_alice")
+    gw = await gateway_as("alice")
+    alice = gw.token_id
     run_id = events.new_run_id()
-    await post(session, server,
+    await post(session, gw,
                events.event(run_id, 0, "run.started", {"experiment": unique("audit")}, principal="tok_mallory"),
                events.event(run_id, 1, "tag.set", {"key": "owner", "value": "<b>alice</b>"}),
                events.event(run_id, 2, "run.status", {"status": "completed"}, principal=None))
@@ -81,13 +80,13 @@ async def test_the_gateway_stamps_the_principal_over_a_forged_one(services: Sett
     # The archive keeps the stamped bytes.
     stamped = [orjson.loads(bytes(b))["principal"] for (b,) in db.execute(
         "SELECT body FROM events WHERE run_id = %s ORDER BY seq", (run_id,))]
-    assert stamped == ["tok_alice"] * 3
+    assert stamped == [alice] * 3
     async with session.get(f"{services.api_url}/api/runs/{run_id}/events") as resp:
-        assert [e["principal"] for e in (await resp.json())["events"]] == ["tok_alice"] * 3
+        assert [e["principal"] for e in (await resp.json())["events"]] == [alice] * 3
     async with session.get(f"{services.api_url}/api/runs/{run_id}/history") as resp:
         entries = (await resp.json())["entries"]
     assert [(e["seq"], e["type"], e["principal"]) for e in entries] == [
-        (0, "run.started", "tok_alice"), (1, "tag.set", "tok_alice"), (2, "run.status", "tok_alice")]
+        (0, "run.started", alice), (1, "tag.set", alice), (2, "run.status", alice)]
     assert entries[1]["summary"] == "tag 'owner' = '<b>alice</b>'" and entries[2]["summary"] == "status completed"
     async with session.get(f"{services.api_url}/api/runs/{run_id}/history?type=run.status,tag.set&limit=1") as resp:
         page = await resp.json()
@@ -98,9 +97,9 @@ async def test_the_gateway_stamps_the_principal_over_a_forged_one(services: Sett
 
 async def test_an_unauthenticated_request_cannot_claim_a_principal(services: Settings, db: Any, session: Any,
                                                                    gateway_as: Any) -> None:
-    server = await gateway_as(services, None)
+    gw = await gateway_as(None)
     run_id = events.new_run_id()
-    await post(session, server, events.event(run_id, 0, "run.started", {"experiment": unique("audit")}, principal="tok_admin"))
+    await post(session, gw, events.event(run_id, 0, "run.started", {"experiment": unique("audit")}, principal="tok_admin"))
     wait_for(lambda: db.execute("SELECT 1 FROM runs WHERE run_id = %s", (run_id,)).fetchone(), what="the run")
     async with session.get(f"{services.api_url}/api/runs/{run_id}/history") as resp:
         assert [e["principal"] for e in (await resp.json())["entries"]] == [None]
@@ -113,7 +112,7 @@ async def test_an_unauthenticated_request_cannot_claim_a_principal(services: Set
 def test_stamp_sets_exactly_the_request_principal(claimed: str | None, principal: str | None) -> None:
     raw = events.event(events.new_run_id(), 3, "tag.set", {"key": "k", "value": "principal"},
                        **({"principal": claimed} if claimed else {}))
-    out = gateway.stamp(contract.decode(raw), raw, principal)
+    out = gateway.stamp(contract.decode(raw), raw, "default", principal)
     assert contract.decode(out).principal == principal
     assert {k: v for k, v in orjson.loads(out).items() if k != "principal"} == \
         {k: v for k, v in orjson.loads(raw).items() if k != "principal"}

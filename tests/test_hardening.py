@@ -88,6 +88,9 @@ def sample_paths(target: dict[str, Any]) -> dict[str, str]:
         "/api/runs/{run_id}/metrics.csv": f"/api/runs/{run}/metrics.csv?name=mse",
         "/api/experiments/{name}/runs.csv": f"/api/experiments/{exp}/runs.csv",
         "/api/experiments/{name}/groups": f"/api/experiments/{exp}/groups?name=mse&group_by=tag:team",
+        "/api/login": "/api/login",  # POST routes: a GET is a 405, with the headers
+        "/api/logout": "/api/logout",
+        "/api/whoami": "/api/whoami",
         "/api/runs/{run_id}/delete": f"/api/runs/{run}/delete",  # POST routes: a GET is a 405, with the headers
         "/api/runs/{run_id}/restore": f"/api/runs/{run}/restore",
         "/api/2.0/mlflow-artifacts/artifacts": "/api/2.0/mlflow-artifacts/artifacts",
