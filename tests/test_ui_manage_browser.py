@@ -221,3 +221,37 @@ def test_delete_selected_runs_shows_progress_and_each_failure(ui_page: Any, work
     expect(page.locator("#bulk-progress")).to_have_text("Restored 2 of 2 runs.")
     expect(page.locator("#runs tbody tr")).to_have_count(0)
     assert listed(services, experiment) == {r1, r2, r3}
+
+
+def test_changes_to_a_running_run_keep_its_live_updates(ui_page: Any, workspace: Workspace,
+                                                        services: Settings) -> None:
+    """The API numbers its events from 2**62 while the SDK keeps numbering its own: after a
+    change from the page, the SDK's next events still arrive live and each shows once."""
+    page = ui_page
+    run = Experiment(workspace, unique("ui-manage-live")).start_logging(name="live")
+    run.log("loss", 1.0)
+    run.log("loss", 0.5)
+    run.get_metrics()
+    page.goto(f"/runs/{run.id}")
+    page.locator("#live[data-state='open']").wait_for()
+    page.fill("#tag-key", "reviewed")
+    page.fill("#tag-value", "yes")
+    page.click("#tag-set")
+    expect(page.locator("#tags .tag[data-tag-key='reviewed']")).to_have_text("reviewed: yes")
+    page.click("#rename-button")
+    page.fill("#rename-input", "live renamed")
+    page.press("#rename-input", "Enter")
+    expect(page.locator("#run-head h1")).to_have_text("live renamed")
+
+    run.log("loss", 0.25)
+    run.tag("phase", "eval")
+    run.flush()
+    expect(page.locator("#tags .tag[data-tag-key='phase']")).to_have_text("phase: eval")
+    expect(page.locator("#charts .chart[data-metric='loss'][data-points='3']")).to_have_count(1)
+    events = page.locator("#events")
+    expect(events.locator("tr[data-type='tag.set']")).to_have_count(2)
+    expect(events.locator("tr[data-type='run.renamed']")).to_have_count(1)
+    assert events.locator("tr[data-type='run.renamed'] summary").inner_text() == "renamed to “live renamed”"
+    run.complete()
+    expect(page.locator("#run-status [data-status='completed']")).to_have_count(1)
+    assert page.locator("#run-head h1").inner_text() == "live renamed"

@@ -145,9 +145,13 @@ export class EventsSection {
   readonly el: HTMLElement;
   private readonly body = h("tbody");
   private readonly more = h("button", { hidden: true }, "Load more");
-  /** The cursor and the last seq shown: exact (BigInt), as server seqs pass 2**53. */
+  /** The paging cursor and the greatest seq paged in, exact: the query API's own events
+   * (run management) take seqs from 2**62, past what a JS number holds (api.exactSeqs). */
   private next: number | string | null = -1;
-  private lastSeq = -1n;
+  private pagedSeq = -1n;
+  /** Events shown, by id: live events may repeat paged ones, and two numberings (the
+   * SDK's, the API's) interleave, so a seq is no high-water mark. */
+  private readonly shown = new Set<string>();
 
   constructor(
     private readonly runId: string,
@@ -164,7 +168,11 @@ export class EventsSection {
   async loadPage(): Promise<void> {
     if (this.next === null) return;
     const page = await api.events(this.runId, this.next, this.signal);
-    page.events.forEach((e) => this.add(e));
+    for (const e of page.events) {
+      this.add(e);
+      const seq = BigInt(e.seq);
+      if (seq > this.pagedSeq) this.pagedSeq = seq;
+    }
     this.next = page.next_after_seq;
     this.more.hidden = this.next === null;
   }
@@ -173,7 +181,7 @@ export class EventsSection {
    * earlier page is loaded (else "Load more" brings them). */
   async loadNew(): Promise<void> {
     if (this.next !== null) return;
-    this.next = this.lastSeq.toString();
+    this.next = this.pagedSeq.toString();
     await this.loadPage();
   }
 
@@ -183,9 +191,9 @@ export class EventsSection {
   }
 
   private add(e: RunEvent): void {
-    const seq = BigInt(e.seq);
-    if (seq <= this.lastSeq) return;
-    this.lastSeq = seq;
+    const id = e.event_id ?? `seq:${e.seq}`;
+    if (this.shown.has(id)) return;
+    this.shown.add(id);
     const json = h("pre", { class: "json" }, JSON.stringify(e.payload, null, 2));
     this.body.append(
       h("tr", { data: { seq: String(e.seq), type: e.type } },

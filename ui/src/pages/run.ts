@@ -232,7 +232,7 @@ export async function runPage({ root, signal, crumbs }: PageContext, runId: stri
   function onEvent(e: RunEvent): void {
     events.addLive(e);
     const p = e.payload as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-    run.last_seq = Math.max(run.last_seq, e.seq);
+    if (Number.isSafeInteger(e.seq)) run.last_seq = Math.max(run.last_seq, e.seq); // not a server seq (2**62 up)
     switch (e.type) {
       case "run.status":
         run.status = p.status;
