@@ -139,6 +139,8 @@ def test_rename_tags_note_delete_restore_from_the_ui_are_events(ui_page: Any, wo
     assert "deleted=only" in page.url
     expect(page.locator(f"#runs tr[data-run-id='{other}']")).to_have_count(0)
     expect(page.locator(f"#runs tr[data-run-id='{run_id}'] .tag[data-tag-key='html']")).to_have_text(f"html: {XSS}")
+    note_chip = page.locator(f"#runs tr[data-run-id='{run_id}'] .tag[data-tag-key='{NOTE_TAG}']")
+    assert note_chip.inner_text() == "note: first line…" and note_chip.get_attribute("title") == note
     shot(page.locator("main"), tmp_path, "deleted-runs")
     page.reload()  # the view survives a reload
     page.click(f"#runs [data-restore='{run_id}']")

@@ -1,7 +1,7 @@
 // "/experiments/{name}": the runs table. Filtering, sorting and paging happen in the API
 // (GET /api/experiments/{name}/runs), so 10,000 runs cost one page of rows; the page's
 // state lives in the URL's query, so a filtered, sorted view can be shared and reloaded.
-import { ApiError, api, enc, manage, STATUSES, toFloat, url, type Query, type Run, type Summary, type Value } from "../api";
+import { ApiError, api, enc, manage, NOTE_TAG, STATUSES, toFloat, url, type Query, type Run, type Summary, type Value } from "../api";
 import { cellValue, columnKey, columnLabel, isMetric, numericValue, parseColumn, sortKey, type Column } from "../columns";
 import { CurvesChart } from "../curves";
 import { h, link, message, setChildren, statusBadge, type Child } from "../dom";
@@ -427,7 +427,10 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
       h("td", null, statusBadge(r.status)),
       h("td", null, fmtTime(r.started_at)),
       h("td", { class: "num" }, fmtDuration(duration)),
-      h("td", { class: "tags" }, Object.entries(r.tags).map(([k, v]) => h("span", { class: "tag", data: { tagKey: k } }, v ? `${k}: ${v}` : k))),
+      h("td", { class: "tags" }, Object.entries(r.tags).map(([k, v]) => k === NOTE_TAG
+        // the run's note (run management): its first line, the whole note on hover
+        ? h("span", { class: "tag note", data: { tagKey: k }, title: v ?? "" }, `note: ${noteLine(v ?? "")}`)
+        : h("span", { class: "tag", data: { tagKey: k } }, v ? `${k}: ${v}` : k))),
       cols.map((c) => cell(r, c)),
       state.deleted
         ? h("td", null, h("button", { class: "small", data: { restore: r.run_id }, disabled: bulkBusy,
@@ -511,6 +514,12 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
   await load();
 }
 
+
+/** A note's first line, cut to 60 characters. */
+function noteLine(note: string): string {
+  const first = note.split("\n")[0];
+  return first.length > 60 || first !== note ? `${first.slice(0, 60)}…` : first;
+}
 
 function toggle(list: string[], item: string, on: boolean): string[] {
   const rest = list.filter((x) => x !== item);
