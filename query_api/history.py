@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from runstream.run import NOTE_TAG
+
 SUMMARY_MAX_CHARS = 200
 """A summary longer than this is cut (with an ellipsis): it is a line in a list."""
 
@@ -89,9 +91,15 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "metric.rows": _rows,
     "metric.table": _table,
     "metric.image": lambda p: f"image {p.get('name')!r}: {_file(p.get('artifact') or {})}",
-    "tag.set": lambda p: f"tag {p.get('key')!r} = {p.get('value')!r}" if p.get("value") is not None
+    "tag.set": lambda p: f"note set to {p.get('value')!r}" if p.get("key") == NOTE_TAG
+    else f"tag {p.get('key')!r} = {p.get('value')!r}" if p.get("value") is not None
     else f"tag {p.get('key')!r}",
-    "tag.removed": lambda p: f"tag {p.get('key')!r} removed",
+    "tag.removed": lambda p: "note cleared" if p.get("key") == NOTE_TAG else f"tag {p.get('key')!r} removed",
+    # run management (query_api/manage.py): the note is a tag, named as a note here
+    "run.renamed": lambda p: f"renamed to {p.get('name')!r}",
+    "run.deleted": lambda p: "deleted (hidden from the runs lists; restorable)",
+    "run.restored": lambda p: "restored",
+    "params.logged": lambda p: f"params {_names([repr(k) for k in p.get('params') or {}])}",
     "artifact.recorded": _file,
     "log.lines": _lines,
 }

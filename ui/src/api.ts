@@ -38,8 +38,8 @@ export function url(path: string, query: Query = {}): string {
   return qs ? `${path}?${qs}` : path;
 }
 
-/** GET an API path and parse its JSON; errors carry the API's message. */
-export async function get<T>(path: string, query: Query = {}, signal?: AbortSignal): Promise<T> {
+/** GET an API path and parse its JSON (with ``reviver``, if given); errors carry the API's message. */
+export async function get<T>(path: string, query: Query = {}, signal?: AbortSignal, reviver?: Reviver): Promise<T> {
   const resp = await fetch(url(path, query), { signal, headers: { Accept: "application/json" } });
   if (!resp.ok) {
     let text = `${resp.status} ${resp.statusText}`;
@@ -51,8 +51,18 @@ export async function get<T>(path: string, query: Query = {}, signal?: AbortSign
     }
     throw new ApiError(resp.status, text);
   }
-  return (await resp.json()) as T;
+  return (reviver ? JSON.parse(await resp.text(), reviver) : await resp.json()) as T;
 }
+
+type Reviver = (this: unknown, key: string, value: unknown, context?: { source?: string }) => unknown;
+
+/** Seqs of the events the query API writes start at 2**62 (SERVER_SEQ_BASE), past what a
+ * JS number holds exactly: such a ``seq``/``next_after_seq`` is kept as its exact decimal
+ * string (compare them with BigInt). Uses JSON.parse's source text (Chromium 114+). */
+export const exactSeqs: Reviver = (key, value, context) =>
+  (key === "seq" || key === "next_after_seq") && typeof value === "number" && !Number.isSafeInteger(value) && context?.source
+    ? context.source
+    : value;
 
 export const enc = encodeURIComponent;
 
@@ -66,11 +76,13 @@ export const api = {
   table: (id: string, name: string, signal?: AbortSignal) =>
     get<Table>(`/api/runs/${enc(id)}/tables/${enc(name)}`, {}, signal),
   files: (id: string, signal?: AbortSignal) => get<Files>(`/api/runs/${enc(id)}/files`, {}, signal),
-  events: (id: string, afterSeq: number, signal?: AbortSignal) =>
+  /** Seqs past 2**53 come as exact strings (see exactSeqs). */
+  events: (id: string, afterSeq: number | string, signal?: AbortSignal) =>
     get<EventsPage>(
       `/api/runs/${enc(id)}/events`,
       { after_seq: afterSeq, limit: 200 },
       signal,
+      exactSeqs,
     ),
   logs: (id: string, afterSeq: number, afterIdx: number | null, signal?: AbortSignal) =>
     get<LogsPage>(
@@ -100,3 +112,46 @@ export function toFloat(v: Value): number | null {
   if (typeof v === "boolean") return v ? 1 : 0;
   return null;
 }
+
+/** Send a non-GET request with an optional JSON body; parse the JSON answer. Errors carry
+ * the API's status and message (a 400 names the field at fault). */
+export async function send<T>(method: "POST" | "PATCH" | "PUT" | "DELETE", path: string, body?: unknown,
+                              signal?: AbortSignal): Promise<T> {
+  const headers: Record<string, string> = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let resp: Response;
+  try {
+    resp = await fetch(path, { method, signal, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (err) {
+    if ((err as Error).name === "AbortError") throw err;
+    throw new ApiError(0, `the API did not answer (${(err as Error).message})`);
+  }
+  if (!resp.ok) {
+    let text = `${resp.status} ${resp.statusText}`;
+    try {
+      text = (await resp.json())?.error?.message ?? text;
+    } catch {
+      /* not JSON */
+    }
+    throw new ApiError(resp.status, text);
+  }
+  return (await resp.json()) as T;
+}
+
+/** A run's changes (query_api/manage.py); each answers the run's detail once materialized. */
+export interface RunChange {
+  name?: string;
+  /** key -> value, or null to remove the tag */
+  tags?: Record<string, string | null>;
+  /** null clears the note */
+  note?: string | null;
+}
+
+export const manage = {
+  patch: (id: string, change: RunChange) => send<RunDetail>("PATCH", `/api/runs/${enc(id)}`, change),
+  delete: (id: string) => send<RunDetail>("POST", `/api/runs/${enc(id)}/delete`),
+  restore: (id: string) => send<RunDetail>("POST", `/api/runs/${enc(id)}/restore`),
+};
+
+/** The tag a run's free-text note is kept in (MLflow's; query_api/manage.py NOTE_TAG). */
+export const NOTE_TAG = "mlflow.note.content";

@@ -6,6 +6,7 @@ import { enc, type RunEvent } from "./api";
 export const EVENT_TYPES = [
   "run.started", "run.status", "metric.points", "metric.list", "metric.rows", "metric.table",
   "metric.image", "tag.set", "tag.removed", "artifact.recorded", "log.lines",
+  "params.logged", "run.renamed", "run.deleted", "run.restored",
 ];
 
 /** "failed": the stream closed for good without an "end" (e.g. the endpoint answered an error). */
@@ -36,7 +37,9 @@ export function follow(runId: string, afterSeq: number, signal: AbortSignal, on:
     } catch {
       return;
     }
-    if (typeof event.seq === "number") {
+    // Only the SDK's numbering is monotonic here: the query API's own events (run
+    // management) take seqs from 2**62, which a JS number does not hold exactly.
+    if (typeof event.seq === "number" && Number.isSafeInteger(event.seq)) {
       if (event.seq <= lastSeq) return; // already seen (a reconnect may replay)
       lastSeq = event.seq;
     }

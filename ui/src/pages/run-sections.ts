@@ -1,6 +1,6 @@
 // Parts of the run page that are lists: files, captured output and the event history.
 // Each can take live additions.
-import { api, fileUrl, type FileInfo, type RunEvent } from "../api";
+import { api, fileUrl, NOTE_TAG, type FileInfo, type RunEvent } from "../api";
 import { h, message, setChildren } from "../dom";
 import { fmtBytes, fmtTime, fmtValue } from "../format";
 
@@ -106,9 +106,16 @@ export function describe(e: RunEvent): string {
     case "metric.image":
       return `${p.name}: image ${p.artifact?.path ?? ""}`;
     case "tag.set":
+      if (p.key === NOTE_TAG) return `note set: ${noteSummary(String(p.value ?? ""))}`;
       return `tag ${p.key}${p.value ? ` = ${p.value}` : ""}`;
     case "tag.removed":
-      return `tag ${p.key} removed`;
+      return p.key === NOTE_TAG ? "note cleared" : `tag ${p.key} removed`;
+    case "run.renamed":
+      return `renamed to “${p.name}”`;
+    case "run.deleted":
+      return "deleted (hidden from the runs lists)";
+    case "run.restored":
+      return "restored";
     case "artifact.recorded":
       return `file ${p.path} (${fmtBytes(Number(p.size) || 0)})`;
     case "log.lines":
@@ -116,6 +123,13 @@ export function describe(e: RunEvent): string {
     default:
       return "";
   }
+}
+
+/** A note's first line, cut to 80 characters. */
+function noteSummary(note: string): string {
+  const first = note.split("\n")[0];
+  const cut = first.length > 80 ? `${first.slice(0, 80)}…` : first;
+  return cut === note ? cut : `${cut} (${note.length} characters)`;
 }
 
 /** Who wrote an event: the token id the gateway stamped, or a dash on a local stack. */
@@ -131,8 +145,13 @@ export class EventsSection {
   readonly el: HTMLElement;
   private readonly body = h("tbody");
   private readonly more = h("button", { hidden: true }, "Load more");
-  private next: number | null = -1;
-  private lastSeq = -1;
+  /** The paging cursor and the greatest seq paged in, exact: the query API's own events
+   * (run management) take seqs from 2**62, past what a JS number holds (api.exactSeqs). */
+  private next: number | string | null = -1;
+  private pagedSeq = -1n;
+  /** Events shown, by id: live events may repeat paged ones, and two numberings (the
+   * SDK's, the API's) interleave, so a seq is no high-water mark. */
+  private readonly shown = new Set<string>();
 
   constructor(
     private readonly runId: string,
@@ -149,9 +168,21 @@ export class EventsSection {
   async loadPage(): Promise<void> {
     if (this.next === null) return;
     const page = await api.events(this.runId, this.next, this.signal);
-    page.events.forEach((e) => this.add(e));
+    for (const e of page.events) {
+      this.add(e);
+      const seq = BigInt(e.seq);
+      if (seq > this.pagedSeq) this.pagedSeq = seq;
+    }
     this.next = page.next_after_seq;
     this.more.hidden = this.next === null;
+  }
+
+  /** Events written since the last one shown (a change made from this page), once every
+   * earlier page is loaded (else "Load more" brings them). */
+  async loadNew(): Promise<void> {
+    if (this.next !== null) return;
+    this.next = this.pagedSeq.toString();
+    await this.loadPage();
   }
 
   /** A live event: shown once every earlier page is loaded (else "Load more" brings it). */
@@ -160,12 +191,13 @@ export class EventsSection {
   }
 
   private add(e: RunEvent): void {
-    if (e.seq <= this.lastSeq) return;
-    this.lastSeq = e.seq;
+    const id = e.event_id ?? `seq:${e.seq}`;
+    if (this.shown.has(id)) return;
+    this.shown.add(id);
     const json = h("pre", { class: "json" }, JSON.stringify(e.payload, null, 2));
     this.body.append(
-      h("tr", { data: { seq: e.seq, type: e.type } },
-        h("td", { class: "num" }, e.seq),
+      h("tr", { data: { seq: String(e.seq), type: e.type } },
+        h("td", { class: "num" }, String(e.seq)),
         h("td", null, fmtTime(e.ts, true)),
         h("td", null, h("code", null, e.type)),
         h("td", { class: "by" }, byWhom(e)),

@@ -7,6 +7,7 @@ import { h, inert, link, message, section, setChildren, statusBadge } from "../d
 import { elapsed, fmtDuration, fmtTime, fmtValue, runLabel, shortId } from "../format";
 import { follow, type LiveState } from "../live";
 import type { PageContext } from "../main";
+import { RunManagement } from "./run-manage";
 import { EventsSection, FilesSection, OutputSection } from "./run-sections";
 
 const TERMINAL = new Set<string>(TERMINAL_STATUSES);
@@ -32,14 +33,16 @@ function throttle(fn: () => Promise<unknown> | void, ms: number): () => void {
 export async function runPage({ root, signal, crumbs }: PageContext, runId: string): Promise<void> {
   root.append(message("Loading run…"));
   let run: RunDetail = await api.run(runId, signal);
-  document.title = `${runLabel(run)} · runstream`;
-  crumbs(link("/", "Experiments"), link(`/experiments/${enc(run.experiment)}`, run.experiment), runLabel(run));
+  const setCrumbs = () => {
+    document.title = `${inert(runLabel(run))} · runstream`;
+    crumbs(link("/", "Experiments"), link(`/experiments/${enc(run.experiment)}`, run.experiment), runLabel(run));
+  };
+  setCrumbs();
 
   const title = h("h1", null, runLabel(run));
   const badge = h("span", { id: "run-status" });
   const live = h("span", { class: "live", id: "live", hidden: true });
   const details = h("dl", { class: "details" });
-  const tags = h("div", { class: "chips", id: "tags" });
   const params = h("div", { class: "chips", id: "params" });
   const children = h("div", { id: "children" });
   const scalars = h("div", { id: "scalars" });
@@ -51,13 +54,26 @@ export async function runPage({ root, signal, crumbs }: PageContext, runId: stri
   const events = new EventsSection(runId, signal);
   const vectorCharts = new Map<string, VectorChart>();
   const tableCharts = new Map<string, TableChart>();
+  // A change (rename, tags, note, delete, restore) answers the run's detail: redraw from it
+  // and show the change's events in the history.
+  const manage = new RunManagement(run, title, (changed) => {
+    run = changed;
+    setCrumbs();
+    renderHeader();
+    renderParams();
+    renderTags();
+    void events.loadNew();
+  });
+  const head = h("section", { class: "card", id: "run-head" },
+    h("div", { class: "card-head" }, title, manage.renameForm, manage.renameButton, badge, live, manage.deleteButton),
+    manage.lifecycle,
+    details,
+    h("h2", null, "Note"), manage.note,
+    h("h2", null, "Params"), params,
+    h("h2", null, "Tags"), manage.tags);
 
   root.replaceChildren(
-    h("section", { class: "card" },
-      h("div", { class: "card-head" }, title, badge, live),
-      details,
-      h("h2", null, "Params"), params,
-      h("h2", null, "Tags"), tags),
+    head,
     section("Child runs", "children-section", children),
     section("Metrics", "metrics", scalars, charts),
     section("Tables", "tables-section", tables),
@@ -70,7 +86,9 @@ export async function runPage({ root, signal, crumbs }: PageContext, runId: stri
 
   function renderHeader(): void {
     title.textContent = inert(runLabel(run));
-    setChildren(badge, statusBadge(run.status));
+    setChildren(badge, statusBadge(run.status),
+      run.deleted ? h("span", { class: "badge status-deleted", id: "run-deleted", title: "hidden from the runs lists; restorable" }, "deleted") : null);
+    head.classList.toggle("is-deleted", run.deleted);
     const duration = run.duration_s ?? (run.status === "running" ? elapsed(run.started_at, null) : null);
     const item = (term: string, ...value: (Node | string)[]) => [h("dt", null, term), h("dd", null, ...value)];
     setChildren(
@@ -104,13 +122,7 @@ export async function runPage({ root, signal, crumbs }: PageContext, runId: stri
   }
 
   function renderTags(): void {
-    const entries = Object.entries(run.tags);
-    setChildren(
-      tags,
-      entries.length
-        ? entries.map(([k, v]) => h("span", { class: "tag", data: { tagKey: k } }, h("b", null, k), v ? `: ${v}` : ""))
-        : h("span", { class: "muted" }, "No tags."),
-    );
+    manage.render(run);
   }
 
   async function loadChildren(): Promise<void> {
@@ -193,6 +205,7 @@ export async function runPage({ root, signal, crumbs }: PageContext, runId: stri
   }, 300);
   const refreshRun = throttle(async () => {
     run = await api.run(runId, signal);
+    setCrumbs();
     renderHeader();
     renderParams();
     renderTags();
@@ -219,7 +232,7 @@ export async function runPage({ root, signal, crumbs }: PageContext, runId: stri
   function onEvent(e: RunEvent): void {
     events.addLive(e);
     const p = e.payload as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-    run.last_seq = Math.max(run.last_seq, e.seq);
+    if (Number.isSafeInteger(e.seq)) run.last_seq = Math.max(run.last_seq, e.seq); // not a server seq (2**62 up)
     switch (e.type) {
       case "run.status":
         run.status = p.status;

@@ -1,7 +1,7 @@
 // "/experiments/{name}": the runs table. Filtering, sorting and paging happen in the API
 // (GET /api/experiments/{name}/runs), so 10,000 runs cost one page of rows; the page's
 // state lives in the URL's query, so a filtered, sorted view can be shared and reloaded.
-import { ApiError, api, enc, STATUSES, toFloat, url, type Query, type Run, type Summary, type Value } from "../api";
+import { ApiError, api, enc, manage, NOTE_TAG, STATUSES, toFloat, url, type Query, type Run, type Summary, type Value } from "../api";
 import { cellValue, columnKey, columnLabel, isMetric, numericValue, parseColumn, sortKey, type Column } from "../columns";
 import { CurvesChart } from "../curves";
 import { h, link, message, setChildren, statusBadge, type Child } from "../dom";
@@ -9,6 +9,7 @@ import { elapsed, fmtDuration, fmtTime, fmtValue, runLabel } from "../format";
 import type { PageContext } from "../main";
 import { navigate } from "../nav";
 import { ParallelChart, ScatterChart } from "../sweep";
+import { errorText } from "./run-manage";
 
 const OPERATORS = ["<", "<=", ">", ">=", "=", "!="];
 const PAGE_SIZES = [25, 50, 100, 200];
@@ -28,6 +29,8 @@ interface State {
   offset: number;
   limit: number;
   top: boolean;
+  /** The "Deleted runs" view (the API's deleted=only). */
+  deleted: boolean;
 }
 
 function parse(p: URLSearchParams): State {
@@ -43,6 +46,7 @@ function parse(p: URLSearchParams): State {
     offset: Math.max(0, Number(p.get("offset")) || 0),
     limit: PAGE_SIZES.includes(limit) ? limit : 50,
     top: p.get("top") === "1",
+    deleted: p.get("deleted") === "only",
   };
 }
 
@@ -58,6 +62,7 @@ function toQuery(s: State): URLSearchParams {
   if (s.offset) p.set("offset", String(s.offset));
   if (s.limit !== 50) p.set("limit", String(s.limit));
   if (s.top) p.set("top", "1");
+  if (s.deleted) p.set("deleted", "only");
   return p;
 }
 
@@ -83,7 +88,18 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
   const chips = h("div", { class: "chips", id: "active-filters" });
   const columnsBox = h("div", { class: "columns-picker" });
   const metricNames = h("datalist", { id: "metric-names" });
-  const compareBar = h("div", { class: "compare-bar", hidden: true });
+  const compareBar = h("div", { class: "compare-bar", id: "selection-bar", hidden: true });
+  // The progress and per-run errors of the last delete/restore of selected runs; kept
+  // across the table's redraws.
+  const bulkStatus = h("div", { class: "bulk-status", id: "bulk-status", hidden: true, attrs: { role: "status" } });
+  let confirmDelete = false;
+  let bulkBusy = false;
+  const heading = h("h1", null, experiment);
+  const deletedToggle = h("button", {
+    id: "deleted-toggle", type: "button", attrs: { "aria-pressed": String(state.deleted) },
+    title: "Runs deleted from this experiment (restorable)",
+    on: { click: () => { selected.clear(); confirmDelete = false; bulkStatus.hidden = true; update({ deleted: !state.deleted }); } },
+  });
   const searchInput = h("input", {
     type: "search", id: "search", value: state.filter, size: 60, spellcheck: false,
     placeholder: 'metrics.mse < 3300 and params.alpha >= 0.2 or tags.team = "a"',
@@ -161,9 +177,9 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
 
   root.replaceChildren(
     h("section", { class: "card" },
-      h("div", { class: "card-head" }, h("h1", null, experiment), total, csvLink),
+      h("div", { class: "card-head" }, heading, total, deletedToggle, csvLink),
       searchForm, searchError, filters, chips, brushChip, columnsBox),
-    h("section", { class: "card" }, compareBar, tableBox, pager),
+    h("section", { class: "card" }, compareBar, bulkStatus, tableBox, pager),
     h("section", { class: "card", id: "sweep-charts" }, h("h2", null, "Charts"),
       h("div", { class: "charts" }, scatter.el, parallel.el), curves.el),
   );
@@ -227,6 +243,7 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
       tag: state.tag,
       metric: state.metric,
       parent: state.top ? "none" : null,
+      deleted: state.deleted ? "only" : null,
     };
   }
 
@@ -296,18 +313,63 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
   function renderCompareBar(): void {
     compareBar.hidden = selected.size === 0;
     const ids = [...selected.keys()];
+    const n = selected.size;
+    const lifecycle = state.deleted
+      ? h("button", { id: "restore-selected", disabled: bulkBusy, on: { click: () => void bulk("restore", [...selected]) } }, `Restore ${n}`)
+      : confirmDelete
+        ? h("span", { class: "confirm", id: "delete-selected-confirm" },
+            `Delete ${n} run${n === 1 ? "" : "s"}? They can be restored from Deleted runs. `,
+            h("button", { class: "danger", id: "delete-selected-yes", disabled: bulkBusy,
+              on: { click: () => { confirmDelete = false; void bulk("delete", [...selected]); } } }, `Delete ${n}`),
+            h("button", { id: "delete-selected-cancel", on: { click: () => { confirmDelete = false; renderCompareBar(); } } }, "Cancel"))
+        : h("button", { class: "danger", id: "delete-selected", disabled: bulkBusy,
+            on: { click: () => { confirmDelete = true; renderCompareBar(); } } }, "Delete…");
     setChildren(
       compareBar,
-      `${selected.size} selected: `,
+      `${n} selected: `,
       [...selected.values()].join(", "),
       h("button", {
         class: "primary",
         id: "compare-selected",
-        disabled: selected.size < 2,
+        disabled: n < 2,
         on: { click: () => navigate(`/compare?${ids.map((id) => `run=${enc(id)}`).join("&")}`) },
       }, "Compare"),
-      h("button", { on: { click: () => { selected.clear(); renderCompareBar(); void load(); } } }, "Clear"),
+      lifecycle,
+      h("button", { on: { click: () => { selected.clear(); confirmDelete = false; renderCompareBar(); void load(); } } }, "Clear"),
     );
+  }
+
+  /** Delete or restore runs, one request each, showing progress and each run's error;
+   * then reload the table (the changed runs leave this view). */
+  async function bulk(action: "delete" | "restore", runs: [string, string][]): Promise<void> {
+    if (bulkBusy || !runs.length) return;
+    bulkBusy = true;
+    renderCompareBar();
+    const verb = action === "delete" ? "Deleting" : "Restoring";
+    const progress = h("span", { id: "bulk-progress" });
+    const errors = h("ul", { class: "bulk-errors", id: "bulk-errors" });
+    setChildren(bulkStatus, progress, errors);
+    bulkStatus.hidden = false;
+    bulkStatus.dataset.state = "running";
+    let done = 0;
+    for (const [i, [id, label]] of runs.entries()) {
+      progress.textContent = `${verb} ${i + 1} of ${runs.length}…`;
+      try {
+        await manage[action](id);
+        selected.delete(id);
+        done++;
+      } catch (err) {
+        errors.append(h("li", { class: "msg-error", data: { runId: id } }, `${label}: ${errorText(err)}`));
+      }
+    }
+    const failed = runs.length - done;
+    setChildren(progress, `${action === "delete" ? "Deleted" : "Restored"} ${done} of ${runs.length} run${runs.length === 1 ? "" : "s"}`,
+      failed ? `; ${failed} failed:` : ".",
+      action === "delete" && done ? [" ", link(`/experiments/${enc(experiment)}?deleted=only`, "See deleted runs")] : null);
+    bulkStatus.dataset.state = failed ? "failed" : "done";
+    bulkBusy = false;
+    chartsKey = "";
+    await load();
   }
 
   function sortHeader(label: Child, orderBy: string, extra: Record<string, string> = {}, numeric = false): HTMLElement {
@@ -365,13 +427,23 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
       h("td", null, statusBadge(r.status)),
       h("td", null, fmtTime(r.started_at)),
       h("td", { class: "num" }, fmtDuration(duration)),
-      h("td", { class: "tags" }, Object.entries(r.tags).map(([k, v]) => h("span", { class: "tag", data: { tagKey: k } }, v ? `${k}: ${v}` : k))),
+      h("td", { class: "tags" }, Object.entries(r.tags).map(([k, v]) => k === NOTE_TAG
+        // the run's note (run management): its first line, the whole note on hover
+        ? h("span", { class: "tag note", data: { tagKey: k }, title: v ?? "" }, `note: ${noteLine(v ?? "")}`)
+        : h("span", { class: "tag", data: { tagKey: k } }, v ? `${k}: ${v}` : k))),
       cols.map((c) => cell(r, c)),
+      state.deleted
+        ? h("td", null, h("button", { class: "small", data: { restore: r.run_id }, disabled: bulkBusy,
+            on: { click: () => void bulk("restore", [[r.run_id, label]]) } }, "Restore"))
+        : null,
     );
   }
 
   async function load(): Promise<void> {
     renderChips();
+    setChildren(heading, experiment, state.deleted ? h("span", { class: "muted" }, ": deleted runs") : null);
+    deletedToggle.textContent = state.deleted ? "‹ Back to runs" : "Deleted runs";
+    deletedToggle.setAttribute("aria-pressed", String(state.deleted));
     const order = effectiveOrder(state);
     renderBrushChip();
     if (searchInput.value.trim() !== state.filter) searchInput.value = state.filter;
@@ -420,9 +492,10 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
               sortHeader("Duration", "duration", {}, true),
               h("th", null, "Tags"),
               cols.map((c) => sortHeader(columnLabel(c), sortKey(c), c.kind === "last" ? { metric: c.name, col: c.key } : { col: c.key }, isMetric(c) || c.kind === "param")),
+              state.deleted ? h("th", null, "") : null,
             )),
             h("tbody", null, page.runs.map((r) => row(r, cols))))
-        : message("No runs match these filters."),
+        : message(state.deleted ? "No deleted runs match these filters." : "No runs match these filters."),
     );
     void loadCharts();
     const first = page.total ? state.offset + 1 : 0;
@@ -441,6 +514,12 @@ export async function runsPage({ root, signal, params, crumbs }: PageContext, ex
   await load();
 }
 
+
+/** A note's first line, cut to 60 characters. */
+function noteLine(note: string): string {
+  const first = note.split("\n")[0];
+  return first.length > 60 || first !== note ? `${first.slice(0, 60)}…` : first;
+}
 
 function toggle(list: string[], item: string, on: boolean): string[] {
   const rest = list.filter((x) => x !== item);
