@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from runstream.run import NOTE_TAG
+from runstream.schemas.events import NOTE_TAG
 
 SUMMARY_MAX_CHARS = 200
 """A summary longer than this is cut (with an ellipsis): it is a line in a list."""

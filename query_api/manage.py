@@ -22,9 +22,8 @@ from runstream.query_api import auth, queries
 from runstream.query_api.errors import BadRequest, NotFound, json_response
 from runstream.query_api.handlers import POOL, parse_uuid, workspace
 from runstream.query_api.writes import WRITER, Draft
+from runstream.schemas.events import NOTE_TAG
 
-NOTE_TAG = "mlflow.note.content"
-"""Where a run's free-text note lives (MLflow's tag for it)."""
 _FIELDS = frozenset({"name", "tags", "note"})
 
 

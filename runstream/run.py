@@ -23,7 +23,7 @@ from runstream import checks, images
 from runstream.api import decode_metric
 from runstream.errors import ApiError, LimitError, RunstreamError
 from runstream.schemas import limits
-from runstream.schemas.events import TERMINAL_STATUSES
+from runstream.schemas.events import NOTE_TAG, TERMINAL_STATUSES
 from runstream.sender import EVENT, POINT, ROW
 from runstream.sinks import Sink, WorkspaceSink
 
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("runstream.run")
 
-NOTE_TAG = "mlflow.note.content"
 """The tag holding a run's note (MLflow's own, so both APIs and UIs show the same note)."""
 
 

@@ -403,6 +403,10 @@ EXPERIMENT_EVENTS: tuple[type[Any], ...] = (
     ExperimentCreated, ExperimentRenamed, ExperimentDeleted, ExperimentRestored, ExperimentTagSet)
 """The events of an experiment's stream (their ``run_id`` is the experiment's id)."""
 
+NOTE_TAG = "mlflow.note.content"
+"""The tag a run's free-text note is kept in (MLflow's own, so both APIs and UIs show one
+note): the SDK's ``Run.description``, run management's ``note``, the UI."""
+
 SERVER_SEQ_BASE = 2**62
 """Where the seqs of events the server originates for a run it does not number start.
 

@@ -14,7 +14,7 @@ from typing import Any, get_args
 import msgspec
 
 from runstream.schemas import api
-from runstream.schemas.events import TERMINAL_STATUSES, Status
+from runstream.schemas.events import NOTE_TAG, TERMINAL_STATUSES, Status
 
 __all__ = ["typescript"]
 
@@ -40,6 +40,8 @@ def typescript() -> str:
     out.append(f"export const STATUSES: readonly Status[] = {_literal(statuses)};")
     terminal = [s for s in statuses if s in TERMINAL_STATUSES]
     out.append(f"export const TERMINAL_STATUSES: readonly TerminalStatus[] = {_literal(terminal)};")
+    out.append("/** The tag a run's free-text note is kept in (MLflow's). */")
+    out.append(f"export const NOTE_TAG = {json.dumps(NOTE_TAG)};")
     out.append("")
     components = api.components()
     for name in sorted(components):

@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import expect
 
 from runstream import Experiment, Workspace
-from runstream.schemas.events import SERVER_SEQ_BASE
+from runstream.schemas.events import NOTE_TAG, SERVER_SEQ_BASE
 from runstream.settings import Settings
 from tests.support.names import REPO, unique
 from tests.support.waiting import wait_for
@@ -29,7 +29,6 @@ pytestmark = pytest.mark.timeout(180)
 
 SHOTS = REPO / "test-output" / "ui"
 XSS = "<img src=x onerror=alert(1)>"
-NOTE_TAG = "mlflow.note.content"
 
 
 def shot(el: Any, tmp_path: Path, name: str) -> Path:

@@ -15,7 +15,7 @@ import type {
 
 // The shapes are generated from the contract (schemas/api.py) into contract.ts.
 export type * from "./contract";
-export { STATUSES, TERMINAL_STATUSES } from "./contract";
+export { NOTE_TAG, STATUSES, TERMINAL_STATUSES } from "./contract";
 
 export class ApiError extends Error {
   constructor(
@@ -153,5 +153,3 @@ export const manage = {
   restore: (id: string) => send<RunDetail>("POST", `/api/runs/${enc(id)}/restore`),
 };
 
-/** The tag a run's free-text note is kept in (MLflow's; query_api/manage.py NOTE_TAG). */
-export const NOTE_TAG = "mlflow.note.content";

@@ -19,6 +19,8 @@ export type MetricsByRun = Record<string, Metrics>;
 /** Every run status, and those after which a run records nothing more. */
 export const STATUSES: readonly Status[] = ["running", "completed", "failed", "canceled"];
 export const TERMINAL_STATUSES: readonly TerminalStatus[] = ["completed", "failed", "canceled"];
+/** The tag a run's free-text note is kept in (MLflow's). */
+export const NOTE_TAG = "mlflow.note.content";
 
 /** The point an as-of answer reflects. */
 export interface AsOf {
