@@ -10,7 +10,7 @@ each, and nothing is produced. Each event's envelope ``principal`` is stamped wi
 request's token id, whatever the body said (the audit trail). ``PUT
 /api/v1/blobs/{sha256}`` stores an artifact's bytes.
 
-Hardened (docs/SECURITY-hardening.md): the shared middlewares of :mod:`query_api.hardening`
+Hardened (docs/SECURITY.md): the shared middlewares of :mod:`query_api.hardening`
 (Host check, CORS, NUL, body size, security headers); events only as
 ``Content-Type: application/json`` (a cross-origin form or ``text/plain`` POST is a 415),
 a body nested deeper than the decoder recurses is a 400 (invalid UTF-8 is the 422 of its

@@ -7,7 +7,7 @@ per (workspace, blob): an empty file at ``<blob_dir>/.quota/<workspace key>/<sha
 truncated to the blob's size. A sparse file takes no disk blocks but its ``st_size`` is the
 charge, so a workspace's usage is one directory scan, done once per process and then kept
 in memory as this process adds markers. Another gateway process's uploads are seen at the
-next start (documented in docs/SECURITY-hardening.md: a quota may be exceeded by what two
+next start (documented in docs/SECURITY.md: a quota may be exceeded by what two
 processes accept at the same moment, never by more).
 """
 
