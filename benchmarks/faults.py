@@ -108,7 +108,8 @@ def start_stack(state_dir: Path, *, brokers: int = 1, gateway: bool = True, part
         api_database_url=info.api_database_url,
         blob_dir=str(state_dir / "blobs"), spool_dir=str(state_dir / "spool"), partitions=partitions,
         api_port=api_port, gateway_port=gateway_port, metrics_port=0,
-        api_url=f"http://127.0.0.1:{api_port}", ingest_url=f"http://127.0.0.1:{gateway_port}")
+        api_url=f"http://127.0.0.1:{api_port}", ingest_url=f"http://127.0.0.1:{gateway_port}",
+        auth="off")  # every listener is on loopback; the faults are the subject, not the tokens
     stack = FaultStack(state_dir, settings, brokers=brokers)
     try:
         migrate(settings.database_url)

@@ -74,6 +74,7 @@ def start(state_dir: Path, *, processors: int = 1, partitions: int = 8) -> Servi
         blob_dir=str(state_dir / "blobs"), spool_dir=str(state_dir / "spool"), partitions=partitions,
         api_port=api_port, gateway_port=gateway_port,
         api_url=f"http://127.0.0.1:{api_port}", ingest_url=f"http://127.0.0.1:{gateway_port}",
+        auth="off",  # every listener is on loopback: the pipeline is measured, not the token checks
     )
     migrate(settings.database_url)
     services = Services(state_dir, settings)

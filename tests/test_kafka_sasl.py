@@ -56,7 +56,8 @@ def sasl_services(sasl_stack: devstack.StackInfo, tmp_path_factory: pytest.TempP
     s = Settings.from_env(
         sasl_stack.env(), blob_dir=str(tmp_path_factory.mktemp("blobs")), spool_dir=str(tmp_path_factory.mktemp("spool")),
         partitions=2, api_port=api_port, gateway_port=gateway_port, metrics_port=metrics_port,
-        api_url=f"http://127.0.0.1:{api_port}", ingest_url=f"http://127.0.0.1:{gateway_port}")
+        api_url=f"http://127.0.0.1:{api_port}", ingest_url=f"http://127.0.0.1:{gateway_port}",
+        auth="off")  # on loopback; Kafka's own authentication is what this module tests
     assert s.kafka_sasl_username == kafka_sasl.SERVICE
     migrate(s.database_url)
     process = start_serve(s, log=sasl_stack.state_dir / "serve.log")
