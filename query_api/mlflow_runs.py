@@ -27,6 +27,7 @@ from runstream.query_api.mlflow_experiments import VIEW_TYPES, all_experiments, 
 from runstream.query_api.mlflow_shapes import (
     DEFAULT_EXPERIMENT_ID,
     STATUS_FROM_MLFLOW,
+    STATUS_TO_MLFLOW,
     body,
     double,
     integer,
@@ -43,6 +44,7 @@ from runstream.query_api.mlflow_shapes import (
     texts,
 )
 from runstream.query_api.writes import WRITER, Draft
+from runstream.schemas.events import TERMINAL_STATUSES
 
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAMS_TAGS_PER_BATCH = 100
@@ -154,8 +156,14 @@ async def update(request: web.Request) -> web.Response:
     if status is not None:
         if status not in STATUS_FROM_MLFLOW:
             raise invalid(f"Invalid status {status!r}: expected one of {', '.join(STATUS_FROM_MLFLOW)}")
+        wanted = STATUS_FROM_MLFLOW[status]
+        if state["status"] in TERMINAL_STATUSES and wanted != state["status"]:
+            # A terminal status is final (processors.integrity): said now, not dead-lettered later.
+            raise invalid(f"The run {rid.hex} is already {STATUS_TO_MLFLOW[state['status']]}; a finished run's "
+                          f"status is final and cannot become {status}")
         end = integer(data, "end_time", None, 0, 32503680000000)
-        drafts.append(Draft("run.status", {"status": STATUS_FROM_MLFLOW[status]}, None if end is None else end / 1000))
+        if wanted != state["status"]:  # the same terminal status again changes nothing
+            drafts.append(Draft("run.status", {"status": wanted}, None if end is None else end / 1000))
     await request.app[WRITER].write(auth.principal_of(request), rid, drafts)
     run = await _read_run(request, rid)
     return json_response({"run_info": run["info"]})

@@ -387,3 +387,17 @@ def test_artifact_store_is_immutable_and_serves_files_inertly(tracking: str, tmp
     bad = requests.put(f"{store}/evil%1b%5b31mname.txt", data=b"x", timeout=30)  # an ANSI escape
     assert bad.status_code == 400 and bad.json()["error_code"] == "INVALID_PARAMETER_VALUE"
     assert "control characters" in bad.json()["message"]
+
+
+def test_a_finished_runs_status_is_final(tracking: str) -> None:
+    """MLflow's runs/update on a finished run: the same status again is a no-op, another one is
+    refused at once (a 400 naming it) rather than dead-lettered after the answer."""
+    mlflow.set_experiment(unique("mlflow-final"))
+    with mlflow.start_run() as run:
+        mlflow.log_metric("x", 1.0)
+    client = MlflowClient()
+    client.set_terminated(run.info.run_id, "FINISHED")  # what a second end_run sends
+    with pytest.raises(MlflowException) as err:
+        client.set_terminated(run.info.run_id, "FAILED")
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE" and "already FINISHED" in str(err.value)
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
