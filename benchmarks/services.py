@@ -19,6 +19,8 @@ from runstream.schemas.migrate import migrate
 from runstream.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
+TRACE_FILE = "processor-trace.jsonl"
+"""The processors' per-batch trace (``processors.trace``) in the state directory."""
 
 
 @dataclass
@@ -74,6 +76,7 @@ def start(state_dir: Path, *, processors: int = 1, partitions: int = 8) -> Servi
         blob_dir=str(state_dir / "blobs"), spool_dir=str(state_dir / "spool"), partitions=partitions,
         api_port=api_port, gateway_port=gateway_port,
         api_url=f"http://127.0.0.1:{api_port}", ingest_url=f"http://127.0.0.1:{gateway_port}",
+        processor_trace=str(state_dir / TRACE_FILE),  # one line per batch: the latency probe's timeline
     )
     migrate(settings.database_url)
     services = Services(state_dir, settings)
