@@ -39,8 +39,13 @@ from runstream.settings import ServiceSettings
 log = logging.getLogger("runstream.processor")
 
 FETCH_MIN_BYTES = 1
-FETCH_WAIT_MS = 100
-"""The broker's longest wait for an empty fetch while the topic is quiet (a long poll)."""
+FETCH_WAIT_MS = 20
+"""The broker's longest wait for an empty fetch while the topic is quiet (a long poll). It
+also bounds the first records after a quiet spell: the fetch sent with them leaves their
+partition out (see ``Processor._adapt_fetch_wait``), so its next records wait for this one
+to expire. 100 ms made that the p99 of a live chart at rest (the probe alone: 143 ms, of
+which 122 ms in the fetch); 20 ms costs an idle processor 3.6% and the broker 7.3% of a
+core (1.0% and 5% at 100 ms; docs/PERFORMANCE.md)."""
 FETCH_BUSY_WAIT_MS = 5
 """The same while records are flowing (adaptive: see ``Processor._adapt_fetch_wait``)."""
 
@@ -135,7 +140,7 @@ class Processor:
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
             # A long poll: the broker answers as soon as anything arrives, and an idle
-            # processor asks ten times a second. (A 64 KB minimum with a 10 ms wait made an
+            # processor asks fifty times a second. (A 64 KB minimum with a 10 ms wait made an
             # idle processor and broker spend 8% and 20% of a core on 100 empty fetches a
             # second.) Under load, batches still grow by themselves: aiokafka fetches a
             # partition again only once its records were taken, i.e. after the previous
