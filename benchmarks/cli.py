@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import functools
 import logging
+import os
 import sys
 import time
 import traceback
@@ -18,7 +19,7 @@ import asyncpg
 
 from benchmarks import cpu, mlflow_baseline, workloads
 from benchmarks import services as svc
-from benchmarks.results import Row, cpu_table, machine, table, write_json
+from benchmarks.results import Row, cpu_table, machine, stage_table, table, write_json
 
 ROWS = ("batched", "single", "raw", "latency", "vector", "concurrent", "rebuild", "reads", "mlflow", "mlflow_compat")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -37,6 +38,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", type=Path, default=None, help="attach py-spy to the services; raw stacks here")
     p.add_argument("--latency-also", type=float, nargs="*", default=[0.0, 0.25], metavar="FRACTION",
                    help="latency also at these fractions of the peak (0: the probe alone); default 0 0.25")
+    p.add_argument("--latency-pinned", type=float, nargs="*", default=[0.25, 0.5], metavar="FRACTION",
+                   help="latency also at these fractions with the SDK load workers pinned to one core "
+                        "(taskset -c --pin-cpus); default 0.25 0.5")
+    p.add_argument("--peak", type=float, default=250_000.0,
+                   help="points/s the latency rows take fractions of when the batched row is not run (--only)")
+    p.add_argument("--pin-cpus", default="1", help="the core list the pinned latency rows run the load on")
     p.add_argument("--only", default="", help=f"comma-separated subset of: {','.join(ROWS)}")
     return p.parse_args(argv)
 
@@ -66,12 +73,13 @@ async def run(args: argparse.Namespace) -> int:
                 if only and key not in only:
                     return None
                 print(f"  {title} ...", end="", flush=True)
-                t, cpu_before = time.monotonic(), b.cpu_sample()
+                t, cpu_before, load_before = time.monotonic(), b.cpu_sample(), os.getloadavg()[0]
                 try:
                     result = await fn()
                     for row in result if isinstance(result, tuple) else [result]:
                         if isinstance(row, Row):  # the whole row's window, unless it chose a narrower one
                             row.detail.setdefault("cpu_s", cpu.spent(cpu_before, b.cpu_sample()))
+                            row.detail.setdefault("loadavg_1m_before", round(load_before, 2))
                 except Exception as exc:
                     failures.append(f"{title}: {exc.__class__.__name__}: {exc}")
                     traceback.print_exc()
@@ -90,10 +98,13 @@ async def run(args: argparse.Namespace) -> int:
             raw = await measure("raw COPY baseline", lambda: workloads.raw_copy(b), "raw")
             if batched and raw:
                 batched.ratio, batched.baseline = batched.value / raw.value, "raw COPY"
-            peak = batched.value if batched else 100_000.0
+            peak = batched.value if batched else args.peak
             p99 = await measure("latency at half load", lambda: workloads.latency(b, peak), "latency")
             light = [await measure(f"latency at {f:.0%} load", functools.partial(workloads.latency, b, peak, f),
                                    "latency") for f in args.latency_also]
+            light += [await measure(f"latency at {f:.0%} load, load on CPU {args.pin_cpus}",
+                                    functools.partial(workloads.latency, b, peak, f, args.pin_cpus), "latency")
+                      for f in args.latency_pinned]
             vector = await measure("1M-point vector", lambda: workloads.million_point_vector(b), "vector")
             concurrent = await measure("concurrent runs", lambda: workloads.concurrent_runs(b), "concurrent")
             rebuilt = await measure("projection rebuild, whole archive", lambda: workloads.rebuild(b, whole=True),
@@ -132,6 +143,9 @@ async def run(args: argparse.Namespace) -> int:
     print(table(rows))
     print("\nCPU seconds while each row ran (both cores: 2 per second of wall clock):")
     print(cpu_table(rows))
+    if stages := stage_table(rows):
+        print("\nThe latency probe's timeline, ms: p50 / p99 (median over the slowest 1% of points):")
+        print(stages)
     print(f"\n{meta['cpus']} CPUs, load average at the end {meta['loadavg_at_end']}, "
           f"{meta['wall_seconds']} s in all")
     if failures:

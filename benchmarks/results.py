@@ -74,6 +74,26 @@ def cpu_table(rows: list[Row]) -> str:
     return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*x) for x in lines])
 
 
+def stage_table(rows: list[Row]) -> str:
+    """The latency rows' per-stage timeline (``detail["stages"]``): p50 / p99 in ms per stage,
+    and the stage's median over the slowest 1% of probe points."""
+    rows = [r for r in rows if r.detail.get("stages", {}).get("points")]
+    if not rows:
+        return ""
+    names = [k for k, v in rows[0].detail["stages"].items() if isinstance(v, dict)]
+    head = ("stage", *(r.key for r in rows))
+    lines = []
+    for name in names:
+        cells = []
+        for r in rows:
+            st = r.detail["stages"].get(name)
+            cells.append("-" if st is None else f"{_num(st['p50'])} / {_num(st['p99'])} ({_num(st['slowest_1pct_median'])})")
+        lines.append((name, *cells))
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
+    fmt = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
+    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*x) for x in lines])
+
+
 def machine() -> dict[str, Any]:
     load = os.getloadavg()
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),

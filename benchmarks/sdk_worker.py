@@ -6,7 +6,8 @@ then ``t_start`` is taken and the runs log interleaved, as parallel training loo
 would: ``POINTS_PER_RUN`` points per run spread over ``--names`` metric names. With
 ``--rate`` the logging is paced to about R points/s (in 10 ms slices). Every run is
 completed (which flushes) before ``t_flushed``. Output: ``{"run_ids", "points",
-"t_start", "t_logged", "t_flushed"}`` with wall-clock times.
+"t_start", "t_logged", "t_flushed", "cpu_s"}`` with wall-clock times and the
+process's CPU seconds (all threads) from ``t_start`` to ``t_flushed``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.points_per_run // len(names)
     per_slice = max(1, int(args.rate / 100)) if args.rate else 0
     t_start = time.time()
+    cpu_start = time.process_time()  # every thread of this process: the logging loop and the sender
     logged = 0
     for step in range(steps):
         for run in runs:
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         run.complete()
     t_flushed = time.time()
+    cpu_s = time.process_time() - cpu_start
     close_error = None
     try:  # every event is acknowledged by now (complete() flushed): a slow close is reported, not fatal
         ws.close(timeout=30)
@@ -59,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(orjson.dumps({
         "run_ids": [r.id for r in runs], "points": steps * len(names) * len(runs),
         "t_start": t_start, "t_logged": t_logged, "t_flushed": t_flushed, "close_error": close_error,
+        "cpu_s": cpu_s,
     }).decode())
     sys.stdout.flush()
     if close_error:

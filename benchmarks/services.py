@@ -19,6 +19,8 @@ from runstream.schemas.migrate import migrate
 from runstream.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
+TRACE_FILE = "processor-trace.jsonl"
+"""The processors' per-batch trace (``processors.trace``) in the state directory."""
 
 
 @dataclass
@@ -75,6 +77,7 @@ def start(state_dir: Path, *, processors: int = 1, partitions: int = 8) -> Servi
         api_port=api_port, gateway_port=gateway_port,
         api_url=f"http://127.0.0.1:{api_port}", ingest_url=f"http://127.0.0.1:{gateway_port}",
         auth="off",  # every listener is on loopback: the pipeline is measured, not the token checks
+        processor_trace=str(state_dir / TRACE_FILE),  # one line per batch: the latency probe's timeline
     )
     migrate(settings.database_url)
     services = Services(state_dir, settings)

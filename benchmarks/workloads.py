@@ -8,6 +8,7 @@ on one database. Completion is observed in the database (``metric_summaries`` co
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 import random
 import shutil
@@ -27,8 +28,9 @@ from uuid6 import uuid7
 
 from benchmarks import cpu
 from benchmarks.results import Row
-from benchmarks.services import REPO, Services
+from benchmarks.services import REPO, TRACE_FILE, Services
 from runstream.ingest.topic import ensure_topic
+from runstream.processors import trace
 from runstream.producer import EventProducer
 from runstream.schemas import notify
 
@@ -104,12 +106,14 @@ class Bench:
             await asyncio.sleep(POLL_S)
 
     async def workers(self, experiment: str, procs: int, runs: int, points_per_run: int, *,
-                      names: int = 2, rate: float = 0.0) -> list[asyncio.subprocess.Process]:
+                      names: int = 2, rate: float = 0.0, cpus: str = "") -> list[asyncio.subprocess.Process]:
+        """SDK worker processes (``cpus``: a ``taskset -c`` list to pin them to)."""
         args = [experiment, str(runs), str(points_per_run), "--names", str(names)]
         if rate:
             args += ["--rate", str(rate / procs)]
+        pin = ["taskset", "-c", cpus] if cpus else []
         return [await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "benchmarks.sdk_worker", *args, cwd=REPO, env=self.services.env(),
+            *pin, sys.executable, "-m", "benchmarks.sdk_worker", *args, cwd=REPO, env=self.services.env(),
             stdout=asyncio.subprocess.PIPE) for _ in range(procs)]
 
     @staticmethod
@@ -185,7 +189,14 @@ async def batched_ingest(b: Bench) -> Row:
     rate = total / (done - t0)
     return Row("ingest_batched", "ingest, batched (SDK → Kafka → processor → queryable)", rate, "points/s",
                target=250_000, detail={"points": total, "seconds": done - t0, "sdk_processes": s.batched_procs,
-                                       "sdk_log_seconds": logged, "sdk_log_rate": total / logged})
+                                       "sdk_log_seconds": logged, "sdk_log_rate": total / logged,
+                                       "sdk_cpu_us_per_point": sdk_cpu_per_point(outs)})
+
+
+def sdk_cpu_per_point(outs: list[dict[str, Any]]) -> float:
+    """CPU microseconds per point of the SDK worker processes (all their threads, from their
+    first log call to the end of their flush)."""
+    return round(sum(o["cpu_s"] for o in outs) / max(1, sum(o["points"] for o in outs)) * 1e6, 3)
 
 
 def single_point_events(experiment: str, n: int, runs: int = 100) -> tuple[list[tuple[str, bytes]], int]:
@@ -275,26 +286,51 @@ async def raw_copy(b: Bench) -> Row:
                detail={"points": len(records), "seconds": seconds, "rows_per_transaction": chunk})
 
 
-async def latency(b: Bench, peak_rate: float, load_fraction: float = 0.5) -> Row:
+STAGES = ("enqueue→handed", "handed→acked", "acked→fetched", "fetched→write", "write→committed",
+          "committed→notify", "notify→visible")
+"""The latency probe's timeline: SDK enqueue (just before ``run.log``), handed to the
+producer (the sender's trace hook), Kafka's ack (the same hook), the batch's records back
+from the processor's ``getmany``, its transaction started and committed (the processors'
+``processor_trace``), the NOTIFY received by a listener, and the point read back through
+the API (``GET /api/runs/{id}?min_seq=``, one read at a time, so a sample)."""
+
+
+async def latency(b: Bench, peak_rate: float, load_fraction: float = 0.5, cpus: str = "") -> Row:
     """A probe run logs every 10 ms while SDK workers log at ``load_fraction`` of the
-    measured peak (none: the probe alone); the probe's points are queryable when the
-    processor's NOTIFY for its run arrives."""
+    measured peak (none: the probe alone; ``cpus``: pinned with taskset); the probe's points
+    are queryable when the processor's NOTIFY for its run arrives. The detail holds each
+    stage's p50/p99 (:data:`STAGES`) and the SDK workers' CPU per point."""
     from runstream import Experiment, Workspace
 
     rate, seconds = peak_rate * load_fraction, b.sizes.latency_seconds
     experiment = unique("latency")
-    load = await b.workers(experiment, 2, 4, int(rate * seconds / 8), rate=rate) if rate else []
+    load = await b.workers(experiment, 2, 4, int(rate * seconds / 8), rate=rate, cpus=cpus) if rate else []
     ws = Workspace(settings=b.settings)
     probe = Experiment(ws, experiment + "-probe").start_logging(name="probe")
     probe.flush()
     probe_id = uuid.UUID(probe.id)
     logged: list[float] = []
     committed: dict[int, float] = {}  # probe run's seq -> when its commit was announced
+    visible: dict[int, float] = {}  # probe run's seq -> when the API answered with it
+    sent: list[tuple[str, float, list[tuple[str, bytes]]]] = []  # the sender's hook: decoded afterwards
+    trace_path = b.services.state_dir / TRACE_FILE
+    trace_start = trace_path.stat().st_size if trace_path.exists() else 0
+    loop = asyncio.get_running_loop()
+    reading: list[asyncio.Task[None]] = []
+    api = aiohttp.ClientSession(headers={"Cache-Control": "no-cache"})
+
+    async def read_back(seq: int) -> None:
+        async with api.get(f"{b.settings.api_url}/api/runs/{probe_id}?min_seq={seq}") as resp:
+            await resp.read()
+            if resp.status == 200:
+                visible[seq] = time.time()
 
     def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
         run = notify.parse(payload)
         if run is not None and run.run_id == probe_id:
             committed.setdefault(run.last_seq, time.time())
+            if not reading or reading[-1].done():  # one read at a time: a sample, not more load
+                reading.append(loop.create_task(read_back(run.last_seq)))
 
     def log_probes(stop: threading.Event) -> None:
         step = 0
@@ -306,6 +342,7 @@ async def latency(b: Bench, peak_rate: float, load_fraction: float = 0.5) -> Row
 
     listen = await asyncpg.connect(b.settings.database_url)
     await listen.add_listener(notify.CHANNEL, on_notify)
+    ws._sender.trace = lambda stage, events: sent.append((stage, time.time(), events))
     stop = threading.Event()
     thread = threading.Thread(target=log_probes, args=(stop,), daemon=True)
     try:
@@ -319,7 +356,10 @@ async def latency(b: Bench, peak_rate: float, load_fraction: float = 0.5) -> Row
             await asyncio.sleep(POLL_S)
     finally:
         stop.set()
+        ws._sender.trace = None
         await listen.close()
+        await asyncio.gather(*reading, return_exceptions=True)
+        await api.close()
         ws.close()
         loaded = await b.results(load)
     # The next row must not inherit a backlog: wait until the load is materialized too. How
@@ -331,28 +371,93 @@ async def latency(b: Bench, peak_rate: float, load_fraction: float = 0.5) -> Row
     # Which event (seq) carried each probe point: the archive says. A NOTIFY names the run's
     # last seq of a commit, so a seq without its own notification was committed with a later one.
     seen: dict[int, float] = {}
+    carried: dict[int, int] = {}  # step -> seq of the event that carried it
+    where: dict[int, tuple[str, int]] = {}  # seq -> (topic/partition, offset) in the archive
     announced = sorted(committed)
-    for seq, body in await b.pool.fetch("SELECT seq, body FROM events WHERE run_id = $1 ORDER BY seq", probe_id):
+    for seq, body, topic, part, offset in await b.pool.fetch(
+            'SELECT seq, body, topic, partition, "offset" FROM events WHERE run_id = $1 ORDER BY seq', probe_id):
+        where[seq] = (f"{topic}/{part}", offset)
         at = next((committed[s] for s in announced if s >= seq), None)
         for series in orjson.loads(body)["payload"].get("series", []):
             for step in series["steps"]:
+                carried[step] = seq
                 if at is not None:
                     seen[step] = at
     lat = [(seen[k] - logged[k]) * 1000 for k in sorted(seen) if k < len(logged)]
     p50, p99 = statistics.median(lat), percentile(lat, 99)
+    stages = timeline(logged, seen, carried, where, sent, trace.read(trace_path, trace_start), visible, committed)
     detail = {"probes": len(lat), "load_rate": rate, "load_fraction": load_fraction, "max_ms": max(lat),
-              "load_backlog_s": backlog_s}
+              "load_backlog_s": backlog_s, "stages": stages, "pinned_load_cpus": cpus,
+              "sdk_cpu_us_per_point": sdk_cpu_per_point(loaded) if loaded else None}
     backlog = (f"not sustained: the load's last points were queryable {backlog_s:.1f} s after its window"
                if backlog_s > 1 else "")
-    if load_fraction == 0.5:  # SPEC §9's row
+    if load_fraction == 0.5 and not cpus:  # SPEC §9's row
         b.rows["latency_p50"] = Row("latency_p50", "log → queryable latency p50 at half load", p50, "ms",
                                     target=25, higher_is_better=False, detail=detail)
         return Row("latency_p99", "log → queryable latency p99 at half load", p99, "ms", target=100,
                    higher_is_better=False, note=backlog, detail=detail)
-    where = f"at {load_fraction:.0%} load ({rate:,.0f} points/s)" if rate else "with the probe alone"
-    return Row(f"latency_{load_fraction:g}", f"log → queryable latency {where}, p50 / p99 in detail", p50, "ms",
+    at = f"at {load_fraction:.0%} load ({rate:,.0f} points/s)" if rate else "with the probe alone"
+    key = f"latency_{load_fraction:g}"
+    if cpus:
+        at, key = f"{at}, load generators on CPU {cpus}", f"latency_pinned_{load_fraction:g}"
+    return Row(key, f"log → queryable latency {at}, p50 / p99 in detail", p50, "ms",
                higher_is_better=False, note="; ".join(filter(None, [f"p99 {p99:.0f} ms", backlog])),
                detail={**detail, "p99_ms": p99})
+
+
+def timeline(logged: list[float], seen: dict[int, float], carried: dict[int, int],
+             where: dict[int, tuple[str, int]], sent: list[tuple[str, float, list[tuple[str, bytes]]]],
+             batches: list[dict[str, Any]], visible: dict[int, float],
+             committed: dict[int, float]) -> dict[str, Any]:
+    """Per stage (:data:`STAGES`), the p50 and p99 in ms over the probe's points, and the
+    median of each stage over the slowest 1% of points (which stage holds the tail)."""
+    at: dict[str, dict[int, float]] = {"handed": {}, "acked": {}}  # seq -> time
+    for stage, t, events in sent:
+        for _, data in events:
+            at[stage].setdefault(orjson.loads(data)["seq"], t)
+    ranges: dict[str, list[tuple[int, int, dict[str, Any]]]] = {}
+    for record in batches:
+        for key, (first, last) in record["ranges"].items():
+            ranges.setdefault(key, []).append((first, last, record))
+    for spans in ranges.values():
+        spans.sort(key=lambda span: span[0])
+
+    def batch_of(seq: int) -> dict[str, Any] | None:
+        if seq not in where:
+            return None
+        key, offset = where[seq]
+        spans = ranges.get(key, [])
+        i = bisect.bisect_right(spans, offset, key=lambda span: span[0]) - 1
+        return spans[i][2] if i >= 0 and spans[i][1] >= offset else None
+
+    announced = sorted(committed)
+    readable = sorted(visible)
+    per_point: list[dict[str, float]] = []
+    for step in sorted(seen):
+        seq = carried.get(step)
+        batch = batch_of(seq) if seq is not None else None
+        if step >= len(logged) or seq is None or batch is None or seq not in at["handed"] or seq not in at["acked"]:
+            continue
+        marks = [logged[step], at["handed"][seq], at["acked"][seq], batch["fetched"], batch["write"],
+                 batch["committed"], seen[step]]
+        # The first API read after this seq's NOTIFY (reads are one at a time, so a sample).
+        later = [s for s in readable if s >= seq and visible[s] >= seen[step]]
+        row = {name: (b - a) * 1000 for name, a, b in zip(STAGES, marks, marks[1:], strict=False)}
+        if later:
+            row["notify→visible"] = (visible[later[0]] - seen[step]) * 1000
+        row["total"] = (seen[step] - logged[step]) * 1000
+        per_point.append(row)
+    if not per_point:
+        return {"points": 0}
+    out: dict[str, Any] = {"points": len(per_point), "notifies": len(announced)}
+    slowest = sorted(per_point, key=lambda r: r["total"])[-max(1, len(per_point) // 100):]
+    for name in (*STAGES, "total"):
+        values = [r[name] for r in per_point if name in r]
+        if values:
+            tail = [r[name] for r in slowest if name in r]
+            out[name] = {"p50": round(statistics.median(values), 2), "p99": round(percentile(values, 99), 2),
+                         "n": len(values), "slowest_1pct_median": round(statistics.median(tail), 2) if tail else None}
+    return out
 
 
 def vector_values(n: int) -> list[float]:

@@ -27,6 +27,8 @@ from runstream.schemas.events import NOTE_TAG, TERMINAL_STATUSES
 from runstream.sender import EVENT, POINT, ROW
 from runstream.sinks import Sink, WorkspaceSink
 
+_MAX_VALUES = limits.MAX_VALUES_PER_METRIC  # read once: checked on every logged point
+
 if TYPE_CHECKING:
     from runstream.experiment import Experiment
     from runstream.sysmetrics import SystemMetrics
@@ -474,6 +476,9 @@ class Run:
 
     def _next_step(self, name: str, step: Any, count: int) -> int:
         current = self._steps.get(name)
+        if step is None and current is not None and current + count <= _MAX_VALUES:
+            self._steps[name] = current + count  # the common call: no step given, a known name
+            return current
         if current is None and len(self._steps) >= limits.MAX_METRIC_NAMES_PER_RUN:
             raise LimitError(f"run already has {len(self._steps)} metric names; MAX_METRIC_NAMES_PER_RUN="
                              f"{limits.MAX_METRIC_NAMES_PER_RUN}")

@@ -56,6 +56,15 @@ def budget_shares(memory_budget_bytes: int) -> tuple[int, int]:
     return max(1_000, quarter // QUEUED_CALL_BYTES), quarter
 LINGER_S = 0.005
 """Shortest time between two drains of the queue (points logged meanwhile share events)."""
+IDLE_LINGER_S = 0.0
+"""The wait before draining a queue that was empty (0: the next turn of the sender's loop)."""
+BUSY_LINGER_S = 0.02
+"""Shortest time between two drains while the script logs many points (adaptive batching)."""
+BUSY_ITEMS = 256
+"""Logging calls in one drain from which the sender counts as busy: its next drain waits
+BUSY_LINGER_S after the last, so a steady stream folds into 4x fewer, larger events (each
+costs a produce request, a fetch and part of a transaction downstream), while a sparse
+stream (a live chart's point every few ms) still goes out at once."""
 _BYTE_BUDGET = MAX_EVENT_BYTES * 3 // 4  # leave room for the envelope and estimate error
 _POINT_OVERHEAD = 40  # bytes a point costs in JSON besides a string value's own length
 WARN_EVERY_S = 60.0
@@ -102,6 +111,10 @@ class Sender:
         self._last_error: BaseException | None = None
         self._down = False  # the transport failed and has not delivered since: new events go to disk
         self._gave_up = False  # a flush timed out while down: later flushes only make sure of the disk
+        self.trace: Callable[[str, list[tuple[str, bytes]]], None] | None = None
+        """Off (None) unless set: called on the sender thread with ``("handed", events)`` as a
+        batch of encoded ``(run_id, event)`` goes to the transport and ``("acked", events)``
+        when it is acknowledged (the benchmark's per-stage latency timeline). Keep it cheap."""
         self._thread = threading.Thread(target=self._main, name="runstream-sender", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -273,8 +286,10 @@ class Sender:
     async def _pump(self) -> None:
         loop = asyncio.get_running_loop()
         last_drain = 0.0
+        busy = False
         while True:
             self._idle = True
+            linger = BUSY_LINGER_S if busy else LINGER_S
             if not self._queue:
                 try:
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
@@ -285,13 +300,20 @@ class Sender:
                 except TimeoutError:
                     continue
                 self._wake.clear()
-                await asyncio.sleep(LINGER_S)  # linger: let a burst of log calls fold into one event
-            elif (wait := last_drain + LINGER_S - loop.time()) > 0:
+                # No linger after a quiet spell: a lone point (a live chart's) goes out at once,
+                # and a burst still folds, because the logging thread holds the GIL until it
+                # sleeps or the switch interval ends; what comes after a drain waits for the
+                # next one, LINGER_S later (below).
+                # Busy (the last drain was large, e.g. a paced loop between two slices): keep
+                # the busy cadence, so slices fold together instead of one event per slice.
+                await asyncio.sleep(max(IDLE_LINGER_S, last_drain + linger - loop.time()) if busy else IDLE_LINGER_S)
+            elif (wait := last_drain + linger - loop.time()) > 0:
                 # A queue that never empties is drained at most once per LINGER_S too, so a
                 # stream of log calls folds into a few large events, not many small ones.
                 await asyncio.sleep(wait)
             self._idle = False
             last_drain = loop.time()
+            busy = len(self._queue) >= BUSY_ITEMS
             try:
                 self._route_queue()
             except Exception:  # nothing may stop the pump (the outbox's disk, a bug)
@@ -421,6 +443,8 @@ class Sender:
                 await self._work.wait()
                 continue
             batch, epoch = self._mem[self._handed], self._epoch
+            if self.trace is not None:
+                self.trace("handed", batch.events)
             try:
                 acked = await self.transport.send(batch.events)
             except Exception as exc:
@@ -447,6 +471,8 @@ class Sender:
             self._fail(exc)
             return
         batch.acked = True
+        if self.trace is not None:
+            self.trace("acked", batch.events)
         mem = self._mem
         while mem and mem[0].acked:
             done = mem.popleft()

@@ -158,6 +158,11 @@ class ServiceSettings(_Env):
     """Kafka consumer group of the processors."""
     processor_max_records: int = 20_000
     """Most Kafka messages one processor transaction takes."""
+    processor_trace: str = ""
+    """File a processor appends one JSON line per committed batch to (fetch, write start and
+    commit times, each partition's offset range: ``processors.trace``); empty: off. For the
+    benchmark's per-stage latency timeline; members and processes may share one file (each
+    record is one append)."""
     api_database_url: str = ""
     """Connection URL of the query API: a role that may only read (devstack: ``runstream_reader``);
     empty means ``database_url``."""

@@ -36,3 +36,15 @@ def test_quick_benchmark_measures_every_row(tmp_path: Path) -> None:
     assert rows["rebuild_archive"]["detail"]["points_check"] == "ok"
     assert [r["key"] for r in doc["rows"] if "machine" not in r["detail"].get("cpu_s", {})] == [], "CPU seconds per row"
     assert doc["meta"]["failures"] == []
+    # The latency probe's timeline: the SDK's hook and the processors' trace joined through
+    # the archive for every latency row (the pinned ones too), and the SDK workers' CPU.
+    latency = [k for k in rows if k.startswith("latency_") and k != "latency_p50"]
+    assert {"latency_p99", "latency_0", "latency_0.25", "latency_pinned_0.25", "latency_pinned_0.5"} <= set(latency)
+    for key in latency:
+        stages = rows[key]["detail"]["stages"]
+        assert stages["points"] > 0, key
+        assert [s for s in ("enqueue→handed", "handed→acked", "acked→fetched", "fetched→write", "write→committed",
+                            "committed→notify", "total") if s not in stages] == [], key
+    assert rows["latency_pinned_0.5"]["detail"]["pinned_load_cpus"] == "1"
+    assert rows["latency_0.25"]["detail"]["sdk_cpu_us_per_point"] > 0
+    assert rows["ingest_batched"]["detail"]["sdk_cpu_us_per_point"] > 0

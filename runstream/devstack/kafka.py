@@ -35,6 +35,10 @@ CLUSTER_HEAP = ("-Xms128m", "-Xmx512m")
 JVM_OPTS = (
     "-server",
     "-XX:+UseG1GC",
+    # C1 only: a devstack broker lives for minutes to hours, and C2's compilations of a fresh
+    # broker took about half of its CPU in the benchmark's latency rows (4.6 against 8-10
+    # CPU-seconds for the same rows back to back), on the cores the rest of the stack needs.
+    "-XX:TieredStopAtLevel=1",
     "-XX:MaxGCPauseMillis=20",
     "-XX:InitiatingHeapOccupancyPercent=35",
     "-XX:+ExplicitGCInvokesConcurrent",
