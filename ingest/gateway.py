@@ -26,7 +26,6 @@ the query API answers for it; nothing of the batch is produced).
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -39,7 +38,7 @@ from aiokafka.errors import KafkaError
 
 from runstream.blobstore import BlobError, LocalBlobStore
 from runstream.ingest import integrity_check, openapi
-from runstream.ingest.quota import BlobQuota
+from runstream.ingest.quota import BlobQuota, receive, too_large
 from runstream.ingest.topic import ensure_topic
 from runstream.producer import EventProducer
 from runstream.query_api import auth, hardening, queries
@@ -181,36 +180,18 @@ async def put_blob(request: web.Request) -> web.Response:
     workspace = auth.principal_of(request).workspace
     declared = request.content_length
     if declared is not None and declared > settings.max_upload_bytes:
-        raise _too_large(declared, settings.max_upload_bytes)
+        raise too_large(declared, settings.max_upload_bytes)
     if store.exists(sha):
         if not quota.charged(workspace, sha):
             size = store.path_for(sha).stat().st_size
             quota.check(workspace, size)
             quota.charge(workspace, sha, size)
         return json_response({"sha256": sha, "stored": False})
-    quota.check(workspace, declared or 0)
-    writer = await asyncio.to_thread(store.writer)
     try:
-        received = 0
-        async for chunk in request.content.iter_chunked(1024 * 1024):
-            received += len(chunk)
-            if received > settings.max_upload_bytes:
-                raise _too_large(received, settings.max_upload_bytes, so_far=True)
-            await asyncio.to_thread(writer.write, chunk)
-        quota.check(workspace, received)
-        _, size = await asyncio.to_thread(writer.commit, sha)
+        _, size = await receive(request.content, declared, store, quota, workspace, settings.max_upload_bytes, sha)
     except BlobError as exc:
         raise BadRequest(str(exc)) from None
-    finally:
-        writer.__exit__()
-    quota.charge(workspace, sha, size)
     return json_response({"sha256": sha, "size": size, "stored": True}, status=201)
-
-
-def _too_large(size: int, limit: int, so_far: bool = False) -> PayloadTooLarge:
-    what = "more than" if so_far else ""
-    return PayloadTooLarge(f"upload of {what} {size} bytes is over the gateway's per-upload limit "
-                           f"(RUNSTREAM_MAX_UPLOAD_BYTES={limit}); nothing was stored".replace("of  ", "of "))
 
 
 @auth.requires("read")

@@ -1,4 +1,5 @@
-"""Per-workspace blob quota of the gateway.
+"""Per-workspace blob quota, and the streamed upload both upload routes share (the
+gateway's ``PUT /api/v1/blobs/{sha256}`` and MLflow's artifact store).
 
 The blob store is content-addressed and shared: one blob may serve many workspaces. A
 workspace is charged the size of each distinct blob it uploaded (or re-uploaded, when the
@@ -13,14 +14,18 @@ processes accept at the same moment, never by more).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import threading
 from pathlib import Path
 
-from runstream.query_api.errors import InsufficientStorage
+from aiohttp import StreamReader
 
-__all__ = ["BlobQuota"]
+from runstream.blobstore import LocalBlobStore
+from runstream.query_api.errors import InsufficientStorage, PayloadTooLarge
+
+__all__ = ["BlobQuota", "receive", "too_large"]
 
 QUOTA_DIR = ".quota"
 
@@ -77,3 +82,34 @@ class BlobQuota:
     def charged(self, workspace: str, sha: str) -> bool:
         """Whether ``workspace`` is already charged for ``sha``."""
         return (self._dir(workspace) / sha).exists()
+
+
+def too_large(size: int, limit: int, so_far: bool = False) -> PayloadTooLarge:
+    """The 413 of an upload over ``max_upload_bytes`` (nothing of it is kept)."""
+    what = "more than " if so_far else ""
+    return PayloadTooLarge(f"upload of {what}{size} bytes is over the per-upload limit "
+                           f"(RUNSTREAM_MAX_UPLOAD_BYTES={limit}); nothing was stored")
+
+
+async def receive(content: StreamReader, declared: int | None, store: LocalBlobStore, quota: BlobQuota,
+                  workspace: str, limit: int, sha: str | None = None) -> tuple[str, int]:
+    """Stream an upload into ``store`` and charge it to ``workspace``: ``(sha256, size)``.
+    More than ``limit`` bytes (declared or received) is a 413 and over the workspace's quota a
+    507, with nothing stored; ``sha``: the address the bytes must have (else ``BlobError``)."""
+    if declared is not None and declared > limit:
+        raise too_large(declared, limit)
+    quota.check(workspace, declared or 0)
+    writer = await asyncio.to_thread(store.writer)
+    try:
+        received = 0
+        async for chunk in content.iter_chunked(1024 * 1024):
+            received += len(chunk)
+            if received > limit:
+                raise too_large(received, limit, so_far=True)
+            await asyncio.to_thread(writer.write, chunk)
+        quota.check(workspace, received)
+        stored, size = await asyncio.to_thread(writer.commit, sha)
+    finally:
+        writer.__exit__()
+    quota.charge(workspace, stored, size)
+    return stored, size

@@ -21,9 +21,9 @@ from typing import Any
 from aiohttp import web
 
 from runstream.blobstore import BlobError, LocalBlobStore
-from runstream.ingest.quota import BlobQuota
+from runstream.ingest.quota import BlobQuota, receive
 from runstream.query_api import auth, queries
-from runstream.query_api.errors import PayloadTooLarge, json_response
+from runstream.query_api.errors import json_response
 from runstream.query_api.handlers import POOL, SETTINGS, download_headers
 from runstream.query_api.mlflow_runs import children
 from runstream.query_api.mlflow_shapes import MlflowError, invalid, missing, parse_run_id
@@ -67,26 +67,11 @@ async def upload(request: web.Request) -> web.Response:
     await _run_exists(request, rid)
     settings, quota = request.app[SETTINGS], request.app[QUOTA]
     workspace = auth.principal_of(request).workspace
-    declared = request.content_length
-    if declared is not None and declared > settings.max_upload_bytes:
-        raise _too_large(declared, settings.max_upload_bytes)
-    quota.check(workspace, declared or 0)
-    store = LocalBlobStore(settings.blob_dir)
-    writer = await asyncio.to_thread(store.writer)
     try:
-        received = 0
-        async for chunk in request.content.iter_chunked(1024 * 1024):
-            received += len(chunk)
-            if received > settings.max_upload_bytes:
-                raise _too_large(received, settings.max_upload_bytes, so_far=True)
-            await asyncio.to_thread(writer.write, chunk)
-        quota.check(workspace, received)
-        sha, size = await asyncio.to_thread(writer.commit)
+        sha, size = await receive(request.content, request.content_length, LocalBlobStore(settings.blob_dir), quota,
+                                  workspace, settings.max_upload_bytes)
     except BlobError as exc:
         raise invalid(str(exc)) from None
-    finally:
-        writer.__exit__()
-    quota.charge(workspace, sha, size)
     recorded = next((f for f in await queries.artifacts(request.app[POOL], rid) if f["path"] == path), None)
     if recorded is not None:
         if recorded["sha256"] == sha:
@@ -97,12 +82,6 @@ async def upload(request: web.Request) -> web.Response:
     payload = {"path": path, "sha256": sha, "size": size, "content_type": content_type[:255]}
     await request.app[WRITER].write(auth.principal_of(request), rid, [Draft("artifact.recorded", payload)], wait=False)
     return json_response({})
-
-
-def _too_large(size: int, limit: int, so_far: bool = False) -> PayloadTooLarge:
-    what = "more than " if so_far else ""
-    return PayloadTooLarge(f"upload of {what}{size} bytes is over the per-upload limit "
-                           f"(RUNSTREAM_MAX_UPLOAD_BYTES={limit}); nothing was recorded")
 
 
 async def download(request: web.Request) -> web.StreamResponse:
