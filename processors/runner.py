@@ -5,15 +5,21 @@ transaction as the rows they produced (aiokafka's local-state-consumer pattern w
 database as the state). On assignment the consumer seeks past the stored offsets. A
 message that does not validate becomes a dead letter in that same transaction, so the
 partition keeps flowing. If the database (or materializing) rejects a batch's data, the
-batch is retried one event at a time (in savepoints), and a rejected event is bisected
+transaction is rolled back and the batch written again one event at a time (in
+savepoints), and a rejected event is bisected
 (processors.items) so that only its offending point/row is dead-lettered: its neighbours
 are stored. No exception raised by one event stops the partition; only a failure of the
 database connection (processors.dbfaults) is retried, whole, with capped backoff.
 
-Fetching and writing overlap: while one batch's transaction is in PostgreSQL, the next
-batch is fetched, decoded and materialized (a queue of one between the two tasks), so
-the consumer is not blocked by its own writes. A rebalance discards prepared batches
-that were not written; the new assignment seeks to the stored offsets again.
+Fetching and writing overlap, and batches coalesce: while one transaction is in
+PostgreSQL, the consumer keeps fetching and decoding, and every batch fetched meanwhile is
+merged into one pending batch (up to ``processor_max_records`` messages), which the writer
+takes whole as its next transaction. Under load a record therefore waits for at most the
+transaction in flight plus its own, however many fetches arrived meanwhile (a queue of
+separate batches made it wait for each of them), and fewer, larger transactions cost
+less per event. A batch that goes alone is materialized ahead, while the previous one is
+written. A rebalance discards the pending batch; the new assignment seeks to the stored
+offsets again.
 """
 
 from __future__ import annotations
@@ -72,7 +78,8 @@ class Stats:
 
 @dataclass
 class Prepared:
-    """One fetched batch, decoded and materialized, waiting for its transaction."""
+    """Fetched messages, decoded (and materialized when they came in one fetch), waiting
+    for their transaction."""
 
     received: list[Received]
     dead: list[DeadLetter]
@@ -83,10 +90,22 @@ class Prepared:
     generation: int
     """The assignment it was fetched under; a rebalance makes it stale."""
 
-    fetched: float = 0.0
-    """Wall-clock time its records came back from the consumer (for ``processors.trace``)."""
-    firsts: dict[int, int] = field(default_factory=dict)
-    """Partition -> first offset in the batch (with ``positions``, the batch's offset ranges)."""
+    fetches: list[tuple[float, dict[tuple[str, int], tuple[int, int]]]] = field(default_factory=list)
+    """Per fetch merged in: the wall-clock time its records came back from the consumer and
+    its offset range per partition (for ``processors.trace``)."""
+
+    @property
+    def size(self) -> int:
+        return len(self.received) + len(self.dead)
+
+    def absorb(self, later: Prepared) -> None:
+        """Merge a batch fetched after this one (same assignment) into it, in log order;
+        the merged whole is materialized when the writer takes it."""
+        self.received += later.received
+        self.dead += later.dead
+        self.positions.update(later.positions)  # within one assignment offsets only grow
+        self.fetches += later.fetches
+        self.materialized = None
 
 
 class _SeekOnAssign(ConsumerRebalanceListener):
@@ -95,9 +114,7 @@ class _SeekOnAssign(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self._p.generation += 1  # batches fetched before this are not written
-        while not self._p.queue.empty():
-            self._p.queue.get_nowait()
-            self._p.queue.task_done()
+        await self._p.discard_pending()
         async with self._p.lock:  # let the in-flight batch commit before giving partitions up
             pass
 
@@ -107,9 +124,7 @@ class _SeekOnAssign(ConsumerRebalanceListener):
         # the new positions, which nothing would fetch again). A batch fetched before the
         # seek but prepared after this point is written and deduplicated by the archive.
         self._p.generation += 1
-        while not self._p.queue.empty():
-            self._p.queue.get_nowait()
-            self._p.queue.task_done()
+        await self._p.discard_pending()
         # Paused until the seeks land: otherwise the fetcher starts at the earliest offset
         # meanwhile and a whole batch is read (and written) twice.
         self._p.consumer.pause(*assigned)
@@ -129,7 +144,10 @@ class Processor:
         self.stats = Stats()
         self.generation = 0
         self._stopping = asyncio.Event()  # run()'s stop, once it runs
-        self.queue: asyncio.Queue[Prepared] = asyncio.Queue(maxsize=1)
+        self.pending: Prepared | None = None
+        """Fetched, not yet taken by the writer (see the module's docstring)."""
+        self._writing = False
+        self._changed = asyncio.Condition()  # guards pending and _writing
         self.trace: trace.BatchTrace | None = None
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
@@ -187,9 +205,8 @@ class Processor:
                 batch = await self.consumer.getmany(timeout_ms=200, max_records=self.settings.processor_max_records)
                 self._adapt_fetch_wait(bool(batch))
                 if batch:
-                    fetched = time.time()
-                    prepared = self.prepare(batch)
-                    prepared.fetched = fetched
+                    # Materialized ahead only if it will be written alone (nothing pending).
+                    prepared = self.prepare(batch, time.time(), materialize_ahead=self.pending is None)
                     await self._hand_over(prepared, writer)
             await self._hand_over(None, writer)
         finally:
@@ -216,32 +233,64 @@ class Processor:
             fetcher._fetch_max_wait_ms = FETCH_BUSY_WAIT_MS if busy else FETCH_WAIT_MS
 
     async def _hand_over(self, prepared: Prepared | None, writer: asyncio.Task[None]) -> None:
-        """Queue a batch for the writer (None: wait until everything queued is written)."""
-        step = asyncio.ensure_future(self.queue.put(prepared) if prepared else self.queue.join())
+        """Add a batch to the pending one (None: wait until everything is written)."""
+        step = asyncio.ensure_future(self._put(prepared) if prepared else self._drained())
         await asyncio.wait({step, writer}, return_when=asyncio.FIRST_COMPLETED)
         if writer.done():
             step.cancel()
             writer.result()  # the writer's exception, if it failed
             raise RuntimeError("the processor's writer stopped")
 
+    async def _put(self, prepared: Prepared) -> None:
+        limit = self.settings.processor_max_records
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: self.pending is None or self.pending.generation != prepared.generation
+                or self.pending.size + prepared.size <= limit)
+            if self.pending is None or self.pending.generation != prepared.generation:
+                self.pending = prepared
+            else:
+                self.pending.absorb(prepared)
+            self._changed.notify_all()
+
+    async def _drained(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.pending is None and not self._writing)
+
+    async def discard_pending(self) -> None:
+        """Drop what was fetched but not taken by the writer (a rebalance)."""
+        async with self._changed:
+            self.pending = None
+            self._changed.notify_all()
+
     async def _write_loop(self) -> None:
         while True:
-            prepared = await self.queue.get()
+            async with self._changed:
+                await self._changed.wait_for(lambda: self.pending is not None)
+                prepared, self.pending = self.pending, None
+                self._writing = True
+                self._changed.notify_all()
+            assert prepared is not None
             try:
                 async with self.lock:
                     if prepared.generation == self.generation:
+                        if prepared.materialized is None:  # merged, or not done ahead
+                            prepared.materialized = _materialize_or_none(prepared.received)
                         await self._handle(prepared)
             finally:
-                self.queue.task_done()
+                async with self._changed:
+                    self._writing = False
+                    self._changed.notify_all()
 
-    def prepare(self, batch: dict[TopicPartition, list]) -> Prepared:  # type: ignore[type-arg]
+    def prepare(self, batch: dict[TopicPartition, list], fetched: float,  # type: ignore[type-arg]
+                materialize_ahead: bool = True) -> Prepared:
         """Decode (dead-lettering what does not validate) and materialize a fetched batch."""
         received: list[Received] = []
         dead: list[DeadLetter] = []
         positions: dict[tuple[str, int], int] = {}
-        firsts: dict[int, int] = {}
+        ranges: dict[tuple[str, int], tuple[int, int]] = {}
         for tp, messages in batch.items():
-            firsts[tp.partition] = messages[0].offset
+            ranges[(tp.topic, tp.partition)] = (messages[0].offset, messages[-1].offset)
             for msg in messages:
                 raw = msg.value if msg.value is not None else b""
                 try:
@@ -251,11 +300,8 @@ class Processor:
                     dead.append(DeadLetter(tp.topic, tp.partition, msg.offset, msg.key, raw, reason,
                                            run_id=_key_run_id(msg.key)))
             positions[(tp.topic, tp.partition)] = messages[-1].offset
-        try:
-            prepared = materialize([r.event for r in received], columnar=True)
-        except Exception:  # left to the write path, which dead-letters what the database rejects
-            prepared = None
-        return Prepared(received, dead, positions, prepared, self.generation, firsts=firsts)
+        prepared = _materialize_or_none(received) if materialize_ahead else None
+        return Prepared(received, dead, positions, prepared, self.generation, fetches=[(fetched, ranges)])
 
     async def _handle(self, p: Prepared) -> None:
         received, dead, positions = p.received, p.dead, p.positions
@@ -282,9 +328,9 @@ class Processor:
                                 "partitions revoked" if p.generation != self.generation else "stopping")
                     return
         if self.trace is not None:
-            self.trace.write(p.fetched, write_at, time.time(),
-                             {tp: (first, last) for tp, last in positions.items()
-                              if (first := p.firsts.get(tp[1])) is not None})
+            committed = time.time()
+            for fetched, ranges in p.fetches:
+                self.trace.write(fetched, write_at, committed, ranges)
         elapsed = time.perf_counter() - started
         self.stats.write_seconds += elapsed
         self.stats.write_latency.observe(elapsed)
@@ -297,30 +343,47 @@ class Processor:
                      prepared: Materialized | None = None) -> None:
         dead = list(invalid)  # a retried batch starts again from the validation failures
         results: list[store.WriteResult] = []  # counted once committed (a retried batch is not counted twice)
+        offsets = store.Offsets(self.settings.processor_group, positions)
         async with self.pool.acquire() as conn:
-            async with conn.transaction():
-                try:
-                    async with conn.transaction():  # savepoint: fall back to one at a time
-                        results.append(await store.write_events(conn, received, prepared))
-                except Exception as exc:
-                    if is_transient(exc):
-                        raise
-                    log.warning("batch rejected (%s: %s); writing events one at a time", type(exc).__name__, exc)
+            try:
+                async with conn.transaction():
+                    results.append(await store.write_events(conn, received, prepared, offsets))
+                    await store.write_dead_letters(conn, self._set_aside(results, dead))
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                # Rolled back whole (no savepoint in the common path: two round trips fewer);
+                # written again one event at a time, each in a savepoint (processors.salvage).
+                log.warning("batch rejected (%s: %s); writing events one at a time", type(exc).__name__, exc)
+                dead, results = list(invalid), []
+                async with conn.transaction():
                     for r in received:
                         await salvage.write_one(conn, r, results, dead)
-                for result in results:
-                    dead.extend(DeadLetter.of(r.received, r.reason) for r in result.refused)
-                    dead.extend(result.foreign)
-                await store.write_dead_letters(conn, dead)
-                await store.save_offsets(conn, self.settings.processor_group, positions)
+                    await store.write_dead_letters(conn, self._set_aside(results, dead))
+                    await store.save_offsets(conn, offsets)
         for result in results:
             self._count(result)
         self.stats.dead_letters += len(dead)
+
+    @staticmethod
+    def _set_aside(results: list[store.WriteResult], dead: list[DeadLetter]) -> list[DeadLetter]:
+        """``dead`` with what the writes refused (conflicts, integrity, foreign workspace) added."""
+        for result in results:
+            dead.extend(DeadLetter.of(r.received, r.reason) for r in result.refused)
+            dead.extend(result.foreign)
+        return dead
 
     def _count(self, result: store.WriteResult) -> None:
         self.stats.new_events += result.new
         self.stats.duplicates += result.duplicates
         self.stats.points += result.points
+
+
+def _materialize_or_none(received: list[Received]) -> Materialized | None:
+    try:
+        return materialize([r.event for r in received], columnar=True)
+    except Exception:  # left to the write path, which dead-letters what the database rejects
+        return None
 
 
 def _key_run_id(key: bytes | None) -> str | None:
@@ -342,4 +405,5 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 def pool(settings: ServiceSettings, size: int) -> asyncpg.Pool:
     """The connection pool processors write through (``async with`` it)."""
-    return asyncpg.create_pool(settings.database_url, min_size=1, max_size=size, reset=_keep_session)
+    return asyncpg.create_pool(settings.database_url, min_size=1, max_size=size, reset=_keep_session,
+                               init=store.open_session, connection_class=store.ProcessorConnection)

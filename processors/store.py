@@ -31,16 +31,21 @@ from runstream.schemas.notify import ANY, CHANNEL, run_payload
 # INCLUDING COMPRESSION: a body is compressed once, in the staging table, with the
 # archive's method (migration 0004), and INSERT ... SELECT moves it as it is.
 ARCHIVE_STAGE_TABLE = "events_in"
-ARCHIVE_STAGE = (f"SET LOCAL client_min_messages = warning; "
-                 f"CREATE TEMP TABLE IF NOT EXISTS {ARCHIVE_STAGE_TABLE} (LIKE events INCLUDING COMPRESSION) "
-                 f"ON COMMIT DELETE ROWS")
+CREATE_ARCHIVE_STAGE = (f"CREATE TEMP TABLE IF NOT EXISTS {ARCHIVE_STAGE_TABLE} (LIKE events INCLUDING COMPRESSION) "
+                        f"ON COMMIT DELETE ROWS")
+ARCHIVE_STAGE = f"SET LOCAL client_min_messages = warning; {CREATE_ARCHIVE_STAGE}"
 ARCHIVE_COLUMNS = ("run_id", "seq", "ts", "type", "v", "event_id", "body", "topic", "partition", "offset")
 _ARCHIVE_INSERT = f"INSERT INTO events SELECT * FROM {ARCHIVE_STAGE_TABLE} ON CONFLICT DO NOTHING"
 
-ARCHIVE = _ARCHIVE_INSERT + "\nRETURNING run_id::text, seq"
-
-# The common case (nothing redelivered): only how many rows were new, not which.
-ARCHIVE_COUNT = f"WITH new AS ({_ARCHIVE_INSERT}\nRETURNING 1)\nSELECT count(*) FROM new"
+# One round trip: how many rows were new and, only when that is not all of the call's
+# ($1; the normal case, nothing redelivered, returns one row), which ones: (count, run_id,
+# seq) per inserted row, or a single (0, NULL, NULL) when none was.
+ARCHIVE = f"""
+WITH new AS ({_ARCHIVE_INSERT}
+    RETURNING run_id, seq),
+n AS (SELECT count(*) AS n FROM new)
+SELECT n.n, new.run_id::text, new.seq FROM n LEFT JOIN new ON n.n <> $1
+"""
 
 # Created on first use: the earliest run start seen, whatever order partitions arrive in
 # (so a rebuild from the archive gives the same row as live processing did).
@@ -51,7 +56,8 @@ ON CONFLICT (workspace, name) DO UPDATE SET created_at = excluded.created_at WHE
 
 # Rollup blocks (schemas/migrations/0003): counts add up; lo/hi keep the lower/higher
 # (value, step) in PostgreSQL's float order; NULL lo/hi means "only strings so far".
-UPSERT_ROLLUP = """
+# Parameters $1..$10 of ``TAIL`` below.
+_UPSERT_ROLLUPS = """
 INSERT INTO metric_rollups AS r (run_id, name, shift, block, n, n_text, lo_value, lo_step, hi_value, hi_step)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::smallint[], $4::bigint[], $5::bigint[], $6::bigint[],
                      $7::float8[], $8::bigint[], $9::float8[], $10::bigint[])
@@ -96,18 +102,22 @@ ON CONFLICT (run_id) DO NOTHING
 
 # A terminal status is final (status-final, processors.integrity): the check refuses a
 # later status before it gets here; this keeps a rebuilt or legacy archive to the rule too.
-# $7/$8 rename (flag, name), $9 deleted (NULL: unchanged) at $10, $11 server_seq (NULL: none).
-UPDATE_RUN = f"""
-UPDATE runs SET
-    last_seq = GREATEST(last_seq, $2),
-    updated_at = GREATEST(updated_at, $3),
-    status = CASE WHEN {_FINAL} THEN status ELSE COALESCE($4, status) END,
-    error = CASE WHEN $4::text IS NULL OR {_FINAL} THEN error ELSE $5 END,
-    ended_at = CASE WHEN $4::text IS NULL OR {_FINAL} THEN ended_at ELSE $6 END,
-    name = CASE WHEN $7::boolean THEN $8::text ELSE name END,
-    deleted_at = CASE WHEN $9::boolean IS NULL THEN deleted_at WHEN $9::boolean THEN $10::timestamptz END,
-    server_seq = GREATEST(server_seq, $11::bigint)
-WHERE run_id = $1
+# Per run: rename (flag, name), deleted (NULL: unchanged) at deleted_at, server_seq (NULL: none).
+# Parameters $11..$21 of ``TAIL``.
+_UPDATE_RUNS = f"""
+UPDATE runs AS r SET
+    last_seq = GREATEST(r.last_seq, c.last_seq),
+    updated_at = GREATEST(r.updated_at, c.updated_at),
+    status = CASE WHEN r.{_FINAL} THEN r.status ELSE COALESCE(c.status, r.status) END,
+    error = CASE WHEN c.status IS NULL OR r.{_FINAL} THEN r.error ELSE c.error END,
+    ended_at = CASE WHEN c.status IS NULL OR r.{_FINAL} THEN r.ended_at ELSE c.ended_at END,
+    name = CASE WHEN c.renamed THEN c.name ELSE r.name END,
+    deleted_at = CASE WHEN c.deleted IS NULL THEN r.deleted_at WHEN c.deleted THEN c.deleted_at END,
+    server_seq = GREATEST(r.server_seq, c.server_seq)
+FROM unnest($11::uuid[], $12::bigint[], $13::timestamptz[], $14::text[], $15::text[], $16::timestamptz[],
+            $17::boolean[], $18::text[], $19::boolean[], $20::timestamptz[], $21::bigint[])
+    AS c(run_id, last_seq, updated_at, status, error, ended_at, renamed, name, deleted, deleted_at, server_seq)
+WHERE r.run_id = c.run_id
 """
 
 # Params are immutable: the first value stored for a key stays (in log order).
@@ -140,10 +150,12 @@ INSERT INTO artifacts (run_id, path, sha256, size, content_type, created_at) VAL
 ON CONFLICT (run_id, path) DO NOTHING
 """
 
-UPSERT_SUMMARY = """
+# Parameters $22..$33 of ``TAIL``.
+_UPSERT_SUMMARIES = """
 INSERT INTO metric_summaries AS s (run_id, name, kind, description, count, last_seq, last_step,
     last_value, last_text, last_kind, min_value, max_value, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now())
+SELECT *, now() FROM unnest($22::uuid[], $23::text[], $24::text[], $25::text[], $26::bigint[], $27::bigint[],
+                            $28::bigint[], $29::float8[], $30::text[], $31::smallint[], $32::float8[], $33::float8[])
 ON CONFLICT (run_id, name) DO UPDATE SET
     kind = CASE WHEN 'list' IN (s.kind, excluded.kind) THEN 'list' ELSE excluded.kind END,
     description = COALESCE(excluded.description, s.description),
@@ -156,6 +168,14 @@ ON CONFLICT (run_id, name) DO UPDATE SET
     min_value = LEAST(s.min_value, excluded.min_value),
     max_value = GREATEST(s.max_value, excluded.max_value),
     updated_at = now()
+"""
+
+# The consumer's offsets, stored with the rows they produced. Parameters $34..$37 of ``TAIL``.
+_UPSERT_OFFSETS = """
+INSERT INTO consumer_offsets AS o (group_id, topic, partition, "offset", updated_at)
+SELECT $34::text, t, p, x, now() FROM unnest($35::text[], $36::integer[], $37::bigint[]) AS c(t, p, x)
+ON CONFLICT (group_id, topic, partition) DO UPDATE
+SET "offset" = GREATEST(o."offset", excluded."offset"), updated_at = now()
 """
 
 INSERT_DEAD_LETTER = """
@@ -179,15 +199,21 @@ RETURNING s.partition, s."offset"
 # The workspace each run's run.started recorded (migration 0006), for the runs of a batch.
 RUN_WORKSPACES = "SELECT run_id::text, workspace FROM runs WHERE run_id = ANY($1::uuid[])"
 
-UPSERT_OFFSET = """
-INSERT INTO consumer_offsets (group_id, topic, partition, "offset", updated_at) VALUES ($1, $2, $3, $4, now())
-ON CONFLICT (group_id, topic, partition) DO UPDATE
-SET "offset" = GREATEST(consumer_offsets."offset", excluded."offset"), updated_at = now()
+# The end of every batch in one round trip (it was five: each one waits for a wake-up of
+# both processes, which under load is most of a small transaction's time): the runs'
+# changes, metric summaries and rollups, the consumer offsets (none: nothing to store) and
+# a NOTIFY per run ($38, delivered at commit to every LISTENer, the query API's live
+# endpoint and cache; the channel and payloads are the contract's, schemas.notify).
+# Data-modifying CTEs all run, to completion, on the statement's snapshot; they touch
+# different tables, so none needs to see another's effect. Empty arrays: nothing to do.
+TAIL = f"""
+WITH rollups AS ({_UPSERT_ROLLUPS}),
+runs_changed AS ({_UPDATE_RUNS}),
+summaries AS ({_UPSERT_SUMMARIES}),
+offsets AS ({_UPSERT_OFFSETS})
+SELECT pg_notify('{CHANNEL}', p) FROM unnest($38::text[]) AS p
 """
 
-# Delivered at commit to every LISTENer (the query API's live endpoint and cache); the
-# channel and payloads are the contract's (schemas.notify).
-NOTIFY_RUN = f"SELECT pg_notify('{CHANNEL}', $1)"
 NOTIFY_ANY = f"SELECT pg_notify('{CHANNEL}', '{ANY}')"
 
 LOAD_OFFSETS = 'SELECT partition, "offset" FROM consumer_offsets WHERE group_id = $1 AND topic = $2'
@@ -195,6 +221,22 @@ LOAD_OFFSETS = 'SELECT partition, "offset" FROM consumer_offsets WHERE group_id 
 POINT_COLUMNS = ("run_id", "name", "step", "ts", "value", "text", "kind")
 TABLE_ROW_COLUMNS = ("run_id", "name", "seq", "idx", "ts", "cells")
 LOG_LINE_COLUMNS = ("run_id", "seq", "idx", "ts", "stream", "line")
+
+
+class ProcessorConnection(asyncpg.Connection):
+    """The processors' pool connections: the archive's staging table is created once per
+    session, when the connection opens (:func:`open_session`), instead of in every
+    transaction (one round trip fewer per batch). Other connections create it as they go."""
+
+    archive_stage_ready = False
+
+
+async def open_session(conn: asyncpg.Connection) -> None:
+    """The processors' pool ``init``: create the staging table outside any transaction (so
+    no rollback can take it away) and mark the connection."""
+    await conn.execute(CREATE_ARCHIVE_STAGE)
+    if isinstance(conn, ProcessorConnection):
+        conn.archive_stage_ready = True
 
 
 class Received(msgspec.Struct, frozen=True, gc=False):
@@ -271,9 +313,9 @@ async def archive(conn: asyncpg.Connection, received: list[Received]) -> tuple[l
     earlier in the batch, with another timestamp or event id; the first copy stays) and
     events that break a rule of :mod:`processors.integrity` (what the run recorded stays).
 
-    The rows are copied into the staging table, then inserted from it. First (in a
-    savepoint) only the new rows are counted: when every event is new, which is the
-    normal case, no per-event result is built. Otherwise it is redone asking which."""
+    The rows are copied into the staging table, then inserted from it in one statement
+    that says which were new only when not all were (the normal case builds no
+    per-event result)."""
     if not received:
         return [], []
     received, conflicts = _first_copies(received)
@@ -286,7 +328,8 @@ async def archive(conn: asyncpg.Connection, received: list[Received]) -> tuple[l
     if not received:
         return [], refused
     events = [r.event for r in received]
-    await conn.execute(ARCHIVE_STAGE)
+    if not getattr(conn, "archive_stage_ready", False):
+        await conn.execute(ARCHIVE_STAGE)
     await conn.copy_records_to_table(ARCHIVE_STAGE_TABLE, columns=ARCHIVE_COLUMNS, records=[
         (e.run_id, e.seq, to_datetime(e.ts), e.__struct_config__.tag, e.v, e.event_id, r.raw, r.topic, r.partition,
          r.offset) for e, r in zip(events, received)])
@@ -295,15 +338,10 @@ async def archive(conn: asyncpg.Connection, received: list[Received]) -> tuple[l
         refused += [Refused(r, conflict_reason(r)) for r in received if (r.partition, r.offset) in taken]
         received = [r for r in received if (r.partition, r.offset) not in taken]
         events = [r.event for r in received]
-    if len({(e.run_id, e.seq) for e in events}) == len(events):
-        try:
-            async with conn.transaction():
-                if await conn.fetchval(ARCHIVE_COUNT) != len(events):
-                    raise _Redelivered()  # rolls the savepoint back
-            return events, refused
-        except _Redelivered:
-            pass
-    inserted = {(run_id, seq) for run_id, seq in await conn.fetch(ARCHIVE)}
+    rows = await conn.fetch(ARCHIVE, len(events))
+    if rows[0][0] == len(events):
+        return events, refused
+    inserted = {(run_id, seq) for _, run_id, seq in rows if run_id is not None}
     new = []
     for r in received:
         key = (str(_uuid(r.event.run_id)), r.event.seq)
@@ -329,18 +367,16 @@ def _first_copies(received: list[Received]) -> tuple[list[Received], list[Receiv
     return [r for r in received if id(r) not in out], conflicts
 
 
-class _Redelivered(Exception):
-    """Some events of the batch were archived before."""
-
-
 def _uuid(value: str) -> str:
     """The canonical text form PostgreSQL returns for a uuid."""
     v = value.replace("-", "").lower()
     return f"{v[:8]}-{v[8:12]}-{v[12:16]}-{v[16:20]}-{v[20:]}"
 
 
-async def write_projections(conn: asyncpg.Connection, m: Materialized, *, notify: bool = True) -> None:
-    """Write what :func:`materialize` returned (``notify``: tell live readers at commit)."""
+async def write_projections(conn: asyncpg.Connection, m: Materialized, *, notify: bool = True,
+                            offsets: Offsets | None = None) -> None:
+    """Write what :func:`materialize` returned (``notify``: tell live readers at commit;
+    ``offsets``: the consumer's positions, stored in the same round trip as the rest)."""
     if m.point_copy:
         await conn.copy_to_table("metric_points", source=_chunks(copy_data(m.point_copy)), columns=POINT_COLUMNS,
                                  format="binary")
@@ -352,10 +388,6 @@ async def write_projections(conn: asyncpg.Connection, m: Materialized, *, notify
         await conn.copy_records_to_table("log_lines", records=m.log_lines, columns=LOG_LINE_COLUMNS)
     await _many(conn, INSERT_EXPERIMENT, [(ws, name, when) for (ws, name), when in sorted(m.experiments.items())])
     await _many(conn, INSERT_RUN, [c.started for c in m.runs.values() if c.started])
-    await _many(conn, UPDATE_RUN, [
-        (run_id, c.last_seq, c.updated_at, c.status, c.error, c.ended_at, c.renamed, c.name, c.deleted, c.deleted_at,
-         c.server_seq if c.server_seq >= 0 else None) for run_id, c in sorted(m.runs.items())
-    ])
     await _many(conn, INSERT_PARAM, [(r, k, v, t) for (r, k), (v, t) in sorted(m.params.items())])
     await _many(conn, UPSERT_EXPERIMENT_META, [
         (name, x.display_name, x.deleted, x.updated_at, orjson.dumps(x.tags).decode(), x.last_seq, ws)
@@ -365,15 +397,41 @@ async def write_projections(conn: asyncpg.Connection, m: Materialized, *, notify
     await _many(conn, UPSERT_TAG, [(r, k, v, t) for (r, k), (v, t, removed) in tags if not removed])
     await _many(conn, DELETE_TAG, [(r, k) for (r, k), (_, _, removed) in tags if removed])
     await _many(conn, UPSERT_ARTIFACT, [m.artifacts[k] for k in sorted(m.artifacts)])
-    await _many(conn, UPSERT_SUMMARY, [
-        (r, n, s.kind, s.description, s.count, s.last_seq, s.last_step, s.last_value, s.last_text,
-         s.last_kind, s.min_value, s.max_value)
-        for (r, n), s in sorted(m.summaries.items())
-    ])
-    if m.rollups or m.rollup_blocks:
-        await conn.execute(UPSERT_ROLLUP, *m.rollup_rows())
-    if notify:
-        await _many(conn, NOTIFY_RUN, [(run_payload(run_id, c.last_seq),) for run_id, c in sorted(m.runs.items())])
+    await write_tail(conn, m, notify=notify, offsets=offsets)
+
+
+class Offsets(NamedTuple):
+    """A consumer group's positions: (topic, partition) -> the last offset written."""
+
+    group_id: str
+    positions: dict[tuple[str, int], int]
+
+
+async def write_tail(conn: asyncpg.Connection, m: Materialized | None, *, notify: bool = True,
+                     offsets: Offsets | None = None) -> None:
+    """``TAIL``: runs, summaries, rollups (of ``m``; None: nothing), offsets and NOTIFYs."""
+    runs = sorted(m.runs.items()) if m is not None else []
+    summaries = sorted(m.summaries.items()) if m is not None else []
+    positions = sorted(offsets.positions.items()) if offsets is not None else []
+    if not (runs or summaries or positions or (m is not None and (m.rollups or m.rollup_blocks))):
+        return
+    run_cols = _columns([
+        (run_id, c.last_seq, c.updated_at, c.status, c.error, c.ended_at, c.renamed, c.name, c.deleted, c.deleted_at,
+         c.server_seq if c.server_seq >= 0 else None) for run_id, c in runs], 11)
+    summary_cols = _columns([
+        (r, n, x.kind, x.description, x.count, x.last_seq, x.last_step, x.last_value, x.last_text, x.last_kind,
+         x.min_value, x.max_value) for (r, n), x in summaries], 12)
+    rollup_cols = m.rollup_rows() if m is not None and (m.rollups or m.rollup_blocks) else [[] for _ in range(10)]
+    notices = [run_payload(run_id, c.last_seq) for run_id, c in runs] if notify else []
+    await conn.execute(TAIL, *rollup_cols, *run_cols, *summary_cols,
+                       offsets.group_id if offsets is not None else "",
+                       [t for (t, _), _ in positions], [p for (_, p), _ in positions], [o for _, o in positions],
+                       notices)
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as ``width`` column lists (for ``unnest``)."""
+    return [list(c) for c in zip(*rows)] if rows else [[] for _ in range(width)]
 
 
 async def _chunks(data: bytes, size: int = 1 << 20) -> AsyncIterator[memoryview]:
@@ -396,8 +454,8 @@ async def write_dead_letters(conn: asyncpg.Connection, dead: list[DeadLetter]) -
          d.seq if d.seq is not None and 0 <= d.seq <= INT64_MAX else None, d.item) for d in dead])
 
 
-async def save_offsets(conn: asyncpg.Connection, group_id: str, positions: dict[tuple[str, int], int]) -> None:
-    await _many(conn, UPSERT_OFFSET, [(group_id, t, p, o) for (t, p), o in sorted(positions.items())])
+async def save_offsets(conn: asyncpg.Connection, offsets: Offsets) -> None:
+    await write_tail(conn, None, offsets=offsets)
 
 
 async def load_offsets(conn: asyncpg.Connection, group_id: str, topic: str) -> dict[int, int]:
@@ -406,16 +464,17 @@ async def load_offsets(conn: asyncpg.Connection, group_id: str, topic: str) -> d
 
 
 async def write_events(conn: asyncpg.Connection, received: list[Received],
-                       prepared: Materialized | None = None) -> WriteResult:
+                       prepared: Materialized | None = None, offsets: Offsets | None = None) -> WriteResult:
     """Archive, dedup and materialize ``received`` (in log order) in the open transaction.
 
     ``prepared``: ``materialize`` of every event of ``received``, done ahead (while the
-    previous batch was being written); used as is when every event turns out new."""
+    previous batch was being written); used as is when every event turns out new.
+    ``offsets``: the consumer's positions to store with it (:func:`write_tail`)."""
     kept, foreign = await take_foreign(conn, received)
     new, refused = await archive(conn, kept)
     if prepared is None or len(new) != len(received):
         prepared = materialize(new, columnar=True)
-    await write_projections(conn, prepared)
+    await write_projections(conn, prepared, offsets=offsets)
     return WriteResult(new=len(new), duplicates=len(kept) - len(new) - len(refused),
                        points=prepared.point_count, refused=tuple(refused), foreign=tuple(foreign))
 
