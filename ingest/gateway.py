@@ -15,7 +15,8 @@ Hardened (docs/SECURITY.md): the shared middlewares of :mod:`query_api.hardening
 ``Content-Type: application/json`` (a cross-origin form or ``text/plain`` POST is a 415),
 a body nested deeper than the decoder recurses is a 400 (invalid UTF-8 is the 422 of its
 event, naming the field, or a 400 outside any string); a per-principal rate
-limit (429 + ``Retry-After``); uploads capped per request (413) and per workspace (507,
+limit (429 + ``Retry-After``) and, before it, query_api.auth's limit of failed
+authentications per client address and token id; uploads capped per request (413) and per workspace (507,
 :mod:`ingest.quota`). ``GET /api/v1/openapi.json`` describes it (:mod:`ingest.openapi`).
 
 Every route but health needs a token (query_api.auth; writes need the ``write`` scope). The
@@ -227,7 +228,8 @@ def create_app(settings: ServiceSettings) -> web.Application:
     hardening.install(app, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins,
                       max_body_bytes=MAX_REQUEST_BYTES, body_limit_exempt={"blob_put"})
     # Bearer or Basic only: a browser's login cookie never writes (no CSRF through it).
-    auth.setup(app, settings.database_url, enabled=auth.enabled(settings.auth), cookies=False)
+    auth.setup(app, settings.database_url, enabled=auth.enabled(settings.auth), cookies=False,
+               failures=hardening.FailedAuthLimiter(settings.auth_failure_rate_per_s, settings.auth_failure_burst))
     app.middlewares.append(rate_limit)  # after auth's middleware: the principal is known
     app[GATEWAY_SETTINGS] = settings
     app[BLOBS] = LocalBlobStore(settings.blob_dir)

@@ -106,7 +106,8 @@ def create_app(settings: ServiceSettings) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.api_max_body_bytes)
     hardening.install(app, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins,
                       max_body_bytes=settings.api_max_body_bytes, body_limit_exempt={mlflow_api.ARTIFACT_UPLOAD})
-    auth.setup(app, handlers.reader_url(settings), enabled=auth.enabled(settings.auth), cookies=True)
+    auth.setup(app, handlers.reader_url(settings), enabled=auth.enabled(settings.auth), cookies=True,
+               failures=hardening.FailedAuthLimiter(settings.auth_failure_rate_per_s, settings.auth_failure_burst))
     app[SETTINGS] = settings
     app[CACHE] = ResponseCache()  # fed by live's listener: serves only while it LISTENs
     app.cleanup_ctx.append(pg_pool)

@@ -18,6 +18,12 @@ Verified tokens are cached per process (the KDF is deliberately slow) for at mos
 :data:`CACHE_TTL_S` and never past their expiry; the cache is used only while this
 process ``LISTEN``s on :data:`~runstream.schemas.notify.TOKENS_CHANNEL`, and a
 revocation's notification drops the token at once (within milliseconds of the commit).
+
+Failed authentications (no token, a malformed header, an unknown, revoked, expired or
+wrong token, a failed login) spend the client address's budget of the
+:class:`~query_api.hardening.FailedAuthLimiter` given to :func:`setup`; once it is empty,
+failing credentials and logins are a 429 before any KDF runs. A cached token never meets
+the limiter, and a token this process verified before is never refused by it.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 from aiohttp import web
@@ -42,6 +48,9 @@ from runstream.query_api import tokens
 from runstream.query_api.errors import BadRequest, Forbidden, Unauthorized, Unavailable, json_response
 from runstream.schemas.events import DEFAULT_WORKSPACE
 from runstream.schemas.notify import TOKENS_CHANNEL
+
+if TYPE_CHECKING:  # hardening imports this module; the limiter is handed in by create_app
+    from runstream.query_api.hardening import FailedAuthLimiter
 
 __all__ = [
     "COOKIE",
@@ -131,10 +140,12 @@ def needed_scope(method: str, handler: Any) -> tokens.Scope | None:
 
 class Authenticator:
     """Verifies tokens against the ``tokens`` table, with the per-process cache kept
-    coherent by ``LISTEN runstream_tokens``."""
+    coherent by ``LISTEN runstream_tokens``; what is not in the cache is verified under
+    ``failures``, the failed-authentication limiter."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, failures: FailedAuthLimiter) -> None:
         self.database_url = database_url
+        self.failures = failures
         self.pool: asyncpg.Pool | None = None
         self.listening = asyncio.Event()
         self._cache: dict[bytes, tuple[Principal, float]] = {}
@@ -143,8 +154,10 @@ class Authenticator:
         self._on_revoke: dict[str, set[Callable[[], None]]] = {}
         self._epoch = 0  # LISTEN connections made so far: a reconnection may have missed a revocation
 
-    async def principal(self, token: str) -> Principal:
-        """The principal of ``token``, or :class:`Unauthorized` saying why not."""
+    async def principal(self, token: str, remote: str | None) -> Principal:
+        """The principal of ``token`` sent from the client address ``remote``, or
+        :class:`Unauthorized` saying why not (:class:`TooManyRequests`, before the KDF, when
+        ``remote`` or the token's id is over its failed-authentication budget)."""
         key = hashlib.sha256(token.encode()).digest()
         hit = self._cache.get(key) if self.listening.is_set() else None
         if hit is not None and hit[1] > time.monotonic():
@@ -155,7 +168,8 @@ class Authenticator:
         if self.pool is None:
             raise Unavailable("authentication is not ready yet; retry")
         try:
-            row = await tokens.verify(self.pool, token)
+            with self.failures.attempt(remote, token):
+                row = await tokens.verify(self.pool, token)
         except tokens.TokenError as exc:
             raise Unauthorized(str(exc)) from None
         principal = Principal(row.token_id, row.workspace, row.scope)
@@ -268,10 +282,16 @@ def middleware(auth: Authenticator | None, cookies: bool) -> Callable[..., Await
             request[PRINCIPAL] = ANONYMOUS_ADMIN
             return await handler(request)
         needed = needed_scope(request.method, request.match_info.handler)
-        token = _credential(request, cookies) if needed is not None or "Authorization" in request.headers else None
+        try:
+            token = _credential(request, cookies) if needed is not None or "Authorization" in request.headers else None
+        except Unauthorized:
+            auth.failures.charge(request.remote, refuse=True)
+            raise
         if token is not None:
-            request[PRINCIPAL] = await auth.principal(token)
+            request[PRINCIPAL] = await auth.principal(token, request.remote)
         elif needed is not None:
+            # Counted, but always a 401 (no KDF is at stake, and the UI's login form follows a 401).
+            auth.failures.charge(request.remote, refuse=False)
             raise Unauthorized("authentication required: send Authorization: Bearer <token> "
                                "(create one with `runstream token create`)")
         if needed is not None and not principal_of(request).allows(needed):
@@ -283,13 +303,15 @@ def middleware(auth: Authenticator | None, cookies: bool) -> Callable[..., Await
     return authenticate
 
 
-def setup(app: web.Application, database_url: str, enabled: bool, cookies: bool) -> None:
+def setup(app: web.Application, database_url: str, enabled: bool, cookies: bool,
+          failures: FailedAuthLimiter) -> None:
     """Put the authentication middleware on ``app`` (before the app is frozen); with
-    ``enabled`` its token store's pool and LISTEN live for the app's lifetime."""
+    ``enabled`` its token store's pool and LISTEN live for the app's lifetime, and failed
+    authentications are limited by ``failures``."""
     if not enabled:
         app.middlewares.append(middleware(None, cookies))
         return
-    auth = Authenticator(database_url)
+    auth = Authenticator(database_url, failures)
     app[AUTHENTICATOR] = auth
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
@@ -312,16 +334,20 @@ def setup(app: web.Application, database_url: str, enabled: bool, cookies: bool)
 
 @public
 async def login(request: web.Request) -> web.Response:
-    """``POST /api/login`` ``{"token": "rs_..."}``: set the UI's cookie (401 for a bad token)."""
+    """``POST /api/login`` ``{"token": "rs_..."}``: set the UI's cookie (401 for a bad token;
+    429 while the client is over its failed-authentication budget, unless the token was
+    verified by this process before)."""
     try:
         body = await request.json()
     except ValueError:
         body = None
     token = body.get("token") if isinstance(body, dict) else None
-    if not isinstance(token, str) or not token:
-        raise BadRequest('the body must be a JSON object {"token": "rs_..."}')
     auth = request.app.get(AUTHENTICATOR)
-    principal = ANONYMOUS_ADMIN if auth is None else await auth.principal(token)
+    if not isinstance(token, str) or not token:
+        if auth is not None:
+            auth.failures.charge(request.remote, refuse=True)
+        raise BadRequest('the body must be a JSON object {"token": "rs_..."}')
+    principal = ANONYMOUS_ADMIN if auth is None else await auth.principal(token, request.remote)
     response = json_response({"workspace": principal.workspace, "scope": principal.scope,
                               "token_id": principal.token_id})
     response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/", secure=request.secure)

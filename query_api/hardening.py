@@ -18,24 +18,29 @@
 :class:`RateLimiter` (the gateway's per-principal token bucket) and :class:`StreamSlots`
 (the live stream's caps) are used by the handlers that need them. The key of a principal
 is its token id, else the client address (:func:`principal_key`).
+:class:`FailedAuthLimiter` (token buckets of failed authentications per client address
+and per token id) is used by :mod:`query_api.auth` on both services, before the KDF runs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
-from ipaddress import ip_address
+from collections.abc import Callable, Iterable, Iterator
+from ipaddress import IPv6Address, IPv6Network, ip_address
+from typing import NoReturn
 
 from aiohttp import web
 
-from runstream.query_api import auth
+from runstream.query_api import auth, tokens
 from runstream.query_api.errors import BadRequest, Forbidden, Handler, PayloadTooLarge, TooManyRequests
 
 __all__ = [
     "DEFAULT_CSP",
+    "FailedAuthLimiter",
     "RateLimiter",
     "StreamSlots",
     "install",
@@ -229,6 +234,20 @@ class RateLimiter:
             self._buckets.popitem(last=False)
         return wait
 
+    def give_back(self, key: str, now: float | None = None) -> None:
+        """Return the token a :meth:`take` of ``key`` spent (call it only after a take that
+        answered 0). A bucket full again is forgotten: a new key starts full anyway."""
+        entry = self._buckets.get(key)
+        if self.rate <= 0 or entry is None:
+            return
+        now = time.monotonic() if now is None else now
+        tokens, last = entry
+        tokens = tokens + max(0.0, now - last) * self.rate + 1
+        if tokens >= self.burst:
+            del self._buckets[key]
+        else:
+            self._buckets[key] = (tokens, now)
+
     def check(self, request: web.Request) -> None:
         """429 with ``Retry-After`` (whole seconds, at least 1) when the principal is over its rate."""
         wait = self.take(principal_key(request))
@@ -236,6 +255,107 @@ class RateLimiter:
             raise TooManyRequests(
                 f"rate limit: at most {self.rate:g} requests per second (bursts of {self.burst}) per "
                 f"token or client; retry after {wait:.2f} s", retry_after=max(1, math.ceil(wait)))
+
+
+def address_key(remote: str | None) -> str:
+    """Whose failed-authentication budget a client address spends: the address itself, an
+    IPv4-mapped IPv6 address as IPv4, and any other IPv6 address as its /64 (one host
+    usually holds a whole /64, so rotating addresses inside it gains nothing)."""
+    try:
+        address = ip_address(remote or "")
+    except ValueError:
+        return remote or "?"
+    if isinstance(address, IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(IPv6Network((address.packed, 64), strict=False))
+    return str(address)
+
+
+class FailedAuthLimiter:
+    """Failed authentications, budgeted like :class:`RateLimiter` (``rate`` per second on
+    average, ``burst`` at once) per client address and, for wrong secrets, per token id (the
+    id is public, so guesses at one id from many addresses are throttled too).
+
+    Every attempt that needs the KDF first reserves one from both budgets (so concurrent
+    guesses cannot overtake the count) and is refused with a 429 when either is empty,
+    before the KDF runs; a success gives the reservation back. The one exception keeps
+    valid tokens working behind a shared address under attack: a token this process has
+    verified before (its sha256 is remembered, the least recently seen of ``max_keys``
+    forgotten) is never refused here: it is verified in full, as any other, revocation and
+    expiry included. A valid token this process has not seen yet is refused like any other
+    while its address (or id) is over budget: telling it from a guess takes the KDF.
+    Per process, in memory, like the other limits.
+    """
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = 10_000) -> None:
+        self.addresses = RateLimiter(rate, burst, max_keys)
+        self.token_ids = RateLimiter(rate, burst, max_keys)
+        self.clock, self.max_keys = clock, max_keys
+        self._proven: OrderedDict[bytes, None] = OrderedDict()
+
+    def _refuse(self, whose: str, wait: float) -> NoReturn:
+        limits = self.addresses
+        raise TooManyRequests(
+            f"too many failed authentications {whose}: at most {limits.burst} at once, then one every "
+            f"{1 / limits.rate:g} s (RUNSTREAM_AUTH_FAILURE_BURST, RUNSTREAM_AUTH_FAILURE_RATE_PER_S); "
+            f"retry after {wait:.2f} s", retry_after=max(1, math.ceil(wait)), limit="failed_authentications")
+
+    def charge(self, remote: str | None, refuse: bool) -> None:
+        """Count a failed authentication of ``remote`` that needed no KDF (no token, a
+        malformed header, a login without a token); with ``refuse``, answer 429 instead
+        when its budget is already empty."""
+        wait = self.addresses.take(address_key(remote), self.clock())
+        if wait > 0 and refuse:
+            self._refuse(f"from {address_key(remote)}", wait)
+
+    @contextlib.contextmanager
+    def attempt(self, remote: str | None, token: str) -> Iterator[None]:
+        """Around one verification of ``token`` from ``remote``: 429 before it when the
+        budget is empty (unless the token was verified here before); a
+        :class:`~query_api.tokens.TokenError` inside spends the address's budget, and a
+        :class:`~query_api.tokens.WrongSecret` the token id's as well."""
+        digest = hashlib.sha256(token.encode()).digest()
+        address = address_key(remote)
+        try:
+            token_id: str | None = tokens.parse(token)[0]
+        except tokens.TokenError:
+            token_id = None
+        proven = digest in self._proven
+        now = self.clock()
+        # The keys whose budget this attempt holds one of (given back unless the client failed).
+        held_address = address if (wait := self.addresses.take(address, now)) == 0 else None
+        if held_address is None and not proven:
+            self._refuse(f"from {address}", wait)
+        held_id = None
+        if token_id is not None:
+            held_id = token_id if (wait := self.token_ids.take(token_id, now)) == 0 else None
+            if held_id is None and not proven:
+                self._give_back(held_address, None)
+                self._refuse(f"for token rs_{token_id}_... (from any address)", wait)
+        try:
+            yield
+        except tokens.TokenError as exc:
+            self._proven.pop(digest, None)
+            if not isinstance(exc, tokens.WrongSecret):
+                self._give_back(None, held_id)  # per id, only guessed secrets count
+            raise
+        except BaseException:  # not the client's failure (the database, a cancelled request)
+            self._give_back(held_address, held_id)
+            raise
+        self._give_back(held_address, held_id)
+        self._proven[digest] = None
+        self._proven.move_to_end(digest)
+        while len(self._proven) > self.max_keys:
+            self._proven.popitem(last=False)
+
+    def _give_back(self, address: str | None, token_id: str | None) -> None:
+        now = self.clock()
+        if address is not None:
+            self.addresses.give_back(address, now)
+        if token_id is not None:
+            self.token_ids.give_back(token_id, now)
 
 
 class StreamSlots:

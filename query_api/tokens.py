@@ -28,7 +28,8 @@ from runstream.query_api import queries
 from runstream.schemas.events import WORKSPACE_PATTERN
 from runstream.schemas.notify import TOKENS_CHANNEL
 
-__all__ = ["SCOPES", "Scope", "TokenError", "TokenRow", "create", "list_tokens", "parse", "revoke", "verify"]
+__all__ = ["SCOPES", "Scope", "TokenError", "TokenRow", "WrongSecret", "create", "list_tokens", "parse", "revoke",
+           "verify"]
 
 Scope = Literal["read", "write", "admin"]
 SCOPES: tuple[Scope, ...] = ("read", "write", "admin")
@@ -48,6 +49,11 @@ MAX_EXPIRES_DAYS = 3650
 class TokenError(ValueError):
     """A token that is malformed, unknown, revoked or expired (the message says which), or
     an invalid argument to :func:`create`."""
+
+
+class WrongSecret(TokenError):
+    """A known, live token id with another secret: the one refusal that cost a KDF run (the
+    failed-authentication limiter counts these per token id as well)."""
 
 
 @dataclass(frozen=True)
@@ -126,5 +132,5 @@ async def verify(db: queries.Db, token: str) -> TokenRow:
         raise TokenError(f"token rs_{token_id}_... expired at {r['expires_at'].isoformat()}")
     digest = await asyncio.to_thread(_hash, r["kdf"], secret, bytes(r["salt"]))
     if not hmac.compare_digest(digest, bytes(r["hash"])):
-        raise TokenError(f"wrong secret for token rs_{token_id}_...")
+        raise WrongSecret(f"wrong secret for token rs_{token_id}_...")
     return TokenRow(token_id, r["workspace"], cast(Scope, r["scope"]), r["expires_at"])

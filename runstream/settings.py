@@ -187,6 +187,16 @@ class ServiceSettings(_Env):
     average; 429 with ``Retry-After`` beyond. 0: no limit."""
     gateway_rate_burst: int = 2000
     """Requests a token (or client) may send at once before ``gateway_rate_per_s`` applies."""
+    auth_failure_rate_per_s: float = 0.5
+    """Failed authentications per second a client address may make on average, once its
+    ``auth_failure_burst`` is spent (no, a malformed, unknown, revoked, expired or wrong
+    token; a failed ``POST /api/login``). Beyond it, requests whose credentials fail and every
+    login are 429 with ``Retry-After``, before the KDF runs; a token that the process verified
+    before is never refused. Wrong secrets for one token id spend the same budget per id,
+    from any address. Per process, on the query API and the gateway. 0: no limit."""
+    auth_failure_burst: int = 20
+    """Failed authentications a client address (or a token id) may make at once before
+    ``auth_failure_rate_per_s`` applies."""
     live_streams_max: int = 500
     """Live (SSE) streams one query API process holds open at once; 429 beyond."""
     live_streams_per_principal: int = 50
