@@ -5,10 +5,12 @@
 import type { Principal } from "./contract";
 import { h, message } from "./dom";
 
-/** The caller, or null when the API answers 401 (not logged in). */
+/** The caller, or null when the API answers 401 (not logged in) or 429 (a cookie that
+ * failed from an address over its failed-authentication budget: the login form then shows
+ * the limit's message when the user tries again). */
 export async function whoami(): Promise<Principal | null> {
   const resp = await fetch("/api/whoami", { headers: { Accept: "application/json" } });
-  if (resp.status === 401) return null;
+  if (resp.status === 401 || resp.status === 429) return null;
   if (!resp.ok) throw new Error(`${resp.status} ${resp.statusText}`);
   return (await resp.json()) as Principal;
 }
