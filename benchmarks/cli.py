@@ -17,9 +17,10 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from benchmarks import cpu, mlflow_baseline, workloads
+from benchmarks import cpu, mlflow_baseline, pglog, workloads
 from benchmarks import services as svc
-from benchmarks.results import Row, cpu_table, machine, stage_table, table, write_json
+from benchmarks.results import Row, cpu_table, machine, slow_table, stage_table, table, write_json
+from runstream.devstack.postgres import SLOW_STATEMENT_MS
 
 ROWS = ("batched", "single", "raw", "latency", "vector", "concurrent", "rebuild", "reads", "mlflow", "mlflow_compat")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -68,18 +69,21 @@ async def run(args: argparse.Namespace) -> int:
             b = workloads.Bench(services, pool, sizes, args.profile)
 
             only = set(args.only.split(",")) - {""}
+            pg_log = pglog.log_path(services.state_dir)
 
             async def measure(title: str, fn: Callable[[], Awaitable[Any]], key: str = "") -> Any:
                 if only and key not in only:
                     return None
                 print(f"  {title} ...", end="", flush=True)
                 t, cpu_before, load_before = time.monotonic(), b.cpu_sample(), os.getloadavg()[0]
+                log_start = pglog.mark(pg_log)
                 try:
                     result = await fn()
                     for row in result if isinstance(result, tuple) else [result]:
                         if isinstance(row, Row):  # the whole row's window, unless it chose a narrower one
                             row.detail.setdefault("cpu_s", cpu.spent(cpu_before, b.cpu_sample()))
                             row.detail.setdefault("loadavg_1m_before", round(load_before, 2))
+                            row.detail.setdefault("slow_sql", pglog.since(pg_log, log_start))
                 except Exception as exc:
                     failures.append(f"{title}: {exc.__class__.__name__}: {exc}")
                     traceback.print_exc()
@@ -143,6 +147,9 @@ async def run(args: argparse.Namespace) -> int:
     print(table(rows))
     print("\nCPU seconds while each row ran (both cores: 2 per second of wall clock):")
     print(cpu_table(rows))
+    if slow := slow_table(rows):
+        print(f"\nPostgreSQL's statements over {SLOW_STATEMENT_MS} ms and checkpoints while each row ran:")
+        print(slow)
     if stages := stage_table(rows):
         print("\nThe latency probe's timeline, ms: p50 / p99 (median over the slowest 1% of points):")
         print(stages)

@@ -69,9 +69,22 @@ def cpu_table(rows: list[Row]) -> str:
     head = ("row", *CPU_PARTS)
     lines = [(r.title[:50], *(_num(r.detail["cpu_s"].get(k)) for k in CPU_PARTS))
              for r in rows if r.detail.get("cpu_s")]
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
-    fmt = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
-    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*x) for x in lines])
+    return _grid(head, lines)
+
+
+def slow_table(rows: list[Row]) -> str:
+    """Per row, PostgreSQL's slow statements and checkpoints (``detail["slow_sql"]``,
+    :mod:`benchmarks.pglog`): how many, their total, and the slowest kinds."""
+    head = ("row", "slow statements", "total ms", "slowest (count, max ms)", "checkpoints (s)")
+    lines = []
+    for r in rows:
+        slow = r.detail.get("slow_sql")
+        if not slow:
+            continue
+        kinds = "; ".join(f"{k} ({v['count']}, {_num(v['max_ms'])})" for k, v in list(slow["by_kind"].items())[:3])
+        lines.append((r.title[:50], str(slow["count"]), _num(slow["total_ms"]), kinds or "-",
+                      f"{slow['checkpoints']} ({_num(slow['checkpoint_s'])})"))
+    return _grid(head, lines) if lines else ""
 
 
 def stage_table(rows: list[Row]) -> str:
@@ -89,6 +102,11 @@ def stage_table(rows: list[Row]) -> str:
             st = r.detail["stages"].get(name)
             cells.append("-" if st is None else f"{_num(st['p50'])} / {_num(st['p99'])} ({_num(st['slowest_1pct_median'])})")
         lines.append((name, *cells))
+    return _grid(head, lines)
+
+
+def _grid(head: tuple[str, ...], lines: list[tuple[str, ...]]) -> str:
+    """A text table: the first column left-aligned, the others right-aligned."""
     widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
     fmt = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
     return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*x) for x in lines])

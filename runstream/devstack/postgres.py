@@ -98,6 +98,12 @@ def socket_dir(root: Path) -> str:
     return str(sock) if len(str(sock)) <= SOCKET_PATH_MAX - len("/.s.PGSQL.65535") else ""
 
 
+SLOW_STATEMENT_MS = 100
+"""Statements slower than this are logged (text only, no parameters): the benchmark reads
+them per row (``benchmarks.pglog``), and they are the first thing to look at in a test
+stack's ``postgres.log`` when something was slow."""
+
+
 def render_conf(port: int, socket_directory: str, *, preload: str = "") -> str:
     """Server settings for tests and benchmarks on a small machine; durability is kept."""
     lines = [
@@ -116,6 +122,9 @@ def render_conf(port: int, socket_directory: str, *, preload: str = "") -> str:
         "fsync = on",
         "synchronous_commit = on",
         "timezone = 'UTC'",
+        f"log_min_duration_statement = {SLOW_STATEMENT_MS}",
+        "log_parameter_max_length = 0",
+        "log_checkpoints = on",
     ]
     if preload:
         lines += [f"shared_preload_libraries = '{preload}'", "timescaledb.telemetry_level = off"]
