@@ -39,16 +39,18 @@ def main(argv: list[str] | None = None) -> int:
     per_slice = max(1, int(args.rate / 100)) if args.rate else 0
     t_start = time.time()
     cpu_start = time.process_time()  # every thread of this process: the logging loop and the sender
-    logged = 0
+    logged, slice_end = 0, per_slice
     for step in range(steps):
         for run in runs:
             for name in names:
                 run.log(name, step * 0.001)
         if per_slice:
             logged += len(runs) * len(names)
-            ahead = logged / args.rate - (time.time() - t_start)
-            if ahead > 0:
-                time.sleep(ahead)  # pacing the load generator, not synchronisation
+            if logged >= slice_end:  # a 10 ms slice's worth logged: wait for the slice's end
+                slice_end += per_slice
+                ahead = logged / args.rate - (time.time() - t_start)
+                if ahead > 0:
+                    time.sleep(ahead)  # pacing the load generator, not synchronisation
     t_logged = time.time()
     for run in runs:
         run.complete()
