@@ -60,16 +60,16 @@ IDLE_LINGER_S = 0.0
 """The wait before draining a queue that was empty (0: the next turn of the sender's loop)."""
 BUSY_LINGER_S = 0.02
 """Shortest time between two drains while the script logs many points (adaptive batching)."""
-BUSY_ITEMS = 64
-BUSY_RATE = 12_800
-"""The sender counts as busy when a drain carries at least BUSY_ITEMS logging calls that
-came at BUSY_RATE calls per second or more since the drain before: its next drain waits
-BUSY_LINGER_S after the last, so a steady stream folds into fewer, larger events (each
-costs the SDK a fold, an encoding and a produce request with its acknowledgement, and
-downstream a fetch and part of a transaction), while a sparse stream (a live chart's
-point every few ms) still goes out at once. By rate, not by count alone: a loop paced in
-10 ms slices of 187 calls (18,750 calls/s) is busy; at 256 calls per drain it was not,
-and cost 15-18 µs of CPU per point instead of 11 (docs/PERFORMANCE.md)."""
+BUSY_ITEMS = 128
+BUSY_WINDOW_S = 0.05
+"""The sender counts as busy while the drains of the last BUSY_WINDOW_S carried at least
+BUSY_ITEMS logging calls (2,560 calls/s): its next drain waits BUSY_LINGER_S after the
+last, so a steady stream folds into fewer, larger events (each costs the SDK a fold, an
+encoding and a produce request with its acknowledgement, and downstream a fetch and part
+of a transaction), while a sparse stream (a live chart's point every few ms) still goes
+out at once. A rate over a window, not a count per drain: a loop paced in 10 ms slices
+splits each slice over drains, and at 256 calls per drain a slice of 187 was never busy
+(15-18 µs of SDK CPU per point instead of 9-11; docs/PERFORMANCE.md)."""
 _BYTE_BUDGET = MAX_EVENT_BYTES * 3 // 4  # leave room for the envelope and estimate error
 _POINT_OVERHEAD = 40  # bytes a point costs in JSON besides a string value's own length
 WARN_EVERY_S = 60.0
@@ -292,6 +292,7 @@ class Sender:
         loop = asyncio.get_running_loop()
         last_drain = 0.0
         busy = False
+        recent: collections.deque[tuple[float, int]] = collections.deque()  # (time, calls) of drains
         while True:
             self._idle = True
             linger = BUSY_LINGER_S if busy else LINGER_S
@@ -317,9 +318,11 @@ class Sender:
                 # stream of log calls folds into a few large events, not many small ones.
                 await asyncio.sleep(wait)
             self._idle = False
-            now, queued = loop.time(), len(self._queue)
-            busy = queued >= BUSY_ITEMS and queued >= BUSY_RATE * (now - last_drain)
-            last_drain = now
+            last_drain = loop.time()
+            recent.append((last_drain, len(self._queue)))
+            while recent[0][0] < last_drain - BUSY_WINDOW_S:
+                recent.popleft()
+            busy = sum(calls for _, calls in recent) >= BUSY_ITEMS
             try:
                 self._route_queue()
             except Exception:  # nothing may stop the pump (the outbox's disk, a bug)
