@@ -21,13 +21,13 @@ from runstream.processors.materialize import Materialized, materialize, to_datet
 from runstream.schemas import events as ev
 from runstream.schemas.notify import ANY, CHANNEL, run_payload
 
-# The archive insert goes through a per-session staging table: asyncpg's binary COPY of
-# plain records costs the client about a third of encoding the same values as ten
-# unnest() arrays (and the wire a quarter), and INSERT ... SELECT keeps ON CONFLICT's
-# dedup. The table is emptied at every commit; creating it is a no-op after the first.
-# Within one transaction (the processor's one-event-at-a-time fallback) it keeps the rows
-# of earlier, successful calls: they are in ``events`` by then, so they conflict and are
-# neither inserted nor counted again. A rolled-back savepoint takes its staged rows along.
+# A batch larger than SMALL_BATCH_EVENTS goes into the archive through a per-session
+# staging table: asyncpg's binary COPY of plain records costs the client about a third of
+# encoding the same values as ten unnest() arrays (and the wire a quarter), and INSERT ...
+# SELECT keeps ON CONFLICT's dedup. The table is emptied at every commit; creating it is a
+# no-op after the first. Within one transaction it keeps the rows of earlier, successful
+# calls: they are in ``events`` by then, so they conflict and are neither inserted nor
+# counted again. A rolled-back savepoint takes its staged rows along.
 # INCLUDING COMPRESSION: a body is compressed once, in the staging table, with the
 # archive's method (migration 0004), and INSERT ... SELECT moves it as it is.
 ARCHIVE_STAGE_TABLE = "events_in"
@@ -460,7 +460,8 @@ async def write_tail(conn: asyncpg.Connection, m: Materialized | None, *, notify
     summaries = sorted(m.summaries.items()) if m is not None else []
     positions = sorted(offsets.positions.items()) if offsets is not None else []
     points = m.points if m is not None and len(m.points) <= SMALL_POINT_ROWS else []
-    if not (runs or summaries or positions or points or (m is not None and (m.rollups or m.rollup_blocks))):
+    has_rollups = m is not None and bool(m.rollups or m.rollup_blocks)
+    if not (runs or summaries or positions or points or has_rollups):
         return
     run_cols = _columns([
         (run_id, c.last_seq, c.updated_at, c.status, c.error, c.ended_at, c.renamed, c.name, c.deleted, c.deleted_at,
@@ -468,7 +469,7 @@ async def write_tail(conn: asyncpg.Connection, m: Materialized | None, *, notify
     summary_cols = _columns([
         (r, n, x.kind, x.description, x.count, x.last_seq, x.last_step, x.last_value, x.last_text, x.last_kind,
          x.min_value, x.max_value) for (r, n), x in summaries], 12)
-    rollup_cols = m.rollup_rows() if m is not None and (m.rollups or m.rollup_blocks) else [[] for _ in range(10)]
+    rollup_cols = m.rollup_rows() if has_rollups else [[] for _ in range(10)]
     notices = [run_payload(run_id, c.last_seq) for run_id, c in runs] if notify else []
     await conn.execute(TAIL, *rollup_cols, *run_cols, *summary_cols,
                        offsets.group_id if offsets is not None else "",
